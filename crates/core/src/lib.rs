@@ -1,0 +1,14 @@
+//! The pure core of Confiance: domain types, the data catalog and the rules of each pipeline
+//! stage. Nothing here speaks HTTP or SQL; the store and server crates are thin edges around it.
+//!
+//! The modules follow the pipeline: [`catalog`] says what may be collected and why, [`collect`]
+//! turns what sources send into messages for the event log.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod collect;
+pub mod error;
+pub mod secret;
+pub mod source;
+
+pub use error::{Error, ErrorCode};

@@ -1,0 +1,269 @@
+//! The storage edge of Confiance: one interface, two backends.
+//!
+//! # Design
+//!
+//! [`Store`] is the only way the rest of Confiance touches data. It is an enum over the embedded
+//! SQLite store (the default: one file, nothing to install) and PostgreSQL (several stateless
+//! nodes sharing one database), so callers never know which one they use and one conformance
+//! suite (`tests/conformance.rs`) proves that both behave the same.
+//!
+//! The event log is append-only and is the truth: everything derived later (profiles, indexes,
+//! counters) can be rebuilt from it. [`Store::append`] returns only once the messages are
+//! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use confiance_core::collect::{Message, MessageType};
+use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
+use serde_json::Value;
+use std::path::Path;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (a source name) is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The writer is saturated; the caller should shed load.
+    #[error("the store is overloaded")]
+    Overloaded,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A migration failed or the schema is newer than this binary.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An event as the log holds it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StoredEvent {
+    /// Position in the log (the change sequence).
+    pub seq: i64,
+    /// Source it came from.
+    pub source_id: i64,
+    /// Message id, unique per source.
+    pub message_id: String,
+    /// Message type.
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    /// User id.
+    pub user_id: Option<String>,
+    /// Anonymous id.
+    pub anonymous_id: Option<String>,
+    /// Event, page or screen name, or group id.
+    pub event: Option<String>,
+    /// When it happened.
+    pub timestamp: jiff::Timestamp,
+    /// When it was received.
+    pub received_at: jiff::Timestamp,
+    /// The full normalised message.
+    pub body: Value,
+}
+
+/// Whose events to list.
+#[derive(Clone, Debug)]
+pub enum Who {
+    /// By `userId`.
+    UserId(String),
+    /// By `anonymousId`.
+    AnonymousId(String),
+}
+
+/// What an append did with each message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// For each message, in order: `true` if stored now, `false` if its `messageId` was
+    /// already in the log for this source.
+    pub stored: Vec<bool>,
+}
+
+impl Appended {
+    /// How many messages were stored now.
+    pub fn stored_count(&self) -> usize {
+        self.stored.iter().filter(|s| **s).count()
+    }
+}
+
+/// Roles of admin API tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Privacy operations.
+    Dpo,
+    /// Segments and campaigns.
+    Marketer,
+    /// Reads without personal data.
+    ReadOnly,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Dpo => "dpo",
+            Role::Marketer => "marketer",
+            Role::ReadOnly => "read_only",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Admin, Role::Dpo, Role::Marketer, Role::ReadOnly]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Per-source collection counters, as persisted.
+pub type Counters = Vec<(String, i64)>;
+
+/// The store: SQLite or PostgreSQL behind one interface.
+#[derive(Clone)]
+pub enum Store {
+    /// The embedded default.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL server.
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $body:expr) => {
+        match $self {
+            Store::Sqlite($s) => $body,
+            Store::Postgres($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating) the SQLite store under `dir`.
+    pub async fn open_sqlite(dir: &Path) -> Result<Store> {
+        Ok(Store::Sqlite(SqliteStore::open(dir).await?))
+    }
+
+    /// Connects to PostgreSQL and migrates the schema.
+    pub async fn connect_postgres(url: &str) -> Result<Store> {
+        Ok(Store::Postgres(PgStore::connect(url).await?))
+    }
+
+    /// Which backend, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Registers a source with the digest of its write key.
+    pub async fn create_source(&self, name: &SourceName, kind: SourceKind, key: &KeyDigest, key_prefix: &str) -> Result<Source> {
+        dispatch!(self, s => s.create_source(name, kind, key, key_prefix).await)
+    }
+
+    /// Every source, by name.
+    pub async fn list_sources(&self) -> Result<Vec<Source>> {
+        dispatch!(self, s => s.list_sources().await)
+    }
+
+    /// The source a write key belongs to.
+    pub async fn source_by_key(&self, key: &KeyDigest) -> Result<Option<Source>> {
+        dispatch!(self, s => s.source_by_key(key).await)
+    }
+
+    /// The source with this name.
+    pub async fn source_by_name(&self, name: &SourceName) -> Result<Option<Source>> {
+        dispatch!(self, s => s.source_by_name(name).await)
+    }
+
+    /// Appends messages of one source to the event log, durably, skipping `messageId`s the log
+    /// already holds for that source; adds `counters` to the source's counters in the same
+    /// transaction.
+    pub async fn append(&self, source_id: i64, messages: Vec<Message>, counters: Counters) -> Result<Appended> {
+        dispatch!(self, s => s.append(source_id, messages, counters).await)
+    }
+
+    /// A source's counters.
+    pub async fn source_counters(&self, source_id: i64) -> Result<Counters> {
+        dispatch!(self, s => s.source_counters(source_id).await)
+    }
+
+    /// Events of one user or anonymous id, oldest first, after `after_seq`, at most `limit`.
+    pub async fn events_of(&self, who: &Who, after_seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        dispatch!(self, s => s.events_of(who, after_seq, limit).await)
+    }
+
+    /// Number of events in the log.
+    pub async fn count_events(&self) -> Result<i64> {
+        dispatch!(self, s => s.count_events().await)
+    }
+
+    /// Events per source, type and name: `(source id, type, event name, count)`.
+    pub async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
+        dispatch!(self, s => s.event_summary().await)
+    }
+
+    /// Records an admin API token by digest (idempotent).
+    pub async fn put_token(&self, digest: &KeyDigest, role: Role, name: &str) -> Result<()> {
+        dispatch!(self, s => s.put_token(digest, role, name).await)
+    }
+
+    /// The role of a token, if it is known.
+    pub async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
+        dispatch!(self, s => s.token_role(digest).await)
+    }
+}
+
+/// Microseconds since the Unix epoch, as SQLite stores instants.
+pub(crate) fn to_micros(t: jiff::Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+/// The inverse of [`to_micros`].
+pub(crate) fn from_micros(us: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_microsecond(us).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+pub(crate) fn kind_from_str(s: &str) -> Result<MessageType> {
+    MessageType::parse(s).ok_or_else(|| StoreError::Database(format!("unknown message type `{s}` in the log")))
+}
+
+pub(crate) fn source_kind_from_str(s: &str) -> Result<SourceKind> {
+    s.parse().map_err(|_| StoreError::Database(format!("unknown source kind `{s}`")))
+}
+
+pub(crate) fn source_name_from_str(s: &str) -> Result<SourceName> {
+    SourceName::parse(s).map_err(|_| StoreError::Database(format!("invalid source name `{s}`")))
+}

@@ -1,0 +1,428 @@
+//! The embedded SQLite store.
+//!
+//! # Design
+//!
+//! SQLite allows one writer at a time, and a durable commit costs an `fsync`. So every write
+//! goes through one writer thread that practises *group commit*: it takes the first waiting
+//! operation, then everything else already queued (up to a bound), runs them all in one
+//! transaction with a savepoint each, commits once, and only then answers each caller. Under
+//! load one `fsync` covers many requests; alone, a request pays one `fsync` and no waiting.
+//! A failing operation rolls back to its own savepoint and fails alone.
+//!
+//! Reads use a small pool of connections on the blocking thread pool; WAL mode lets them run
+//! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
+//! only against a crash of the process.
+
+use crate::{
+    Appended, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
+    source_kind_from_str, source_name_from_str, to_micros,
+};
+use confiance_core::collect::Message;
+use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// How many operations one group commit takes at most.
+const MAX_GROUP: usize = 256;
+/// How many operations may wait for the writer before callers are told to back off.
+const QUEUE_DEPTH: usize = 4096;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+/// The file name of the database inside the data directory.
+pub const DB_FILE: &str = "confiance.db";
+
+/// A write operation run by the writer thread inside a group transaction.
+trait WriteOp: Send {
+    /// Runs inside the group transaction; its own failure is kept for [`WriteOp::finish`].
+    fn apply(&mut self, tx: &Transaction<'_>);
+    /// Answers the caller once the group committed (or failed to).
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+}
+
+struct Op<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send, F: FnOnce(&Transaction<'_>) -> Result<T> + Send> WriteOp for Op<T, F> {
+    fn apply(&mut self, tx: &Transaction<'_>) {
+        let Some(work) = self.work.take() else { return };
+        let outcome = (|| {
+            tx.execute_batch("SAVEPOINT op")?;
+            match work(tx) {
+                Ok(v) => {
+                    tx.execute_batch("RELEASE op")?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                    Err(e)
+                }
+            }
+        })();
+        self.outcome = Some(outcome);
+    }
+
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>) {
+        let result = match (commit, self.outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(StoreError::Database("operation did not run".into())),
+            (Err(e), _) => Err(StoreError::Database(format!("commit failed: {e}"))),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteOp>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: Arc<PathBuf>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema version {current}, newer than this binary's {latest}"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Migration(format!("{version} {name}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![version, name, to_micros(jiff::Timestamp::now())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<Box<dyn WriteOp>>) {
+    let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let commit = match conn.transaction() {
+            Ok(tx) => {
+                for op in group.iter_mut() {
+                    op.apply(&tx);
+                }
+                tx.commit().map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        for op in group.drain(..) {
+            op.finish(commit.clone());
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store under `dir`, creating the directory and the schema as needed.
+    pub async fn open(dir: &Path) -> Result<Self> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&dir))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+
+    fn open_blocking(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Database(format!("cannot create the data directory: {e}")))?;
+        let path = dir.join(DB_FILE);
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(Mutex::new(readers)),
+            path: Arc::new(path),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let op = Box::new(Op {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        self.writer.send(op).await.map_err(|_| StoreError::Database("the writer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Database("the writer stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().map_err(|_| StoreError::Database("reader pool poisoned".into()))?.pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path)?,
+            };
+            let result = work(&conn);
+            if let Ok(mut pool) = readers.lock()
+                && pool.len() < READERS
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    pub(crate) async fn create_source(&self, name: &SourceName, kind: SourceKind, key: &KeyDigest, prefix: &str) -> Result<Source> {
+        let (name, digest, prefix) = (name.clone(), key.to_hex(), prefix.to_owned());
+        let created_at = jiff::Timestamp::now();
+        self.write(move |tx| {
+            let exists: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM sources WHERE name = ?1)", [name.as_ref()], |r| r.get(0))?;
+            if exists {
+                return Err(StoreError::Conflict(format!("source `{name}`")));
+            }
+            tx.execute(
+                "INSERT INTO sources (name, kind, key_digest, key_prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name.as_ref(), kind.as_str(), digest, prefix, to_micros(created_at)],
+            )?;
+            Ok(Source {
+                id: tx.last_insert_rowid(),
+                name,
+                kind,
+                key_prefix: prefix,
+                created_at,
+            })
+        })
+        .await
+    }
+
+    fn row_to_source(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    }
+
+    fn into_source((id, name, kind, prefix, created): (i64, String, String, String, i64)) -> Result<Source> {
+        Ok(Source {
+            id,
+            name: source_name_from_str(&name)?,
+            kind: source_kind_from_str(&kind)?,
+            key_prefix: prefix,
+            created_at: from_micros(created),
+        })
+    }
+
+    pub(crate) async fn list_sources(&self) -> Result<Vec<Source>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT id, name, kind, key_prefix, created_at FROM sources ORDER BY name")?;
+            let rows = stmt.query_map([], Self::row_to_source)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(Self::into_source).collect()
+        })
+        .await
+    }
+
+    async fn source_where(&self, clause: &'static str, value: String) -> Result<Option<Source>> {
+        self.read(move |c| {
+            let sql = format!("SELECT id, name, kind, key_prefix, created_at FROM sources WHERE {clause} = ?1");
+            let row = c.query_row(&sql, [value], Self::row_to_source).optional()?;
+            row.map(Self::into_source).transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn source_by_key(&self, key: &KeyDigest) -> Result<Option<Source>> {
+        self.source_where("key_digest", key.to_hex()).await
+    }
+
+    pub(crate) async fn source_by_name(&self, name: &SourceName) -> Result<Option<Source>> {
+        self.source_where("name", name.to_string()).await
+    }
+
+    pub(crate) async fn append(&self, source_id: i64, messages: Vec<Message>, counters: Counters) -> Result<Appended> {
+        self.write(move |tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (source_id, message_id) DO NOTHING",
+            )?;
+            let mut stored = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let body = serde_json::to_string(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+                let n = insert.execute(params![
+                    source_id,
+                    m.message_id,
+                    m.kind.as_str(),
+                    m.user_id,
+                    m.anonymous_id,
+                    m.event,
+                    to_micros(m.timestamp),
+                    to_micros(m.received_at),
+                    body,
+                ])?;
+                stored.push(n == 1);
+            }
+            add_counters(tx, source_id, &counters)?;
+            Ok(Appended { stored })
+        })
+        .await
+    }
+
+    pub(crate) async fn source_counters(&self, source_id: i64) -> Result<Counters> {
+        self.read(move |c| {
+            let mut stmt = c.prepare("SELECT counter, value FROM source_counters WHERE source_id = ?1 ORDER BY counter")?;
+            let rows = stmt.query_map([source_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    pub(crate) async fn events_of(&self, who: &Who, after_seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let (column, value) = match who {
+            Who::UserId(v) => ("user_id", v.clone()),
+            Who::AnonymousId(v) => ("anonymous_id", v.clone()),
+        };
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body
+                 FROM events WHERE {column} = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params![value, after_seq, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, source_id, message_id, kind, user_id, anonymous_id, event, ts, rec, body) = row?;
+                out.push(StoredEvent {
+                    seq,
+                    source_id,
+                    message_id,
+                    kind: kind_from_str(&kind)?,
+                    user_id,
+                    anonymous_id,
+                    event,
+                    timestamp: from_micros(ts),
+                    received_at: from_micros(rec),
+                    body: serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn count_events(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?)).await
+    }
+
+    pub(crate) async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT source_id, type, CASE WHEN type = 'track' THEN event END AS name, COUNT(*)
+                 FROM events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    pub(crate) async fn put_token(&self, digest: &KeyDigest, role: Role, name: &str) -> Result<()> {
+        let (digest, name) = (digest.to_hex(), name.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (digest, role, name, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (digest) DO UPDATE SET role = excluded.role, name = excluded.name",
+                params![digest, role.as_str(), name, to_micros(jiff::Timestamp::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
+        let digest = digest.to_hex();
+        self.read(move |c| {
+            let role: Option<String> = c
+                .query_row("SELECT role FROM api_tokens WHERE digest = ?1", [digest], |r| r.get(0))
+                .optional()?;
+            Ok(role.as_deref().and_then(Role::parse))
+        })
+        .await
+    }
+}
+
+fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO source_counters (source_id, counter, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source_id, counter) DO UPDATE SET value = value + excluded.value",
+    )?;
+    for (name, value) in counters {
+        stmt.execute(params![source_id, name, value])?;
+    }
+    Ok(())
+}
