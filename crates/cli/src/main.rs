@@ -1,1 +1,248 @@
-fn main(){}
+//! `confiance`: the one binary of Confiance, a self-hosted, consent-first customer data
+//! platform. See the README for what each command does.
+
+mod config;
+mod import;
+mod serve;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use confiance_core::source::{SourceKind, SourceName, WriteKey};
+use config::{Config, StoreArgs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "confiance",
+    version,
+    about = "Consent-first customer data platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the tracking and admin APIs.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "CONFIANCE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manages sources and their write keys.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+    /// Imports a CSV export (till, CRM, helpdesk) into the event log.
+    Import {
+        /// Name of the source the rows come from.
+        #[arg(long)]
+        source: String,
+        /// The CSV file.
+        file: PathBuf,
+        /// A TOML mapping of columns to message fields (guessed from the header when absent).
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Works with the data catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Creates a source; prints its write key as the only line of standard output.
+    Add {
+        /// Name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// Kind of touchpoint.
+        #[arg(long, value_parser = parse_kind)]
+        kind: SourceKind,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lists sources with their collection counters.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Validates the catalog of a configuration file and reports every problem.
+    Check {
+        /// Configuration file holding the catalog (the built-in catalog when absent).
+        #[arg(long, env = "CONFIANCE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<SourceKind, String> {
+    s.parse().map_err(|e: confiance_core::Error| e.message)
+}
+
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("CONFIANCE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { store, listen } => {
+            init_logs();
+            let config = Config::load(&store)?;
+            let listen = listen
+                .or(config.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let store = config.store.open().await?;
+            serve::bootstrap_admin(&store).await?;
+            serve::serve(store, config.catalog, listen, |_| {}).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Source { command } => match command {
+            SourceCommand::Add { name, kind, store } => {
+                let config = Config::load(&store)?;
+                let name = SourceName::parse(&name)?;
+                let store = config.store.open().await?;
+                let key = WriteKey::generate();
+                store
+                    .create_source(&name, kind, &key.digest(), &key.prefix())
+                    .await
+                    .with_context(|| format!("creating source `{name}`"))?;
+                println!("{}", key.reveal());
+                Ok(ExitCode::SUCCESS)
+            }
+            SourceCommand::List { store } => {
+                let config = Config::load(&store)?;
+                let store = config.store.open().await?;
+                println!(
+                    "{:<20} {:<8} {:<10} {:>10} {:>10} {:>9} {:>9}  created",
+                    "name", "kind", "key", "accepted", "duplicate", "rejected", "dropped"
+                );
+                for source in store.list_sources().await? {
+                    let counters = store.source_counters(source.id).await?;
+                    let sum = |prefix: &str| -> i64 {
+                        counters
+                            .iter()
+                            .filter(|(n, _)| n.starts_with(prefix))
+                            .map(|(_, v)| v)
+                            .sum()
+                    };
+                    println!(
+                        "{:<20} {:<8} {:<10} {:>10} {:>10} {:>9} {:>9}  {}",
+                        source.name.as_ref(),
+                        source.kind.as_str(),
+                        format!("{}…", source.key_prefix),
+                        sum("accepted"),
+                        sum("duplicate"),
+                        sum("rejected."),
+                        sum("dropped."),
+                        source.created_at.strftime("%Y-%m-%d %H:%M"),
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Import {
+            source,
+            file,
+            mapping,
+            store,
+        } => {
+            let config = Config::load(&store)?;
+            let db = config.store.open().await?;
+            let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = import::run(
+                &db,
+                &config.catalog,
+                &source,
+                &file,
+                mapping.as_deref(),
+                show_progress,
+            )
+            .await?;
+            for (line, reason) in &report.rejected {
+                eprintln!("line {line}: rejected: {reason}");
+            }
+            for ((field, reason), rows) in &report.dropped {
+                eprintln!("not stored: {field} ({reason}) in {rows} row(s)");
+            }
+            println!(
+                "{} rows read: {} stored, {} already imported, {} rejected",
+                report.rows,
+                report.stored,
+                report.already,
+                report.rejected.len()
+            );
+            Ok(if report.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Catalog {
+            command: CatalogCommand::Check { config },
+        } => {
+            let args = StoreArgs {
+                config,
+                ..StoreArgs::default()
+            };
+            match Config::load(&args) {
+                Ok(c) => {
+                    println!(
+                        "catalog OK: {} purposes, {} traits, {} events, {} touchpoints, {} sources",
+                        c.catalog.purposes.len(),
+                        c.catalog.traits.len(),
+                        c.catalog.events.len(),
+                        c.catalog.touchpoints.len(),
+                        c.catalog.sources.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}

@@ -183,8 +183,7 @@ fn looks_like_email(s: &str) -> bool {
 fn looks_like_phone(s: &str) -> bool {
     let digits = s.chars().filter(char::is_ascii_digit).count();
     (6..=20).contains(&digits)
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
 }
 
@@ -300,7 +299,9 @@ impl Retention {
     pub fn parse(s: &str) -> Result<Self, String> {
         let words: Vec<&str> = s.split_whitespace().collect();
         if words.is_empty() || words.len() % 2 != 0 {
-            return Err(format!("retention `{s}` should read like \"3 years\" or \"1 year 6 months\""));
+            return Err(format!(
+                "retention `{s}` should read like \"3 years\" or \"1 year 6 months\""
+            ));
         }
         let mut r = Retention::default();
         for pair in words.chunks(2) {
@@ -311,7 +312,11 @@ impl Retention {
                 "year" => r.years += n,
                 "month" => r.months += n,
                 "day" => r.days += n,
-                unit => return Err(format!("retention `{s}`: unknown unit `{unit}` (years, months or days)")),
+                unit => {
+                    return Err(format!(
+                        "retention `{s}`: unknown unit `{unit}` (years, months or days)"
+                    ));
+                }
             }
         }
         if r == Retention::default() {
@@ -332,7 +337,11 @@ impl Retention {
 impl fmt::Display for Retention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
-        for (n, unit) in [(self.years, "year"), (self.months, "month"), (self.days, "day")] {
+        for (n, unit) in [
+            (self.years, "year"),
+            (self.months, "month"),
+            (self.days, "day"),
+        ] {
             match n {
                 0 => {}
                 1 => parts.push(format!("1 {unit}")),
@@ -457,7 +466,11 @@ struct Problems<'a> {
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, message: String) {
         let (line, column) = line_col(self.text, span.start);
-        self.found.push(CatalogError { line, column, message });
+        self.found.push(CatalogError {
+            line,
+            column,
+            message,
+        });
     }
 }
 
@@ -474,9 +487,9 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
     what: &str,
     allowed: &str,
 ) -> Option<T> {
-    let parsed = T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
-        value.get_ref(),
-    ));
+    let parsed = T::deserialize(
+        serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value.get_ref()),
+    );
     match parsed {
         Ok(v) => Some(v),
         Err(_) => {
@@ -489,7 +502,8 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
     }
 }
 
-const VALUE_TYPES: &str = "string, number, integer, boolean, date, datetime, email, phone, object, array or any";
+const VALUE_TYPES: &str =
+    "string, number, integer, boolean, date, datetime, email, phone, object, array or any";
 
 fn check_purpose_refs(
     p: &mut Problems<'_>,
@@ -498,14 +512,20 @@ fn check_purpose_refs(
     owner: &str,
 ) -> Vec<String> {
     if refs.get_ref().is_empty() {
-        p.at(refs.span(), format!("{owner} names no purpose: everything collected must serve one"));
+        p.at(
+            refs.span(),
+            format!("{owner} names no purpose: everything collected must serve one"),
+        );
     }
     let mut out = Vec::new();
     for r in refs.get_ref() {
         if purposes.contains(r.get_ref()) {
             out.push(r.get_ref().clone());
         } else {
-            p.at(r.span(), format!("{owner} names unknown purpose `{}`", r.get_ref()));
+            p.at(
+                r.span(),
+                format!("{owner} names unknown purpose `{}`", r.get_ref()),
+            );
         }
     }
     out
@@ -535,16 +555,25 @@ impl Catalog {
                 }]);
             }
         };
-        let mut p = Problems { text, found: Vec::new() };
+        let mut p = Problems {
+            text,
+            found: Vec::new(),
+        };
 
         let mut purposes = BTreeMap::new();
         for rp in &raw.purposes {
             let id = rp.id.get_ref().clone();
             if !is_identifier(&id) {
-                p.at(rp.id.span(), format!("purpose id `{id}` must be snake_case ASCII"));
+                p.at(
+                    rp.id.span(),
+                    format!("purpose id `{id}` must be snake_case ASCII"),
+                );
             }
             if rp.description.get_ref().trim().is_empty() {
-                p.at(rp.description.span(), format!("purpose `{id}` needs a description people can read"));
+                p.at(
+                    rp.description.span(),
+                    format!("purpose `{id}` needs a description people can read"),
+                );
             }
             let basis = parse_enum::<LegalBasis>(
                 &mut p,
@@ -554,7 +583,10 @@ impl Catalog {
             );
             let retention = match &rp.retention {
                 None => {
-                    p.at(rp.id.span(), format!("purpose `{id}` has no retention: every purpose needs one"));
+                    p.at(
+                        rp.id.span(),
+                        format!("purpose `{id}` has no retention: every purpose needs one"),
+                    );
                     None
                 }
                 Some(r) => match Retention::parse(r.get_ref()) {
@@ -565,14 +597,16 @@ impl Catalog {
                     }
                 },
             };
-            let purpose = basis.zip(retention).map(|(legal_basis, retention)| Purpose {
-                id: id.clone(),
-                name: rp.name.clone().unwrap_or_else(|| id.clone()),
-                description: rp.description.get_ref().clone(),
-                legal_basis,
-                retention,
-                recipients: rp.recipients.clone(),
-            });
+            let purpose = basis
+                .zip(retention)
+                .map(|(legal_basis, retention)| Purpose {
+                    id: id.clone(),
+                    name: rp.name.clone().unwrap_or_else(|| id.clone()),
+                    description: rp.description.get_ref().clone(),
+                    legal_basis,
+                    retention,
+                    recipients: rp.recipients.clone(),
+                });
             if purposes.contains_key(&id) {
                 p.at(rp.id.span(), format!("purpose `{id}` is declared twice"));
             } else if let Some(purpose) = purpose {
@@ -588,12 +622,21 @@ impl Catalog {
         }
         // Cross-references are checked against every declared id, even one whose own
         // declaration had a problem, so one mistake is reported once.
-        let purpose_ids: BTreeSet<String> = raw.purposes.iter().map(|r| r.id.get_ref().clone()).collect();
+        let purpose_ids: BTreeSet<String> = raw
+            .purposes
+            .iter()
+            .map(|r| r.id.get_ref().clone())
+            .collect();
 
         let mut touchpoints = BTreeMap::new();
         for rt in &raw.touchpoints {
             let id = rt.id.get_ref().clone();
-            let phase = parse_enum::<Phase>(&mut p, &rt.phase, "phase", "discovery, purchase or post_purchase");
+            let phase = parse_enum::<Phase>(
+                &mut p,
+                &rt.phase,
+                "phase",
+                "discovery, purchase or post_purchase",
+            );
             if touchpoints.contains_key(&id) {
                 p.at(rt.id.span(), format!("touchpoint `{id}` is declared twice"));
             } else if let Some(phase) = phase {
@@ -608,13 +651,20 @@ impl Catalog {
                 );
             }
         }
-        let touchpoint_ids: BTreeSet<String> = raw.touchpoints.iter().map(|r| r.id.get_ref().clone()).collect();
+        let touchpoint_ids: BTreeSet<String> = raw
+            .touchpoints
+            .iter()
+            .map(|r| r.id.get_ref().clone())
+            .collect();
         let check_touchpoints = |p: &mut Problems<'_>, refs: &[Spanned<String>], owner: &str| {
             refs.iter()
                 .filter(|t| {
                     let known = touchpoint_ids.contains(t.get_ref());
                     if !known {
-                        p.at(t.span(), format!("{owner} names unknown touchpoint `{}`", t.get_ref()));
+                        p.at(
+                            t.span(),
+                            format!("{owner} names unknown touchpoint `{}`", t.get_ref()),
+                        );
                     }
                     known
                 })
@@ -627,15 +677,23 @@ impl Catalog {
             let name = rt.name.get_ref().clone();
             let owner = format!("trait `{name}`");
             let value_type = parse_enum::<ValueType>(&mut p, &rt.value_type, "type", VALUE_TYPES);
-            let tier = parse_enum::<Tier>(&mut p, &rt.tier, "tier", "identity, business, history or personal");
+            let tier = parse_enum::<Tier>(
+                &mut p,
+                &rt.tier,
+                "tier",
+                "identity, business, history or personal",
+            );
             let trait_purposes = check_purpose_refs(&mut p, &rt.purposes, &purpose_ids, &owner);
-            let retention = rt.retention.as_ref().and_then(|r| match Retention::parse(r.get_ref()) {
-                Ok(r) => Some(r),
-                Err(msg) => {
-                    p.at(r.span(), msg);
-                    None
-                }
-            });
+            let retention =
+                rt.retention
+                    .as_ref()
+                    .and_then(|r| match Retention::parse(r.get_ref()) {
+                        Ok(r) => Some(r),
+                        Err(msg) => {
+                            p.at(r.span(), msg);
+                            None
+                        }
+                    });
             let category = rt.category.get_ref().clone();
             let flagged = rt.special_category.as_ref().is_some_and(|f| *f.get_ref());
             let is_special = SPECIAL_CATEGORIES.contains(&category.as_str());
@@ -658,7 +716,9 @@ impl Catalog {
             if (is_special || flagged) && rt.special_basis.is_none() {
                 p.at(
                     rt.name.span(),
-                    format!("{owner} is special-category data: state its `special_basis` (Art. 9(2))"),
+                    format!(
+                        "{owner} is special-category data: state its `special_basis` (Art. 9(2))"
+                    ),
                 );
             }
             if flagged && !is_special {
@@ -726,7 +786,10 @@ impl Catalog {
         for rs in &raw.sources {
             let name = rs.name.get_ref().clone();
             if crate::source::SourceName::parse(&name).is_err() {
-                p.at(rs.name.span(), format!("source name `{name}`: lowercase letters, digits, `-` and `_` only"));
+                p.at(
+                    rs.name.span(),
+                    format!("source name `{name}`: lowercase letters, digits, `-` and `_` only"),
+                );
             }
             let kind = parse_enum::<crate::source::SourceKind>(
                 &mut p,
@@ -767,7 +830,8 @@ impl Catalog {
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
 }
 
@@ -814,12 +878,27 @@ purposes = ["orders"]
         let errors = Catalog::from_toml(text).unwrap_err();
         let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 6, "{rendered:#?}");
-        assert!(rendered[0].starts_with("5:15: unknown legal basis `consentement`"), "{rendered:#?}");
-        assert!(rendered[1].starts_with("9:6: purpose `orders` has no retention"), "{rendered:#?}");
-        assert!(rendered[2].starts_with("15:8: unknown type `mail`"), "{rendered:#?}");
-        assert!(rendered[3].contains("unknown purpose `marketing`"), "{rendered:#?}");
+        assert!(
+            rendered[0].starts_with("5:15: unknown legal basis `consentement`"),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[1].starts_with("9:6: purpose `orders` has no retention"),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[2].starts_with("15:8: unknown type `mail`"),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[3].contains("unknown purpose `marketing`"),
+            "{rendered:#?}"
+        );
         assert!(rendered[4].contains("special_basis"), "{rendered:#?}");
-        assert!(rendered[5].contains("special-category data (`health`"), "{rendered:#?}");
+        assert!(
+            rendered[5].contains("special-category data (`health`"),
+            "{rendered:#?}"
+        );
     }
 
     #[test]
@@ -841,13 +920,26 @@ special_category = true
 special_basis = "explicit_consent"
 "#;
         let c = Catalog::from_toml(text).unwrap();
-        assert_eq!(c.traits["hearing_aid"].special_basis, Some(SpecialBasis::ExplicitConsent));
+        assert_eq!(
+            c.traits["hearing_aid"].special_basis,
+            Some(SpecialBasis::ExplicitConsent)
+        );
     }
 
     #[test]
     fn retention_parses_calendar_units() {
-        assert_eq!(Retention::parse("1 year 6 months").unwrap(), Retention { years: 1, months: 6, days: 0 });
-        assert_eq!(Retention::parse("25 months").unwrap().to_string(), "25 months");
+        assert_eq!(
+            Retention::parse("1 year 6 months").unwrap(),
+            Retention {
+                years: 1,
+                months: 6,
+                days: 0
+            }
+        );
+        assert_eq!(
+            Retention::parse("25 months").unwrap().to_string(),
+            "25 months"
+        );
         assert!(Retention::parse("3 decades").is_err());
         assert!(Retention::parse("0 days").is_err());
         assert!(Retention::parse("years").is_err());

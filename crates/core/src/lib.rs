@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod clock;
 pub mod collect;
 pub mod error;
 pub mod secret;

@@ -87,7 +87,8 @@ pub struct SourceName(String);
 impl SourceName {
     /// Parses a source name.
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        let valid_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.chars().all(valid_char)
@@ -215,7 +216,10 @@ mod tests {
         let b = WriteKey::generate();
         assert_ne!(a.reveal(), b.reveal());
         assert_eq!(a.reveal().len(), 35);
-        assert_eq!(a.digest(), WriteKey::from_presented(a.reveal()).unwrap().digest());
+        assert_eq!(
+            a.digest(),
+            WriteKey::from_presented(a.reveal()).unwrap().digest()
+        );
         assert!(!format!("{a:?}").contains(a.reveal()));
     }
 

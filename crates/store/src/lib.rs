@@ -47,13 +47,24 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Database(e.to_string())
+        // tokio-postgres prints only the kind of failure ("db error"); what the server said, or
+        // why the connection failed, is in the source.
+        match std::error::Error::source(&e) {
+            Some(cause) => StoreError::Database(format!("{e}: {cause}")),
+            None => StoreError::Database(e.to_string()),
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Database(e.to_string())
+        use deadpool_postgres::{PoolError, TimeoutType};
+        match e {
+            // Every connection stayed busy for the whole wait: more work than the database takes.
+            PoolError::Timeout(TimeoutType::Wait) => StoreError::Overloaded,
+            PoolError::Backend(e) => e.into(),
+            e => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -189,7 +200,13 @@ impl Store {
     }
 
     /// Registers a source with the digest of its write key.
-    pub async fn create_source(&self, name: &SourceName, kind: SourceKind, key: &KeyDigest, key_prefix: &str) -> Result<Source> {
+    pub async fn create_source(
+        &self,
+        name: &SourceName,
+        kind: SourceKind,
+        key: &KeyDigest,
+        key_prefix: &str,
+    ) -> Result<Source> {
         dispatch!(self, s => s.create_source(name, kind, key, key_prefix).await)
     }
 
@@ -209,9 +226,14 @@ impl Store {
     }
 
     /// Appends messages of one source to the event log, durably, skipping `messageId`s the log
-    /// already holds for that source; adds `counters` to the source's counters in the same
-    /// transaction.
-    pub async fn append(&self, source_id: i64, messages: Vec<Message>, counters: Counters) -> Result<Appended> {
+    /// already holds for that source. In the same transaction, adds `counters` to the source's
+    /// counters, and counts the messages stored (`accepted`) and skipped (`duplicate`).
+    pub async fn append(
+        &self,
+        source_id: i64,
+        messages: Vec<Message>,
+        counters: Counters,
+    ) -> Result<Appended> {
         dispatch!(self, s => s.append(source_id, messages, counters).await)
     }
 
@@ -221,7 +243,12 @@ impl Store {
     }
 
     /// Events of one user or anonymous id, oldest first, after `after_seq`, at most `limit`.
-    pub async fn events_of(&self, who: &Who, after_seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+    pub async fn events_of(
+        &self,
+        who: &Who,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         dispatch!(self, s => s.events_of(who, after_seq, limit).await)
     }
 
@@ -257,11 +284,13 @@ pub(crate) fn from_micros(us: i64) -> jiff::Timestamp {
 }
 
 pub(crate) fn kind_from_str(s: &str) -> Result<MessageType> {
-    MessageType::parse(s).ok_or_else(|| StoreError::Database(format!("unknown message type `{s}` in the log")))
+    MessageType::parse(s)
+        .ok_or_else(|| StoreError::Database(format!("unknown message type `{s}` in the log")))
 }
 
 pub(crate) fn source_kind_from_str(s: &str) -> Result<SourceKind> {
-    s.parse().map_err(|_| StoreError::Database(format!("unknown source kind `{s}`")))
+    s.parse()
+        .map_err(|_| StoreError::Database(format!("unknown source kind `{s}`")))
 }
 
 pub(crate) fn source_name_from_str(s: &str) -> Result<SourceName> {

@@ -24,7 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
 
 /// How many operations one group commit takes at most.
 const MAX_GROUP: usize = 256;
@@ -105,7 +109,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > latest {
         return Err(StoreError::Migration(format!(
@@ -195,8 +203,13 @@ impl SqliteStore {
             outcome: None,
             reply,
         });
-        self.writer.send(op).await.map_err(|_| StoreError::Database("the writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Database("the writer stopped".into()))?
+        self.writer
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Database("the writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database("the writer stopped".into()))?
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T>
@@ -207,7 +220,10 @@ impl SqliteStore {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().map_err(|_| StoreError::Database("reader pool poisoned".into()))?.pop();
+            let conn = readers
+                .lock()
+                .map_err(|_| StoreError::Database("reader pool poisoned".into()))?
+                .pop();
             let conn = match conn {
                 Some(c) => c,
                 None => open_connection(&path)?,
@@ -225,12 +241,20 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 
-    pub(crate) async fn create_source(&self, name: &SourceName, kind: SourceKind, key: &KeyDigest, prefix: &str) -> Result<Source> {
+    pub(crate) async fn create_source(
+        &self,
+        name: &SourceName,
+        kind: SourceKind,
+        key: &KeyDigest,
+        prefix: &str,
+    ) -> Result<Source> {
         let (name, digest, prefix) = (name.clone(), key.to_hex(), prefix.to_owned());
-        let created_at = jiff::Timestamp::now();
+        // Kept to the microsecond, as stored, so the source returned equals the one read back.
+        let created_at = from_micros(to_micros(jiff::Timestamp::now()));
         self.write(move |tx| {
             let exists: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM sources WHERE name = ?1)", [name.as_ref()], |r| r.get(0))?;
             if exists {
@@ -251,11 +275,15 @@ impl SqliteStore {
         .await
     }
 
-    fn row_to_source(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
+    fn row_to_source(
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(i64, String, String, String, i64)> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     }
 
-    fn into_source((id, name, kind, prefix, created): (i64, String, String, String, i64)) -> Result<Source> {
+    fn into_source(
+        (id, name, kind, prefix, created): (i64, String, String, String, i64),
+    ) -> Result<Source> {
         Ok(Source {
             id,
             name: source_name_from_str(&name)?,
@@ -267,8 +295,12 @@ impl SqliteStore {
 
     pub(crate) async fn list_sources(&self) -> Result<Vec<Source>> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, name, kind, key_prefix, created_at FROM sources ORDER BY name")?;
-            let rows = stmt.query_map([], Self::row_to_source)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(
+                "SELECT id, name, kind, key_prefix, created_at FROM sources ORDER BY name",
+            )?;
+            let rows = stmt
+                .query_map([], Self::row_to_source)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().map(Self::into_source).collect()
         })
         .await
@@ -276,7 +308,9 @@ impl SqliteStore {
 
     async fn source_where(&self, clause: &'static str, value: String) -> Result<Option<Source>> {
         self.read(move |c| {
-            let sql = format!("SELECT id, name, kind, key_prefix, created_at FROM sources WHERE {clause} = ?1");
+            let sql = format!(
+                "SELECT id, name, kind, key_prefix, created_at FROM sources WHERE {clause} = ?1"
+            );
             let row = c.query_row(&sql, [value], Self::row_to_source).optional()?;
             row.map(Self::into_source).transpose()
         })
@@ -291,7 +325,12 @@ impl SqliteStore {
         self.source_where("name", name.to_string()).await
     }
 
-    pub(crate) async fn append(&self, source_id: i64, messages: Vec<Message>, counters: Counters) -> Result<Appended> {
+    pub(crate) async fn append(
+        &self,
+        source_id: i64,
+        messages: Vec<Message>,
+        counters: Counters,
+    ) -> Result<Appended> {
         self.write(move |tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body)
@@ -314,6 +353,10 @@ impl SqliteStore {
                 ])?;
                 stored.push(n == 1);
             }
+            let accepted = stored.iter().filter(|s| **s).count() as i64;
+            let mut counters = counters;
+            counters.push(("accepted".into(), accepted));
+            counters.push(("duplicate".into(), stored.len() as i64 - accepted));
             add_counters(tx, source_id, &counters)?;
             Ok(Appended { stored })
         })
@@ -322,14 +365,21 @@ impl SqliteStore {
 
     pub(crate) async fn source_counters(&self, source_id: i64) -> Result<Counters> {
         self.read(move |c| {
-            let mut stmt = c.prepare("SELECT counter, value FROM source_counters WHERE source_id = ?1 ORDER BY counter")?;
+            let mut stmt = c.prepare(
+                "SELECT counter, value FROM source_counters WHERE source_id = ?1 ORDER BY counter",
+            )?;
             let rows = stmt.query_map([source_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    pub(crate) async fn events_of(&self, who: &Who, after_seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+    pub(crate) async fn events_of(
+        &self,
+        who: &Who,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let (column, value) = match who {
             Who::UserId(v) => ("user_id", v.clone()),
             Who::AnonymousId(v) => ("anonymous_id", v.clone()),
@@ -376,7 +426,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn count_events(&self) -> Result<i64> {
-        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?)).await
+        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?))
+            .await
     }
 
     pub(crate) async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
@@ -397,7 +448,12 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO api_tokens (digest, role, name, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (digest) DO UPDATE SET role = excluded.role, name = excluded.name",
-                params![digest, role.as_str(), name, to_micros(jiff::Timestamp::now())],
+                params![
+                    digest,
+                    role.as_str(),
+                    name,
+                    to_micros(jiff::Timestamp::now())
+                ],
             )?;
             Ok(())
         })
@@ -408,7 +464,11 @@ impl SqliteStore {
         let digest = digest.to_hex();
         self.read(move |c| {
             let role: Option<String> = c
-                .query_row("SELECT role FROM api_tokens WHERE digest = ?1", [digest], |r| r.get(0))
+                .query_row(
+                    "SELECT role FROM api_tokens WHERE digest = ?1",
+                    [digest],
+                    |r| r.get(0),
+                )
                 .optional()?;
             Ok(role.as_deref().and_then(Role::parse))
         })
@@ -421,7 +481,7 @@ fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Re
         "INSERT INTO source_counters (source_id, counter, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (source_id, counter) DO UPDATE SET value = value + excluded.value",
     )?;
-    for (name, value) in counters {
+    for (name, value) in counters.iter().filter(|(_, v)| *v != 0) {
         stmt.execute(params![source_id, name, value])?;
     }
     Ok(())

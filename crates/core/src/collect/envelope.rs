@@ -44,7 +44,11 @@ struct RawBatch<'a> {
 fn json_error(e: &serde_json::Error) -> Error {
     Error::new(
         ErrorCode::InvalidJson,
-        format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
+        format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
     )
 }
 
@@ -59,7 +63,10 @@ fn optional_object(v: Option<Value>, field: &str) -> Result<Option<Map<String, V
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(Error::new(ErrorCode::InvalidField, format!("batch-level `{field}` must be an object"))),
+        Some(_) => Err(Error::new(
+            ErrorCode::InvalidField,
+            format!("batch-level `{field}` must be an object"),
+        )),
     }
 }
 
@@ -68,14 +75,20 @@ impl<'a> Batch<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
         let raw: RawBatch<'a> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
-                Error::new(ErrorCode::InvalidJson, "a batch body is an object with a `batch` array")
+                Error::new(
+                    ErrorCode::InvalidJson,
+                    "a batch body is an object with a `batch` array",
+                )
             } else {
                 json_error(&e)
             }
         })?;
-        let messages = raw
-            .batch
-            .ok_or_else(|| Error::new(ErrorCode::MissingField, "a batch body requires a `batch` array"))?;
+        let messages = raw.batch.ok_or_else(|| {
+            Error::new(
+                ErrorCode::MissingField,
+                "a batch body requires a `batch` array",
+            )
+        })?;
         if messages.len() > MAX_BATCH_MESSAGES {
             return Err(Error::new(
                 ErrorCode::BatchTooLarge,
@@ -166,10 +179,19 @@ mod tests {
     #[test]
     fn envelope_errors() {
         assert_eq!(Batch::parse(b"{").unwrap_err().code, ErrorCode::InvalidJson);
-        assert_eq!(Batch::parse(b"[]").unwrap_err().code, ErrorCode::InvalidJson);
-        assert_eq!(Batch::parse(b"{}").unwrap_err().code, ErrorCode::MissingField);
+        assert_eq!(
+            Batch::parse(b"[]").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            Batch::parse(b"{}").unwrap_err().code,
+            ErrorCode::MissingField
+        );
         let big = format!("{{\"batch\": [{}]}}", vec!["{}"; 2501].join(","));
-        assert_eq!(Batch::parse(big.as_bytes()).unwrap_err().code, ErrorCode::BatchTooLarge);
+        assert_eq!(
+            Batch::parse(big.as_bytes()).unwrap_err().code,
+            ErrorCode::BatchTooLarge
+        );
     }
 
     #[test]
@@ -183,8 +205,14 @@ mod tests {
 
     #[test]
     fn oversize_message_is_named() {
-        let big = format!("{{\"batch\": [{{\"p\": \"{}\"}}]}}", "x".repeat(MAX_MESSAGE_BYTES));
+        let big = format!(
+            "{{\"batch\": [{{\"p\": \"{}\"}}]}}",
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
         let b = Batch::parse(big.as_bytes()).unwrap();
-        assert_eq!(parse_message(b.messages[0]).unwrap_err().code, ErrorCode::MessageTooLarge);
+        assert_eq!(
+            parse_message(b.messages[0]).unwrap_err().code,
+            ErrorCode::MessageTooLarge
+        );
     }
 }

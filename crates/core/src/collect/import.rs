@@ -78,7 +78,11 @@ impl Mapping {
     pub fn guess(header: &[String]) -> Self {
         let lower: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
         let has_event = lower.iter().any(|h| h == "event");
-        let kind = if has_event { MappingKind::Track } else { MappingKind::Identify };
+        let kind = if has_event {
+            MappingKind::Track
+        } else {
+            MappingKind::Identify
+        };
         let mut columns = BTreeMap::new();
         for (original, l) in header.iter().zip(&lower) {
             let target = match TOP_LEVEL.iter().find(|(name, _)| name == l) {
@@ -152,7 +156,9 @@ fn convert(cell: &str, ty: ValueType) -> Result<Value, String> {
 }
 
 fn parse_date(s: &str) -> Option<jiff::civil::Date> {
-    s.parse().ok().or_else(|| jiff::civil::Date::strptime("%d/%m/%Y", s).ok())
+    s.parse()
+        .ok()
+        .or_else(|| jiff::civil::Date::strptime("%d/%m/%Y", s).ok())
 }
 
 /// Turns rows into raw messages for one source.
@@ -165,9 +171,14 @@ pub struct RowMapper<'a> {
 
 impl<'a> RowMapper<'a> {
     /// A mapper for imports into `source`.
-    pub fn new(mapping: &'a Mapping, catalog: &'a Catalog, source: &'a str) -> Result<Self, String> {
+    pub fn new(
+        mapping: &'a Mapping,
+        catalog: &'a Catalog,
+        source: &'a str,
+    ) -> Result<Self, String> {
         let tz_name = mapping.timezone.as_deref().unwrap_or("Europe/Paris");
-        let tz = jiff::tz::TimeZone::get(tz_name).map_err(|_| format!("unknown time zone `{tz_name}`"))?;
+        let tz = jiff::tz::TimeZone::get(tz_name)
+            .map_err(|_| format!("unknown time zone `{tz_name}`"))?;
         if mapping.kind == MappingKind::Track
             && mapping.event.is_none()
             && !mapping.columns.values().any(|t| t == "event")
@@ -205,16 +216,28 @@ impl<'a> RowMapper<'a> {
     /// The event name a row will carry, to find the types of its properties.
     fn event_of(&self, header: &[String], row: &csv::StringRecord) -> Option<String> {
         self.mapping.event.clone().or_else(|| {
-            self.mapping.columns.iter().find(|(_, t)| *t == "event").and_then(|(col, _)| {
-                header.iter().position(|h| h == col).and_then(|i| row.get(i)).map(str::to_owned)
-            })
+            self.mapping
+                .columns
+                .iter()
+                .find(|(_, t)| *t == "event")
+                .and_then(|(col, _)| {
+                    header
+                        .iter()
+                        .position(|h| h == col)
+                        .and_then(|i| row.get(i))
+                        .map(str::to_owned)
+                })
         })
     }
 
     /// Builds the raw message for one row, or the reason the row is rejected.
     pub fn message(&self, header: &[String], row: &csv::StringRecord) -> Result<Value, String> {
         if row.len() != header.len() {
-            return Err(format!("has {} fields; the header has {}", row.len(), header.len()));
+            return Err(format!(
+                "has {} fields; the header has {}",
+                row.len(),
+                header.len()
+            ));
         }
         let event = self.event_of(header, row);
         let event_def = event.as_deref().and_then(|e| self.catalog.events.get(e));
@@ -245,10 +268,18 @@ impl<'a> RowMapper<'a> {
                     .unwrap_or(ValueType::String);
                 properties.insert(name.to_owned(), convert(cell, ty).map_err(fail)?);
             } else if let Some(name) = target.strip_prefix("context.traits.") {
-                let ty = self.catalog.traits.get(name).map_or(ValueType::String, |t| t.value_type);
+                let ty = self
+                    .catalog
+                    .traits
+                    .get(name)
+                    .map_or(ValueType::String, |t| t.value_type);
                 context_traits.insert(name.to_owned(), convert(cell, ty).map_err(fail)?);
             } else if let Some(name) = target.strip_prefix("traits.") {
-                let ty = self.catalog.traits.get(name).map_or(ValueType::String, |t| t.value_type);
+                let ty = self
+                    .catalog
+                    .traits
+                    .get(name)
+                    .map_or(ValueType::String, |t| t.value_type);
                 traits.insert(name.to_owned(), convert(cell, ty).map_err(fail)?);
             } else {
                 match target.as_str() {
@@ -258,7 +289,11 @@ impl<'a> RowMapper<'a> {
                     "userId" | "anonymousId" | "messageId" | "event" => {
                         msg.insert(target.clone(), cell.into());
                     }
-                    other => return Err(format!("mapping target `{other}` for column `{column}` is unknown")),
+                    other => {
+                        return Err(format!(
+                            "mapping target `{other}` for column `{column}` is unknown"
+                        ));
+                    }
                 }
             }
         }
@@ -271,7 +306,10 @@ impl<'a> RowMapper<'a> {
             msg.insert("properties".into(), Value::Object(properties));
         }
         if !context_traits.is_empty() {
-            msg.insert("context".into(), serde_json::json!({ "traits": context_traits }));
+            msg.insert(
+                "context".into(),
+                serde_json::json!({ "traits": context_traits }),
+            );
         }
         if msg.get("userId").is_none() && msg.get("anonymousId").is_none() {
             // A row that names a person only by email is still about someone: the email is the id.
@@ -280,7 +318,9 @@ impl<'a> RowMapper<'a> {
                 Some(e) => {
                     msg.insert("userId".into(), Value::String(e));
                 }
-                None => return Err("names nobody: it has no user id, anonymous id or email".to_owned()),
+                None => {
+                    return Err("names nobody: it has no user id, anonymous id or email".to_owned());
+                }
             }
         }
         let id = match msg.get("messageId").and_then(Value::as_str) {
@@ -297,8 +337,14 @@ impl<'a> RowMapper<'a> {
 
 fn context_traits_email(msg: &Map<String, Value>) -> Option<String> {
     let from_traits = msg.get("traits").and_then(|t| t.get("email"));
-    let from_context = msg.get("context").and_then(|c| c.get("traits")).and_then(|t| t.get("email"));
-    from_traits.or(from_context).and_then(Value::as_str).map(str::to_owned)
+    let from_context = msg
+        .get("context")
+        .and_then(|c| c.get("traits"))
+        .and_then(|t| t.get("email"));
+    from_traits
+        .or(from_context)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -341,17 +387,40 @@ Date = "timestamp"
             .to_vec();
         let mapper = RowMapper::new(&mapping, &catalog, "tills").unwrap();
         let msg = mapper
-            .message(&header, &record(&["T-1", "C-9", "12,50", "Paris", "ana@example.org", "31/01/2026 18:30"]))
+            .message(
+                &header,
+                &record(&[
+                    "T-1",
+                    "C-9",
+                    "12,50",
+                    "Paris",
+                    "ana@example.org",
+                    "31/01/2026 18:30",
+                ]),
+            )
             .unwrap();
         assert_eq!(msg["properties"]["total"], 12.5);
         assert_eq!(msg["timestamp"], "2026-01-31T17:30:00Z");
         assert_eq!(msg["context"]["traits"]["email"], "ana@example.org");
         let again = mapper
-            .message(&header, &record(&["T-1", "C-9", "12,50", "Paris", "ana@example.org", "31/01/2026 18:30"]))
+            .message(
+                &header,
+                &record(&[
+                    "T-1",
+                    "C-9",
+                    "12,50",
+                    "Paris",
+                    "ana@example.org",
+                    "31/01/2026 18:30",
+                ]),
+            )
             .unwrap();
         assert_eq!(msg["messageId"], again["messageId"]);
         let err = mapper
-            .message(&header, &record(&["T-2", "C-9", "douze", "Paris", "", "31/01/2026 18:30"]))
+            .message(
+                &header,
+                &record(&["T-2", "C-9", "douze", "Paris", "", "31/01/2026 18:30"]),
+            )
             .unwrap_err();
         assert_eq!(err, "column `Montant` is not a number");
     }
@@ -364,7 +433,9 @@ Date = "timestamp"
         assert_eq!(m.columns["email"], "traits.email");
         let catalog = Catalog::builtin();
         let mapper = RowMapper::new(&m, &catalog, "crm").unwrap();
-        let msg = mapper.message(&header, &record(&["42", "ana@example.org", "14/07/1990"])).unwrap();
+        let msg = mapper
+            .message(&header, &record(&["42", "ana@example.org", "14/07/1990"]))
+            .unwrap();
         assert_eq!(msg["traits"]["birthday"], "1990-07-14");
         assert!(mapper.message(&header, &record(&["42", "x"])).is_err());
     }

@@ -274,7 +274,10 @@ fn minimise(
     kept
 }
 
-fn merge_under(own: Option<Map<String, Value>>, batch: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
+fn merge_under(
+    own: Option<Map<String, Value>>,
+    batch: Option<&Map<String, Value>>,
+) -> Option<Map<String, Value>> {
     match (own, batch) {
         (own, None) => own,
         (None, Some(b)) => Some(b.clone()),
@@ -305,7 +308,10 @@ pub fn normalize(
     received_at: Timestamp,
 ) -> Result<Normalized, Error> {
     if !raw.is_object() {
-        return Err(Error::new(ErrorCode::InvalidJson, "a message must be a JSON object"));
+        return Err(Error::new(
+            ErrorCode::InvalidJson,
+            "a message must be a JSON object",
+        ));
     }
     let incoming: Incoming = serde_json::from_value(raw)
         .map_err(|e| Error::new(ErrorCode::InvalidJson, format!("message is malformed: {e}")))?;
@@ -319,7 +325,10 @@ pub fn normalize(
             )
         })?,
         (None, None) => {
-            return Err(Error::new(ErrorCode::MissingField, "a message requires `type`"));
+            return Err(Error::new(
+                ErrorCode::MissingField,
+                "a message requires `type`",
+            ));
         }
     };
 
@@ -378,9 +387,14 @@ pub fn normalize(
         MessageType::Track => {
             let name = match incoming.event {
                 Some(Value::String(s)) if !s.trim().is_empty() => s,
-                Some(Value::String(_)) | Some(Value::Null) | None => return Err(missing("event", kind)),
+                Some(Value::String(_)) | Some(Value::Null) | None => {
+                    return Err(missing("event", kind));
+                }
                 Some(_) => {
-                    return Err(Error::new(ErrorCode::InvalidField, "`event` must be a string"));
+                    return Err(Error::new(
+                        ErrorCode::InvalidField,
+                        "`event` must be a string",
+                    ));
                 }
             };
             let def = catalog.events.get(&name).ok_or_else(|| {
@@ -403,10 +417,17 @@ pub fn normalize(
         }
         MessageType::Identify | MessageType::Group => {
             let traits = object_field(incoming.traits, "traits")?.unwrap_or_default();
-            let traits = minimise(traits, trait_type, "traits", DropReason::UndeclaredTrait, &mut dropped);
+            let traits = minimise(
+                traits,
+                trait_type,
+                "traits",
+                DropReason::UndeclaredTrait,
+                &mut dropped,
+            );
             body.insert("traits".into(), Value::Object(traits));
             if kind == MessageType::Group {
-                let group = id_field(incoming.group_id, "groupId")?.ok_or_else(|| missing("groupId", kind))?;
+                let group = id_field(incoming.group_id, "groupId")?
+                    .ok_or_else(|| missing("groupId", kind))?;
                 body.insert("groupId".into(), group.clone().into());
                 Some(group)
             } else {
@@ -417,7 +438,12 @@ pub fn normalize(
             let name = match incoming.name {
                 Some(Value::String(s)) if !s.is_empty() => Some(s),
                 None | Some(Value::Null) | Some(Value::String(_)) => None,
-                Some(_) => return Err(Error::new(ErrorCode::InvalidField, "`name` must be a string")),
+                Some(_) => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidField,
+                        "`name` must be a string",
+                    ));
+                }
             };
             if let Some(Value::String(c)) = incoming.category {
                 body.insert("category".into(), c.into());
@@ -426,12 +452,19 @@ pub fn normalize(
                 body.insert("name".into(), n.clone().into());
             }
             let props = object_field(incoming.properties, "properties")?.unwrap_or_default();
-            let props = minimise(props, page_type, "properties", DropReason::UndeclaredProperty, &mut dropped);
+            let props = minimise(
+                props,
+                page_type,
+                "properties",
+                DropReason::UndeclaredProperty,
+                &mut dropped,
+            );
             body.insert("properties".into(), Value::Object(props));
             name
         }
         MessageType::Alias => {
-            let previous = id_field(incoming.previous_id, "previousId")?.ok_or_else(|| missing("previousId", kind))?;
+            let previous = id_field(incoming.previous_id, "previousId")?
+                .ok_or_else(|| missing("previousId", kind))?;
             if user_id.is_none() {
                 return Err(missing("userId", kind));
             }
@@ -446,15 +479,29 @@ pub fn normalize(
     {
         let traits = match traits {
             Value::Object(m) => m,
-            _ => return Err(Error::new(ErrorCode::InvalidField, "`context.traits` must be an object")),
+            _ => {
+                return Err(Error::new(
+                    ErrorCode::InvalidField,
+                    "`context.traits` must be an object",
+                ));
+            }
         };
-        let traits = minimise(traits, trait_type, "context.traits", DropReason::UndeclaredTrait, &mut dropped);
+        let traits = minimise(
+            traits,
+            trait_type,
+            "context.traits",
+            DropReason::UndeclaredTrait,
+            &mut dropped,
+        );
         ctx.insert("traits".into(), Value::Object(traits));
     }
     if let Some(ctx) = context {
         body.insert("context".into(), Value::Object(ctx));
     }
-    if let Some(integrations) = merge_under(object_field(incoming.integrations, "integrations")?, envelope.integrations) {
+    if let Some(integrations) = merge_under(
+        object_field(incoming.integrations, "integrations")?,
+        envelope.integrations,
+    ) {
         body.insert("integrations".into(), Value::Object(integrations));
     }
     body.insert("timestamp".into(), timestamp.to_string().into());
@@ -525,8 +572,15 @@ mod tests {
         .unwrap();
         let props = &n.message.body["properties"];
         assert_eq!(props, &json!({"order_id": "o1", "total": 42.5}));
-        assert_eq!(n.message.body["context"]["traits"], json!({"email": "ana@example.org"}));
-        let mut fields: Vec<_> = n.dropped.iter().map(|d| (d.field.as_str(), d.reason)).collect();
+        assert_eq!(
+            n.message.body["context"]["traits"],
+            json!({"email": "ana@example.org"})
+        );
+        let mut fields: Vec<_> = n
+            .dropped
+            .iter()
+            .map(|d| (d.field.as_str(), d.reason))
+            .collect();
         fields.sort();
         assert_eq!(
             fields,
@@ -563,15 +617,42 @@ mod tests {
     #[test]
     fn invalid_messages_name_their_problem() {
         let cases = [
-            (json!({"type": "track", "userId": "u"}), ErrorCode::MissingField),
-            (json!({"type": "track", "event": "Order Completed"}), ErrorCode::MissingField),
-            (json!({"type": "track", "userId": "u", "event": "Hacked"}), ErrorCode::UndeclaredEvent),
-            (json!({"type": "jump", "userId": "u"}), ErrorCode::UnknownMessageType),
-            (json!({"type": "alias", "userId": "u"}), ErrorCode::MissingField),
-            (json!({"type": "group", "userId": "u"}), ErrorCode::MissingField),
-            (json!({"type": "page", "userId": "u", "timestamp": "yesterday"}), ErrorCode::InvalidTimestamp),
-            (json!({"type": "page", "userId": "u", "messageId": "x".repeat(101)}), ErrorCode::InvalidField),
-            (json!({"type": "page", "userId": ["u"]}), ErrorCode::InvalidField),
+            (
+                json!({"type": "track", "userId": "u"}),
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"type": "track", "event": "Order Completed"}),
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"type": "track", "userId": "u", "event": "Hacked"}),
+                ErrorCode::UndeclaredEvent,
+            ),
+            (
+                json!({"type": "jump", "userId": "u"}),
+                ErrorCode::UnknownMessageType,
+            ),
+            (
+                json!({"type": "alias", "userId": "u"}),
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"type": "group", "userId": "u"}),
+                ErrorCode::MissingField,
+            ),
+            (
+                json!({"type": "page", "userId": "u", "timestamp": "yesterday"}),
+                ErrorCode::InvalidTimestamp,
+            ),
+            (
+                json!({"type": "page", "userId": "u", "messageId": "x".repeat(101)}),
+                ErrorCode::InvalidField,
+            ),
+            (
+                json!({"type": "page", "userId": ["u"]}),
+                ErrorCode::InvalidField,
+            ),
             (json!(["not", "an", "object"]), ErrorCode::InvalidJson),
         ];
         for (raw, code) in cases {
@@ -594,6 +675,9 @@ mod tests {
             now(),
         )
         .unwrap();
-        assert_eq!(n.message.body["context"], json!({"library": {"name": "own"}, "locale": "fr-FR"}));
+        assert_eq!(
+            n.message.body["context"],
+            json!({"library": {"name": "own"}, "locale": "fr-FR"})
+        );
     }
 }

@@ -1,0 +1,67 @@
+//! `confiance serve`: the HTTP server, with graceful shutdown.
+
+use anyhow::{Context, Result};
+use confiance_core::catalog::Catalog;
+use confiance_core::clock::SystemClock;
+use confiance_core::source::KeyDigest;
+use confiance_server::AppState;
+use confiance_store::{Role, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Records the bootstrap admin token from `CONFIANCE_ADMIN_TOKEN` (hashed) in the store.
+pub async fn bootstrap_admin(store: &Store) -> Result<()> {
+    if let Ok(token) = std::env::var("CONFIANCE_ADMIN_TOKEN") {
+        let token = token.trim();
+        if token.len() < 16 {
+            anyhow::bail!("CONFIANCE_ADMIN_TOKEN must be at least 16 characters");
+        }
+        store
+            .put_token(&KeyDigest::of(token), Role::Admin, "bootstrap")
+            .await?;
+    }
+    Ok(())
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes in-flight requests before returning.
+pub async fn serve(
+    store: Store,
+    catalog: Catalog,
+    listen: SocketAddr,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let backend = store.backend();
+    let state = AppState::new(store, catalog, Arc::new(SystemClock));
+    let app = confiance_server::router(state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = backend, "confiance is listening");
+    on_ready(addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("stopped: in-flight requests finished");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,68 @@
+//! The OpenAPI 3 description of every endpoint, served at `/api/openapi.json`.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The JSON shape of every error.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only describes the shape `confiance_core::error::ErrorBody` serialises to.
+pub struct ErrorSchema {
+    /// Stable snake_case code from the error table.
+    code: String,
+    /// What went wrong, naming the field or limit.
+    message: String,
+    /// invalid_request, auth or system.
+    #[schema(rename = "type")]
+    error_type: String,
+    /// Documentation of the code.
+    link: String,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "writeKey",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("The source's write key as user name, empty password; or `writeKey` in the body"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Confiance", description = "Consent-first customer data platform: the Segment-compatible tracking API and the admin API."),
+    paths(
+        crate::collect::batch,
+        crate::collect::identify,
+        crate::collect::track,
+        crate::collect::page,
+        crate::collect::screen,
+        crate::collect::group,
+        crate::collect::alias,
+        crate::admin::list_events,
+        crate::admin::list_sources,
+        crate::admin::create_source,
+        crate::ops::healthz,
+        crate::ops::metrics,
+        crate::ops::openapi_json,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "tracking", description = "What Segment SDKs call"),
+        (name = "admin", description = "Behind an admin bearer token"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
