@@ -1,0 +1,234 @@
+//! Shared test fixtures: an in-process app on a fresh store, and the real binary.
+
+use confiance_core::catalog::Catalog;
+use confiance_core::clock::SystemClock;
+use confiance_core::source::{KeyDigest, SourceKind, SourceName, WriteKey};
+use confiance_server::AppState;
+use confiance_store::{Role, Store, Who};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The application served in-process on port 0, over a fresh SQLite store.
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub write_key: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path()).await.unwrap();
+        let key = WriteKey::generate();
+        store
+            .create_source(
+                &SourceName::parse("web").unwrap(),
+                SourceKind::Web,
+                &key.digest(),
+                &key.prefix(),
+            )
+            .await
+            .unwrap();
+        store
+            .put_token(&KeyDigest::of(ADMIN_TOKEN), Role::Admin, "test")
+            .await
+            .unwrap();
+        let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(SystemClock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, confiance_server::router(state))
+                .await
+                .unwrap()
+        });
+        TestApp {
+            base: format!("http://{addr}"),
+            store,
+            write_key: key.reveal().to_owned(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts JSON with the write key in a Basic header.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .basic_auth(&self.write_key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    /// Events of a user id, through the store.
+    pub async fn events_of_user(&self, user: &str) -> Vec<confiance_store::StoredEvent> {
+        self.store
+            .events_of(&Who::UserId(user.into()), 0, 10_000)
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The `confiance` binary built for these tests.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confiance"));
+    cmd.env_remove("CONFIANCE_DATA_DIR")
+        .env_remove("CONFIANCE_DATABASE_URL")
+        .env_remove("CONFIANCE_CONFIG")
+        .env_remove("CONFIANCE_LISTEN");
+    cmd
+}
+
+/// A `confiance serve` process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `confiance serve` with `args` on a free port and waits until it listens.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = bin();
+        cmd.arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Server::spawn(cmd, "confiance is listening")
+    }
+
+    /// Spawns `cmd` and waits for `ready` in its standard error, reading the listening address
+    /// from the `addr=` field of that line.
+    pub fn spawn(mut cmd: Command, ready: &str) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let ready = ready.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(&ready)
+                    && let Some(addr) = line.split("addr=").nth(1)
+                {
+                    let addr: SocketAddr = addr.split_whitespace().next().unwrap().parse().unwrap();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the server did not start; its log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a source with the CLI and returns its write key.
+pub fn add_source(data_dir: &Path, name: &str, kind: &str) -> String {
+    let out = bin()
+        .args(["source", "add", name, "--kind", kind, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "the write key is the only line of standard output: {stdout:?}"
+    );
+    lines[0].to_owned()
+}
+
+/// Message ids of every event a user id has, via the admin API.
+pub async fn message_ids_via_api(base: &str, user: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let resp = http
+            .get(format!("{base}/api/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .query(&[
+                ("user_id", user),
+                ("after", &after.to_string()),
+                ("limit", "1000"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = read(resp).await;
+        assert_eq!(status, 200, "{body}");
+        for e in body["events"].as_array().unwrap() {
+            ids.push(e["message_id"].as_str().unwrap().to_owned());
+        }
+        match body["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => return ids,
+        }
+    }
+}
