@@ -7,5 +7,5 @@
 mod api;
 mod cli;
 mod process;
-
+mod sdk;
 mod support;

@@ -206,15 +206,24 @@ pub fn add_source(data_dir: &Path, name: &str, kind: &str) -> String {
 
 /// Message ids of every event a user id has, via the admin API.
 pub async fn message_ids_via_api(base: &str, user: &str) -> Vec<String> {
+    events_via_api(base, "user_id", user)
+        .await
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every event of a `user_id` or `anonymous_id`, via the admin API, following pages.
+pub async fn events_via_api(base: &str, key: &str, value: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
-    let mut ids = Vec::new();
+    let mut events = Vec::new();
     let mut after = 0i64;
     loop {
         let resp = http
             .get(format!("{base}/api/v1/events"))
             .bearer_auth(ADMIN_TOKEN)
             .query(&[
-                ("user_id", user),
+                (key, value),
                 ("after", &after.to_string()),
                 ("limit", "1000"),
             ])
@@ -223,12 +232,10 @@ pub async fn message_ids_via_api(base: &str, user: &str) -> Vec<String> {
             .unwrap();
         let (status, body) = read(resp).await;
         assert_eq!(status, 200, "{body}");
-        for e in body["events"].as_array().unwrap() {
-            ids.push(e["message_id"].as_str().unwrap().to_owned());
-        }
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
         match body["next_after"].as_i64() {
             Some(next) => after = next,
-            None => return ids,
+            None => return events,
         }
     }
 }
