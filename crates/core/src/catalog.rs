@@ -33,6 +33,10 @@ pub struct Catalog {
     pub events: BTreeMap<String, EventDef>,
     /// Properties that `page` and `screen` calls may carry.
     pub page_properties: BTreeMap<String, ValueType>,
+    /// Purposes that page and screen views serve.
+    pub page_purposes: Vec<String>,
+    /// The consent notice and proofs.
+    pub consent: ConsentSettings,
     /// Journey touchpoints by id.
     pub touchpoints: BTreeMap<String, Touchpoint>,
     /// Declared sources by name.
@@ -83,6 +87,58 @@ pub struct Purpose {
     pub retention: Retention,
     /// Who receives the data (categories of recipients).
     pub recipients: Vec<String>,
+    /// English name (the French one when not given).
+    pub name_en: String,
+    /// English description (the French one when not given).
+    pub description_en: String,
+    /// Whether the cookie banner offers it as a category (trackers need consent).
+    pub banner: bool,
+    /// The marketing channel it is the consent for (email, sms, phone, postal), if any.
+    pub channel: Option<String>,
+    /// How consent signals in incoming data map onto it.
+    pub signals: SignalMapping,
+}
+
+/// How consent signals sent by other tools map onto a purpose.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SignalMapping {
+    /// Keys of Segment's `context.consent.categoryPreferences` that grant or deny it.
+    pub segment: Vec<String>,
+    /// RudderStack consent ids (`context.consentManagement`) that grant or deny it.
+    pub rudderstack: Vec<String>,
+    /// IAB TCF purposes that must all be consented for it to be granted.
+    pub tcf: Vec<u8>,
+    /// Whether a Global Privacy Control signal (`Sec-GPC: 1`) refuses it.
+    pub gpc_refuses: bool,
+}
+
+/// Settings of the consent notice (the cookie banner) and of consent proofs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsentSettings {
+    /// Version of the notice; a new version asks everyone again.
+    pub notice_version: String,
+    /// How long a choice (consent or refusal) is kept before asking again.
+    pub validity: Retention,
+    /// How long a preference-centre link stays valid.
+    pub link_validity: Retention,
+}
+
+impl Default for ConsentSettings {
+    fn default() -> Self {
+        Self {
+            notice_version: "1".into(),
+            validity: Retention {
+                years: 0,
+                months: 6,
+                days: 0,
+            },
+            link_validity: Retention {
+                years: 0,
+                months: 0,
+                days: 30,
+            },
+        }
+    }
 }
 
 /// The four tiers of data a business keeps.
@@ -393,6 +449,9 @@ struct RawCatalog {
     #[serde(default)]
     page_properties: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
+    page_purposes: Option<Spanned<Vec<Spanned<String>>>>,
+    consent: Option<RawConsent>,
+    #[serde(default)]
     touchpoints: Vec<RawTouchpoint>,
     #[serde(default)]
     sources: Vec<RawSource>,
@@ -408,6 +467,27 @@ struct RawPurpose {
     retention: Option<Spanned<String>>,
     #[serde(default)]
     recipients: Vec<String>,
+    name_en: Option<String>,
+    description_en: Option<String>,
+    #[serde(default)]
+    banner: Option<Spanned<bool>>,
+    channel: Option<Spanned<String>>,
+    #[serde(default)]
+    segment_categories: Vec<String>,
+    #[serde(default)]
+    rudderstack_ids: Vec<String>,
+    #[serde(default)]
+    tcf_purposes: Vec<Spanned<i64>>,
+    #[serde(default)]
+    gpc_refuses: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsent {
+    notice_version: Spanned<String>,
+    validity: Option<Spanned<String>>,
+    link_validity: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -597,15 +677,78 @@ impl Catalog {
                     }
                 },
             };
+            let needs_consent = basis == Some(LegalBasis::Consent);
+            let banner = rp.banner.as_ref().is_some_and(|b| *b.get_ref());
+            if let Some(b) = rp
+                .banner
+                .as_ref()
+                .filter(|b| *b.get_ref() && !needs_consent)
+            {
+                p.at(
+                    b.span(),
+                    format!(
+                        "purpose `{id}` is in the cookie banner but its legal basis is not consent"
+                    ),
+                );
+            }
+            let has_signals = !rp.segment_categories.is_empty()
+                || !rp.rudderstack_ids.is_empty()
+                || !rp.tcf_purposes.is_empty()
+                || rp.gpc_refuses;
+            if has_signals && basis.is_some() && !needs_consent {
+                p.at(
+                    rp.id.span(),
+                    format!(
+                        "purpose `{id}` maps consent signals but its legal basis is not consent"
+                    ),
+                );
+            }
+            let mut tcf = Vec::new();
+            for t in &rp.tcf_purposes {
+                match u8::try_from(*t.get_ref()) {
+                    Ok(n) if (1..=11).contains(&n) => tcf.push(n),
+                    _ => p.at(
+                        t.span(),
+                        format!("TCF purpose {} does not exist (1 to 11)", t.get_ref()),
+                    ),
+                }
+            }
+            let channel = rp.channel.as_ref().and_then(|c| {
+                let known = ["email", "sms", "phone", "postal"].contains(&c.get_ref().as_str());
+                if !known {
+                    p.at(
+                        c.span(),
+                        format!(
+                            "unknown channel `{}`: expected email, sms, phone or postal",
+                            c.get_ref()
+                        ),
+                    );
+                }
+                known.then(|| c.get_ref().clone())
+            });
+            let name = rp.name.clone().unwrap_or_else(|| id.clone());
             let purpose = basis
                 .zip(retention)
                 .map(|(legal_basis, retention)| Purpose {
                     id: id.clone(),
-                    name: rp.name.clone().unwrap_or_else(|| id.clone()),
+                    name_en: rp.name_en.clone().unwrap_or_else(|| name.clone()),
+                    description_en: rp
+                        .description_en
+                        .clone()
+                        .unwrap_or_else(|| rp.description.get_ref().clone()),
+                    name,
                     description: rp.description.get_ref().clone(),
                     legal_basis,
                     retention,
                     recipients: rp.recipients.clone(),
+                    banner,
+                    channel,
+                    signals: SignalMapping {
+                        segment: rp.segment_categories.clone(),
+                        rudderstack: rp.rudderstack_ids.clone(),
+                        tcf,
+                        gpc_refuses: rp.gpc_refuses,
+                    },
                 });
             if purposes.contains_key(&id) {
                 p.at(rp.id.span(), format!("purpose `{id}` is declared twice"));
@@ -782,6 +925,41 @@ impl Catalog {
             }
         }
 
+        let page_purposes = match &raw.page_purposes {
+            Some(refs) => check_purpose_refs(&mut p, refs, &purpose_ids, "page_purposes"),
+            None if !raw.page_properties.is_empty() => {
+                p.found.push(CatalogError {
+                    line: 0,
+                    column: 0,
+                    message: "page_properties are declared but page_purposes is not: page views must serve a purpose".into(),
+                });
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+
+        let mut consent = ConsentSettings::default();
+        if let Some(rc) = &raw.consent {
+            consent.notice_version = rc.notice_version.get_ref().clone();
+            if consent.notice_version.trim().is_empty() {
+                p.at(
+                    rc.notice_version.span(),
+                    "the notice version cannot be empty".into(),
+                );
+            }
+            for (field, target) in [
+                (&rc.validity, &mut consent.validity),
+                (&rc.link_validity, &mut consent.link_validity),
+            ] {
+                if let Some(v) = field {
+                    match Retention::parse(v.get_ref()) {
+                        Ok(r) => *target = r,
+                        Err(msg) => p.at(v.span(), msg),
+                    }
+                }
+            }
+        }
+
         let mut sources = BTreeMap::new();
         for rs in &raw.sources {
             let name = rs.name.get_ref().clone();
@@ -818,6 +996,8 @@ impl Catalog {
                 traits,
                 events,
                 page_properties,
+                page_purposes,
+                consent,
                 touchpoints,
                 sources,
             })
