@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod collect;
+pub mod consent;
 pub mod error;
 pub mod secret;
 pub mod source;

@@ -1,0 +1,3 @@
+//! Consent: the ledger of decisions with their proof, and the signals other tools send.
+
+pub mod tcf;
