@@ -101,6 +101,9 @@ pub struct Message {
     pub received_at: Timestamp,
     /// The whole normalised message, Segment-shaped, as stored.
     pub body: Value,
+    /// The purposes it was collected for, with a legal basis at collection time (filled by
+    /// consent enforcement; empty for messages that only link identifiers).
+    pub purposes: Vec<String>,
 }
 
 /// Why part of a message was not stored.
@@ -113,6 +116,10 @@ pub enum DropReason {
     UndeclaredProperty,
     /// A declared field whose value has another type than declared.
     WrongType,
+    /// A trait none of whose purposes has a legal basis for this subject (no consent).
+    NoLegalBasis,
+    /// A consent signal that could not be read (a malformed TC string).
+    InvalidConsentSignal,
 }
 
 impl DropReason {
@@ -122,6 +129,8 @@ impl DropReason {
             Self::UndeclaredTrait => "undeclared_trait",
             Self::UndeclaredProperty => "undeclared_property",
             Self::WrongType => "wrong_type",
+            Self::NoLegalBasis => "no_legal_basis",
+            Self::InvalidConsentSignal => "invalid_consent_signal",
         }
     }
 }
@@ -523,6 +532,7 @@ pub fn normalize(
             timestamp,
             received_at,
             body: Value::Object(body),
+            purposes: Vec::new(),
         },
         dropped,
     })
