@@ -47,12 +47,16 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // tokio-postgres prints only the kind of failure ("db error"); what the server said, or
-        // why the connection failed, is in the source.
-        match std::error::Error::source(&e) {
-            Some(cause) => StoreError::Database(format!("{e}: {cause}")),
-            None => StoreError::Database(e.to_string()),
-        }
+        StoreError::Database(pg_error_text(&e))
+    }
+}
+
+/// What went wrong, in full: tokio-postgres prints only the kind of failure ("db error"), and
+/// keeps what the server said, or why the connection failed, in the error's source.
+pub(crate) fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 

@@ -1,59 +1,572 @@
-//! The PostgreSQL store (being written: see the helper's task).
+//! The PostgreSQL store, for several stateless nodes sharing one database.
+//!
+//! # Design
+//!
+//! PostgreSQL already does what the SQLite store builds by hand: it takes many writers at once
+//! and makes each commit durable (`synchronous_commit = on`, its default). So there is no writer
+//! thread here; each call takes a connection from a pool and runs at most one transaction.
+//!
+//! **Idempotency.** The event log is partitioned by month of `received_at`, and a unique
+//! constraint on a partitioned table must include the partition key, so "a `messageId` is
+//! stored once per source" cannot be a constraint of `events`. It lives in `message_ids`: an
+//! append first inserts its `(source, messageId)` pairs there with `ON CONFLICT DO NOTHING`,
+//! then writes to `events` only the messages whose pair came back, in the same transaction. Two
+//! appends racing on one id both try the insert; the second waits for the first to commit, then
+//! skips the id. Every append claims its ids, and adds its counters, in sorted order, so two
+//! appends that share several rows always wait on each other in the same direction and never
+//! deadlock.
+//!
+//! **Round trips.** An append costs the same number of round trips whatever its size: each
+//! column travels as one array and `UNNEST` turns the arrays back into rows.
+//!
+//! **Instants** are `TIMESTAMPTZ`, which holds microseconds. They are cut to the microsecond
+//! with [`to_micros`], as the SQLite store does, so an event reads back identical from either.
+//!
+//! **Schema changes** are versioned migrations recorded in `schema_migrations`. Several nodes
+//! may start at once, so migrations and partition upkeep run under one transaction-scoped
+//! advisory lock: the first node does the work, the others wait for it and find it done.
+//!
+//! **Partitions** are created ahead of time only: the current and the next month (UTC) when a
+//! node connects, and again at most once an hour on the write path, so a node that runs for
+//! months still creates each partition before its month begins. A row whose month has no
+//! partition lands in the DEFAULT partition, and PostgreSQL refuses to create a partition for a
+//! month that already has rows there. Such a month is left in DEFAULT, with a warning, rather
+//! than moved: its rows stay readable, and creating partitions only ahead of time keeps this to
+//! rows whose `received_at` is far from the server's clock.
+//!
+//! TLS is not compiled in (the features are trimmed): reach the database over a private network
+//! or a Unix socket.
 
-use crate::{Appended, Counters, Result, Role, StoreError, StoredEvent, Who};
+use crate::{
+    Appended, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
+    pg_error_text, source_kind_from_str, source_name_from_str, to_micros,
+};
 use confiance_core::collect::Message;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
+use deadpool_postgres::{Manager, Object, Pool, Runtime};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// The advisory lock that serialises schema changes across nodes. Any constant would do; this
+/// one spells "Confianc" in ASCII, so that another application sharing the database is unlikely
+/// to pick it.
+const SCHEMA_LOCK: i64 = 0x436f_6e66_6961_6e63;
+
+/// Connections one node keeps. PostgreSQL allows 100 by default, so a few nodes fit.
+const POOL_SIZE: usize = 16;
+/// How long a call waits for a free connection before the store reports itself overloaded.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take, unless the URL says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the write path makes sure the monthly partitions exist, in microseconds.
+const PARTITION_CHECK_EVERY_US: i64 = 3_600_000_000;
+
+const CLAIM_IDS: &str = "INSERT INTO message_ids (source_id, message_id, received_at)
+     SELECT $1, m.id, m.received_at FROM UNNEST($2::TEXT[], $3::TIMESTAMPTZ[]) AS m(id, received_at)
+     ON CONFLICT (source_id, message_id) DO NOTHING
+     RETURNING message_id";
+
+// `UNNEST` yields the rows in array order and nothing reorders them, so `seq` follows the order of
+// the call, as in SQLite.
+const INSERT_EVENTS: &str = "INSERT INTO events
+         (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body)
+     SELECT $1, m.* FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
+                                $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[], $9::JSONB[]) AS m";
+
+// Summing first lets one call name a counter twice (SQLite adds them one by one), which a single
+// `ON CONFLICT DO UPDATE` could not do for two rows with the same key.
+const ADD_COUNTERS: &str = "INSERT INTO source_counters (source_id, counter, value)
+     SELECT $1, c.counter, SUM(c.value)::BIGINT FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS c(counter, value)
+     GROUP BY c.counter ORDER BY c.counter COLLATE \"C\"
+     ON CONFLICT (source_id, counter) DO UPDATE SET value = source_counters.value + EXCLUDED.value";
+
+const EVENT_COLUMNS: &str =
+    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body";
+
+const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
 
 /// The PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: deadpool_postgres::Pool,
+    pool: Pool,
+    /// When the write path next makes sure the monthly partitions exist, in Unix microseconds.
+    next_partition_check: Arc<AtomicI64>,
 }
 
-fn unwritten<T>() -> Result<T> {
-    Err(StoreError::Database("not yet written".into()))
+/// An instant as a `TIMESTAMPTZ` parameter, cut to the microsecond as the SQLite store cuts it.
+fn to_pg(t: Timestamp) -> SystemTime {
+    SystemTime::from(from_micros(to_micros(t)))
+}
+
+/// The inverse of [`to_pg`], with the SQLite store's answer for instants out of range.
+fn from_pg(t: SystemTime) -> Timestamp {
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A calendar month in UTC, the unit of partitioning.
+#[derive(Clone, Copy)]
+struct Month {
+    year: i16,
+    month: i8,
+}
+
+impl Month {
+    fn of(t: Timestamp) -> Self {
+        let date = t.to_zoned(TimeZone::UTC).date();
+        Self {
+            year: date.year(),
+            month: date.month(),
+        }
+    }
+
+    fn next(self) -> Self {
+        if self.month == 12 {
+            Self {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Self {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    fn partition(self) -> String {
+        format!("events_{:04}_{:02}", self.year, self.month)
+    }
+
+    fn start(self) -> String {
+        format!("{:04}-{:02}-01 00:00:00+00", self.year, self.month)
+    }
+}
+
+async fn migrate(client: &mut Object) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+    )
+    .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema version {current}, newer than this binary's {latest}"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(|e| {
+            StoreError::Migration(format!("{version} {name}: {}", pg_error_text(&e)))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[version, name, &to_pg(Timestamp::now())],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Creates the partitions of the month of `now` and of the next one, if they are missing.
+async fn ensure_partitions(client: &mut Object, now: Timestamp) -> Result<()> {
+    let mut tx = client.transaction().await?;
+    // Creating a partition locks the whole event log; better to give up and try again later
+    // than to queue every append behind a long query.
+    tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    let this_month = Month::of(now);
+    for month in [this_month, this_month.next()] {
+        let table = month.partition();
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await?
+            .try_get(0)?;
+        if exists {
+            continue;
+        }
+        let create = format!(
+            "CREATE TABLE {table} PARTITION OF events FOR VALUES FROM ('{}') TO ('{}')",
+            month.start(),
+            month.next().start()
+        );
+        let savepoint = tx.savepoint("partition").await?;
+        match savepoint.batch_execute(&create).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                savepoint.rollback().await?;
+                tracing::warn!(
+                    partition = %table,
+                    "the DEFAULT partition of the event log already holds rows of this month, \
+                     so they stay there and the month gets no partition of its own"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn row_to_source(row: &tokio_postgres::Row) -> Result<Source> {
+    Ok(Source {
+        id: row.try_get(0)?,
+        name: source_name_from_str(row.try_get(1)?)?,
+        kind: source_kind_from_str(row.try_get(2)?)?,
+        key_prefix: row.try_get(3)?,
+        created_at: from_pg(row.try_get(4)?),
+    })
+}
+
+fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.try_get(0)?,
+        source_id: row.try_get(1)?,
+        message_id: row.try_get(2)?,
+        kind: kind_from_str(row.try_get(3)?)?,
+        user_id: row.try_get(4)?,
+        anonymous_id: row.try_get(5)?,
+        event: row.try_get(6)?,
+        timestamp: from_pg(row.try_get(7)?),
+        received_at: from_pg(row.try_get(8)?),
+        body: row.try_get(9)?,
+    })
 }
 
 impl PgStore {
-    /// Connects and migrates.
-    pub async fn connect(_url: &str) -> Result<Self> {
-        unwritten()
+    /// Connects to the database at `url` (a `postgres://` URL or `key=value` pairs), applies the
+    /// migrations it lacks and creates the partitions of this month and the next.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut client = pool.get().await?;
+        migrate(&mut client).await?;
+        let now = Timestamp::now();
+        ensure_partitions(&mut client, now).await?;
+        Ok(Self {
+            pool,
+            next_partition_check: Arc::new(AtomicI64::new(
+                to_micros(now) + PARTITION_CHECK_EVERY_US,
+            )),
+        })
     }
+
+    /// Makes sure the coming month has its partition, at most once an hour per node. A failure
+    /// only delays the check: the append goes on, since the rows it writes are safe in any
+    /// partition.
+    async fn keep_partitions_ahead(&self) {
+        let now = Timestamp::now();
+        let due = self.next_partition_check.load(Ordering::Relaxed);
+        if to_micros(now) < due {
+            return;
+        }
+        // One caller per period does the work; the others go on without waiting for it.
+        let next = to_micros(now) + PARTITION_CHECK_EVERY_US;
+        if self
+            .next_partition_check
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let outcome = async {
+            let mut client = self.pool.get().await?;
+            ensure_partitions(&mut client, now).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "could not create the coming partitions of the event log; will try again within the hour");
+        }
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
-        let _ = &self.pool;
-        unwritten()
+        self.pool.get().await?.batch_execute("SELECT 1").await?;
+        Ok(())
     }
-    pub(crate) async fn create_source(&self, _name: &SourceName, _kind: SourceKind, _key: &KeyDigest, _prefix: &str) -> Result<Source> {
-        unwritten()
+
+    pub(crate) async fn create_source(
+        &self,
+        name: &SourceName,
+        kind: SourceKind,
+        key: &KeyDigest,
+        prefix: &str,
+    ) -> Result<Source> {
+        // Kept to the microsecond, as stored, so the source returned equals the one read back.
+        let created_at = from_micros(to_micros(Timestamp::now()));
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO sources (name, kind, key_digest, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO NOTHING
+                 RETURNING id",
+                &[&name.as_ref(), &kind.as_str(), &key.to_hex(), &prefix, &to_pg(created_at)],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(format!("source `{name}`")));
+        };
+        Ok(Source {
+            id: row.try_get(0)?,
+            name: name.clone(),
+            kind,
+            key_prefix: prefix.to_owned(),
+            created_at,
+        })
     }
+
     pub(crate) async fn list_sources(&self) -> Result<Vec<Source>> {
-        unwritten()
+        let client = self.pool.get().await?;
+        // Byte order, as SQLite sorts, whatever the database's collation.
+        let sql = format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name COLLATE \"C\"");
+        client
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .map(row_to_source)
+            .collect()
     }
-    pub(crate) async fn source_by_key(&self, _key: &KeyDigest) -> Result<Option<Source>> {
-        unwritten()
+
+    async fn source_where(&self, column: &'static str, value: &str) -> Result<Option<Source>> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {SOURCE_COLUMNS} FROM sources WHERE {column} = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&statement, &[&value])
+            .await?
+            .as_ref()
+            .map(row_to_source)
+            .transpose()
     }
-    pub(crate) async fn source_by_name(&self, _name: &SourceName) -> Result<Option<Source>> {
-        unwritten()
+
+    pub(crate) async fn source_by_key(&self, key: &KeyDigest) -> Result<Option<Source>> {
+        self.source_where("key_digest", &key.to_hex()).await
     }
-    pub(crate) async fn append(&self, _source_id: i64, _messages: Vec<Message>, _counters: Counters) -> Result<Appended> {
-        unwritten()
+
+    pub(crate) async fn source_by_name(&self, name: &SourceName) -> Result<Option<Source>> {
+        self.source_where("name", name.as_ref()).await
     }
-    pub(crate) async fn source_counters(&self, _source_id: i64) -> Result<Counters> {
-        unwritten()
+
+    pub(crate) async fn append(
+        &self,
+        source_id: i64,
+        messages: Vec<Message>,
+        counters: Counters,
+    ) -> Result<Appended> {
+        self.keep_partitions_ahead().await;
+
+        // A messageId repeated within the call is a duplicate of its first copy, as in SQLite
+        // where the first insert makes the later ones conflict.
+        let mut seen = HashSet::with_capacity(messages.len());
+        let first: Vec<bool> = messages
+            .iter()
+            .map(|m| seen.insert(m.message_id.as_str()))
+            .collect();
+        let mut claims: Vec<&Message> = messages
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(m, _)| m)
+            .collect();
+        // One order for every append, so that appends sharing ids cannot deadlock.
+        claims.sort_unstable_by(|a, b| a.message_id.cmp(&b.message_id));
+
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let claimed: HashSet<String> = if claims.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: Vec<&str> = claims.iter().map(|m| m.message_id.as_str()).collect();
+            let received: Vec<SystemTime> = claims.iter().map(|m| to_pg(m.received_at)).collect();
+            let statement = tx.prepare_cached(CLAIM_IDS).await?;
+            tx.query(&statement, &[&source_id, &ids, &received])
+                .await?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let stored: Vec<bool> = messages
+            .iter()
+            .zip(&first)
+            .map(|(m, first)| *first && claimed.contains(&m.message_id))
+            .collect();
+
+        let fresh: Vec<&Message> = messages
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| **s)
+            .map(|(m, _)| m)
+            .collect();
+        if !fresh.is_empty() {
+            let ids: Vec<&str> = fresh.iter().map(|m| m.message_id.as_str()).collect();
+            let kinds: Vec<&str> = fresh.iter().map(|m| m.kind.as_str()).collect();
+            let user_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.user_id.as_deref()).collect();
+            let anonymous_ids: Vec<Option<&str>> =
+                fresh.iter().map(|m| m.anonymous_id.as_deref()).collect();
+            let events: Vec<Option<&str>> = fresh.iter().map(|m| m.event.as_deref()).collect();
+            let timestamps: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.timestamp)).collect();
+            let received: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.received_at)).collect();
+            let bodies: Vec<&serde_json::Value> = fresh.iter().map(|m| &m.body).collect();
+            let statement = tx.prepare_cached(INSERT_EVENTS).await?;
+            tx.execute(
+                &statement,
+                &[
+                    &source_id,
+                    &ids,
+                    &kinds,
+                    &user_ids,
+                    &anonymous_ids,
+                    &events,
+                    &timestamps,
+                    &received,
+                    &bodies,
+                ],
+            )
+            .await?;
+        }
+
+        let accepted = fresh.len() as i64;
+        let counted = [
+            ("accepted", accepted),
+            ("duplicate", stored.len() as i64 - accepted),
+        ];
+        // A counter that did not move gets no row, as in SQLite.
+        let counters: Vec<(&str, i64)> = counters
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value))
+            .chain(counted)
+            .filter(|(_, value)| *value != 0)
+            .collect();
+        if !counters.is_empty() {
+            let names: Vec<&str> = counters.iter().map(|(name, _)| *name).collect();
+            let values: Vec<i64> = counters.iter().map(|(_, value)| *value).collect();
+            let statement = tx.prepare_cached(ADD_COUNTERS).await?;
+            tx.execute(&statement, &[&source_id, &names, &values])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Appended { stored })
     }
-    pub(crate) async fn events_of(&self, _who: &Who, _after_seq: i64, _limit: usize) -> Result<Vec<StoredEvent>> {
-        unwritten()
+
+    pub(crate) async fn source_counters(&self, source_id: i64) -> Result<Counters> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT counter, value FROM source_counters WHERE source_id = $1 ORDER BY counter COLLATE \"C\"",
+                &[&source_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
+
+    pub(crate) async fn events_of(
+        &self,
+        who: &Who,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let (column, value) = match who {
+            Who::UserId(v) => ("user_id", v),
+            Who::AnonymousId(v) => ("anonymous_id", v),
+        };
+        // SQLite reads a limit too large for it as no limit; so does this.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[value, &after_seq, &limit])
+            .await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
     pub(crate) async fn count_events(&self) -> Result<i64> {
-        unwritten()
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_one("SELECT COUNT(*) FROM events", &[])
+            .await?
+            .try_get(0)?)
     }
+
     pub(crate) async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
-        unwritten()
+        let client = self.pool.get().await?;
+        // Sorted as SQLite sorts: bytewise, and the missing names first.
+        let rows = client
+            .query(
+                "SELECT source_id, type, name, COUNT(*)
+                 FROM (SELECT source_id, type, CASE WHEN type = 'track' THEN event END AS name FROM events) AS e
+                 GROUP BY source_id, type, name
+                 ORDER BY source_id, type COLLATE \"C\", name COLLATE \"C\" NULLS FIRST",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
     }
-    pub(crate) async fn put_token(&self, _digest: &KeyDigest, _role: Role, _name: &str) -> Result<()> {
-        unwritten()
+
+    pub(crate) async fn put_token(&self, digest: &KeyDigest, role: Role, name: &str) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO api_tokens (digest, role, name, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (digest) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.name",
+                &[
+                    &digest.to_hex(),
+                    &role.as_str(),
+                    &name,
+                    &to_pg(Timestamp::now()),
+                ],
+            )
+            .await?;
+        Ok(())
     }
-    pub(crate) async fn token_role(&self, _digest: &KeyDigest) -> Result<Option<Role>> {
-        unwritten()
+
+    pub(crate) async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT role FROM api_tokens WHERE digest = $1")
+            .await?;
+        let row = client.query_opt(&statement, &[&digest.to_hex()]).await?;
+        let role: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        Ok(role.as_deref().and_then(Role::parse))
     }
 }

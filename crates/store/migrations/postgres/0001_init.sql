@@ -18,15 +18,19 @@ CREATE TABLE source_counters (
 
 -- Idempotency: a messageId is stored once per source. Kept apart from the partitioned event
 -- log because a unique constraint on a partitioned table must include the partition key.
+-- Every event is written together with its row here, so the reference to its source is checked
+-- here once rather than on the event log.
 CREATE TABLE message_ids (
-    source_id BIGINT NOT NULL,
+    source_id BIGINT NOT NULL REFERENCES sources(id),
     message_id TEXT NOT NULL,
     received_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (source_id, message_id)
 );
 
 -- The event log: append-only, partitioned by month of reception so that old months drop
--- cheaply at retention time. `seq` is the change sequence other nodes follow.
+-- cheaply at retention time. `seq` is the change sequence other nodes follow. The monthly
+-- partitions (`events_YYYY_MM`) are created by the store ahead of time, not by migrations; the
+-- DEFAULT partition catches whatever falls outside them.
 CREATE TABLE events (
     seq BIGSERIAL NOT NULL,
     source_id BIGINT NOT NULL,

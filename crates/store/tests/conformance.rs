@@ -1,0 +1,866 @@
+//! The storage conformance suite: one body of tests, run unchanged against every backend.
+//!
+//! # Design
+//!
+//! Each test is an `async fn(Place)`: it opens the store at the place it is given and checks
+//! what a caller of [`Store`] would notice. The `conformance!` macro instantiates every test
+//! once per backend, in a module named after it (`sqlite::…`, `postgres::…`), so a failure says
+//! which backend broke the contract. Every test gets a place of its own: a temporary directory
+//! for SQLite, a new database for PostgreSQL, dropped at the end even when the test fails.
+//!
+//! The PostgreSQL tests use the server at `postgres://postgres@127.0.0.1:5432/postgres`, or the
+//! one `CONFIANCE_TEST_PG_URL` names, and create their databases there. When it cannot be
+//! reached they fail rather than skip, so that a green run always means both backends passed.
+//!
+//! A few tests at the end look inside PostgreSQL (its monthly partitions); they are not part of
+//! the shared contract.
+
+use confiance_core::collect::{Message, MessageType};
+use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
+use confiance_store::{Role, Store, StoreError, StoredEvent, Who};
+use jiff::Timestamp;
+use serde_json::json;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Where a test's store lives; opening it twice reaches the same data, as a restarted node does.
+#[derive(Clone)]
+enum Place {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Place {
+    async fn try_open(&self) -> Result<Store, StoreError> {
+        match self {
+            Place::Sqlite(dir) => Store::open_sqlite(dir).await,
+            Place::Postgres(url) => Store::connect_postgres(url).await,
+        }
+    }
+
+    async fn open(&self) -> Store {
+        self.try_open().await.expect("the store opens")
+    }
+}
+
+/// Runs `test` on its own task, so that a failing test still lets its caller clean up, and
+/// hands the failure back.
+async fn run_isolated<F, Fut>(test: F, place: Place) -> Result<(), tokio::task::JoinError>
+where
+    F: FnOnce(Place) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(test(place)).await
+}
+
+fn rethrow(outcome: Result<(), tokio::task::JoinError>) {
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the test did not finish: {e}"),
+    }
+}
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Place) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::TempDir::new().expect("a temporary directory");
+    let outcome = run_isolated(test, Place::Sqlite(dir.path().to_owned())).await;
+    drop(dir);
+    rethrow(outcome);
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("CONFIANCE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is unreachable at {url}: {e} ({cause}). The PostgreSQL conformance tests need a \
+                 server: start one, or point CONFIANCE_TEST_PG_URL at one.",
+                cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default()
+            )
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// A database name no other test, run or concurrent process uses.
+fn unique_database_name() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let random = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
+    format!(
+        "confiance_test_{}_{}_{random:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `url` with its database replaced by `name`, for both URL and `key=value` connection strings.
+fn with_database(url: &str, name: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // In `key=value` form, a later key overrides an earlier one.
+        return format!("{url} dbname={name}");
+    };
+    let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
+    let authority_end = base[scheme_end + 3..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + 3 + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Place) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = pg_admin_url();
+    let admin = pg_connect(&admin_url).await;
+    let name = unique_database_name();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e:?}"));
+    let outcome = run_isolated(test, Place::Postgres(with_database(&admin_url, &name))).await;
+    // The store's pool may still be closing its connections: FORCE ends them.
+    if let Err(e) = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+    {
+        eprintln!("could not drop the test database {name}: {e:?}");
+    }
+    rethrow(outcome);
+}
+
+macro_rules! conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::on_sqlite(super::$test).await
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::on_postgres(super::$test).await
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    the_store_answers,
+    sources_are_listed_by_name_and_found_by_key_or_name,
+    a_taken_source_name_is_a_conflict,
+    a_message_id_is_stored_once_per_source,
+    appending_to_an_unknown_source_fails,
+    events_are_listed_per_person_in_log_order,
+    instants_and_bodies_read_back_exactly,
+    counters_add_up_per_source,
+    tokens_keep_the_last_role_given,
+    the_log_is_counted_and_summarised,
+    concurrent_appends_store_each_message_once,
+    reopening_keeps_everything,
+    several_nodes_can_open_a_new_store_at_once,
+);
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("a valid instant")
+}
+
+/// An instant as the stores keep it: to the microsecond.
+fn micros(t: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(t.as_microsecond()).expect("in range")
+}
+
+/// A message of `user-1`; tests change what they care about with struct update syntax.
+fn message(id: &str, kind: MessageType) -> Message {
+    let event = (kind == MessageType::Track).then(|| "Order Completed".to_owned());
+    Message {
+        message_id: id.to_owned(),
+        kind,
+        user_id: Some("user-1".to_owned()),
+        anonymous_id: None,
+        event: event.clone(),
+        timestamp: at("2025-03-14T09:26:53.589793Z"),
+        received_at: Timestamp::now(),
+        body: json!({"type": kind.as_str(), "messageId": id, "userId": "user-1", "event": event}),
+        purposes: Vec::new(),
+    }
+}
+
+fn track(id: &str) -> Message {
+    message(id, MessageType::Track)
+}
+
+async fn new_source(store: &Store, name: &str) -> Source {
+    let name = SourceName::parse(name).expect("a valid source name");
+    store
+        .create_source(
+            &name,
+            SourceKind::Web,
+            &KeyDigest::of(name.as_ref()),
+            "wk_abcde",
+        )
+        .await
+        .expect("the source is created")
+}
+
+fn ids(events: &[StoredEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.message_id.as_str()).collect()
+}
+
+async fn the_store_answers(place: Place) {
+    place.open().await.ping().await.expect("ping");
+}
+
+async fn sources_are_listed_by_name_and_found_by_key_or_name(place: Place) {
+    let store = place.open().await;
+    // `-` < `0` < `_` < `a` in bytes; a natural-language collation would order these otherwise.
+    let names = ["web-shop", "a_b", "a-b", "ab", "a0", "crm"];
+    let mut created = Vec::new();
+    for (name, kind) in names.iter().zip(SourceKind::ALL.iter().cycle()) {
+        let name = SourceName::parse(name).unwrap();
+        let key = KeyDigest::of(&format!("key of {name}"));
+        let source = store
+            .create_source(&name, *kind, &key, "wk_12345")
+            .await
+            .unwrap();
+        assert_eq!(
+            (&source.name, source.kind, source.key_prefix.as_str()),
+            (&name, *kind, "wk_12345")
+        );
+        assert_eq!(
+            store.source_by_key(&key).await.unwrap().as_ref(),
+            Some(&source)
+        );
+        assert_eq!(
+            store.source_by_name(&name).await.unwrap().as_ref(),
+            Some(&source)
+        );
+        created.push(source);
+    }
+
+    let ids: std::collections::HashSet<i64> = created.iter().map(|s| s.id).collect();
+    assert_eq!(ids.len(), names.len(), "each source has its own id");
+
+    created.sort_by(|a, b| a.name.as_ref().as_bytes().cmp(b.name.as_ref().as_bytes()));
+    assert_eq!(store.list_sources().await.unwrap(), created);
+
+    assert_eq!(
+        store
+            .source_by_key(&KeyDigest::of("nobody's key"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .source_by_name(&SourceName::parse("nothing").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_taken_source_name_is_a_conflict(place: Place) {
+    let store = place.open().await;
+    let first = new_source(&store, "web").await;
+    let name = SourceName::parse("web").unwrap();
+    let other_key = KeyDigest::of("another key");
+    let again = store
+        .create_source(&name, SourceKind::Server, &other_key, "wk_other")
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.list_sources().await.unwrap(), vec![first]);
+    assert_eq!(store.source_by_key(&other_key).await.unwrap(), None);
+}
+
+async fn a_message_id_is_stored_once_per_source(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let app = new_source(&store, "app").await;
+
+    let stored = store
+        .append(web.id, vec![track("a"), track("b")], vec![])
+        .await
+        .unwrap();
+    assert_eq!(stored.stored, [true, true]);
+
+    // Across calls and within one call, a messageId already seen is not stored again, and the
+    // first copy is the one kept.
+    let first_c = Message {
+        body: json!({"copy": "first"}),
+        ..track("c")
+    };
+    let second_c = Message {
+        body: json!({"copy": "second"}),
+        ..track("c")
+    };
+    let batch = vec![track("b"), first_c, second_c, track("a"), track("d")];
+    let stored = store.append(web.id, batch, vec![]).await.unwrap();
+    assert_eq!(stored.stored, [false, true, false, false, true]);
+    assert_eq!(stored.stored_count(), 2);
+
+    // The same id from another source is another message.
+    let stored = store
+        .append(app.id, vec![track("a")], vec![])
+        .await
+        .unwrap();
+    assert_eq!(stored.stored, [true]);
+
+    assert_eq!(store.count_events().await.unwrap(), 5);
+    let events = store
+        .events_of(&Who::UserId("user-1".into()), 0, 100)
+        .await
+        .unwrap();
+    let logged: Vec<(i64, &str)> = events
+        .iter()
+        .map(|e| (e.source_id, e.message_id.as_str()))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (web.id, "a"),
+            (web.id, "b"),
+            (web.id, "c"),
+            (web.id, "d"),
+            (app.id, "a")
+        ]
+    );
+    assert_eq!(events[2].body, json!({"copy": "first"}));
+}
+
+async fn appending_to_an_unknown_source_fails(place: Place) {
+    let store = place.open().await;
+    let outcome = store
+        .append(4242, vec![track("a")], vec![("accepted".into(), 1)])
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Database(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.count_events().await.unwrap(), 0);
+}
+
+async fn events_are_listed_per_person_in_log_order(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let as_user = |id: &str, user: &str| Message {
+        user_id: Some(user.to_owned()),
+        ..track(id)
+    };
+    let anonymous = |id: &str| Message {
+        user_id: None,
+        anonymous_id: Some("anon-1".to_owned()),
+        ..message(id, MessageType::Page)
+    };
+    let both = Message {
+        anonymous_id: Some("anon-1".to_owned()),
+        ..message("m-identify", MessageType::Identify)
+    };
+    // Ids deliberately out of alphabetical order: the log keeps the order of the calls.
+    store
+        .append(
+            web.id,
+            vec![
+                as_user("m9", "user-1"),
+                anonymous("m8"),
+                as_user("m7", "user-2"),
+                both,
+                as_user("m6", "user-1"),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            web.id,
+            vec![
+                anonymous("m5"),
+                as_user("m4", "user-1"),
+                as_user("m3", "user-1"),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+
+    let user = Who::UserId("user-1".into());
+    let all = store.events_of(&user, 0, 100).await.unwrap();
+    assert_eq!(ids(&all), ["m9", "m-identify", "m6", "m4", "m3"]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_of(&user, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+
+    assert_eq!(
+        ids(&store.events_of(&user, all[1].seq, 2).await.unwrap()),
+        ["m6", "m4"]
+    );
+    assert_eq!(
+        ids(&store.events_of(&user, 0, usize::MAX).await.unwrap()),
+        ids(&all)
+    );
+    assert!(store.events_of(&user, 0, 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .events_of(&user, all[4].seq, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let anon = store
+        .events_of(&Who::AnonymousId("anon-1".into()), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&anon), ["m8", "m-identify", "m5"]);
+    assert_eq!(
+        ids(&store
+            .events_of(&Who::UserId("user-2".into()), 0, 100)
+            .await
+            .unwrap()),
+        ["m7"]
+    );
+    assert!(
+        store
+            .events_of(&Who::UserId("anon-1".into()), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn instants_and_bodies_read_back_exactly(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let body = json!({
+        "type": "identify",
+        "traits": {
+            "name": "Zoë Ångström 漢字 🦀",
+            "escapes": "quote \" backslash \\ newline \n tab \t bell \u{7} del \u{7f}",
+            "": "an empty key",
+            "integers": [0, -1, i64::MIN, i64::MAX, u64::MAX],
+            "floats": [0.1, -2.5e-8, 1.5, 1e300, 6.02214076e23],
+            "nested": {"empty_object": {}, "empty_array": [], "null": null, "flags": [true, false]},
+        },
+        "context": {"ip": "192.0.2.1", "locale": "fr-FR"},
+    });
+    let instants = [
+        // Before the Unix epoch, before PostgreSQL's (2000), nanoseconds to drop, and the far end
+        // of what the stores hold.
+        (at("1969-07-20T20:17:40.123456Z"), Timestamp::now()),
+        (
+            at("1999-12-31T23:59:59.999999Z"),
+            at("2000-01-01T00:00:00.000001Z"),
+        ),
+        (
+            at("2024-02-29T12:34:56.789012345Z"),
+            at("1969-12-31T23:59:59.999999999Z"),
+        ),
+        (
+            at("9999-12-30T21:59:59.999999Z"),
+            at("0001-01-01T00:00:00Z"),
+        ),
+    ];
+    let messages: Vec<Message> = instants
+        .iter()
+        .enumerate()
+        .map(|(i, (timestamp, received_at))| Message {
+            timestamp: *timestamp,
+            received_at: *received_at,
+            event: None,
+            body: body.clone(),
+            ..message(&format!("m{i}"), MessageType::Identify)
+        })
+        .collect();
+    store
+        .append(web.id, messages.clone(), vec![])
+        .await
+        .unwrap();
+
+    let events = store
+        .events_of(&Who::UserId("user-1".into()), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), messages.len());
+    for (got, sent) in events.iter().zip(&messages) {
+        let expected = StoredEvent {
+            seq: got.seq,
+            source_id: web.id,
+            message_id: sent.message_id.clone(),
+            kind: MessageType::Identify,
+            user_id: Some("user-1".into()),
+            anonymous_id: None,
+            event: None,
+            timestamp: micros(sent.timestamp),
+            received_at: micros(sent.received_at),
+            body: body.clone(),
+        };
+        assert_eq!(got, &expected);
+    }
+}
+
+async fn counters_add_up_per_source(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let app = new_source(&store, "app").await;
+    let counters = |pairs: &[(&str, i64)]| {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect::<Vec<_>>()
+    };
+
+    // A counter that does not move is not recorded.
+    let given = counters(&[("rejected_size", 2), ("dropped.wrong_type", 0)]);
+    store.append(web.id, vec![], given).await.unwrap();
+    // A counter named twice in one call counts twice; the messages stored and skipped count
+    // themselves.
+    let given = counters(&[
+        ("dropped.wrong_type", 1),
+        ("rejected-json", 4),
+        ("dropped.wrong_type", 2),
+    ]);
+    let batch = vec![track("a"), track("b"), track("a")];
+    store.append(web.id, batch, given).await.unwrap();
+    store
+        .append(web.id, vec![track("b")], vec![])
+        .await
+        .unwrap();
+    let given = counters(&[("rejected_size", 7)]);
+    store.append(app.id, vec![], given).await.unwrap();
+
+    // Bytewise order: `-` sorts before `_`.
+    assert_eq!(
+        store.source_counters(web.id).await.unwrap(),
+        counters(&[
+            ("accepted", 2),
+            ("dropped.wrong_type", 3),
+            ("duplicate", 2),
+            ("rejected-json", 4),
+            ("rejected_size", 2),
+        ])
+    );
+    assert_eq!(
+        store.source_counters(app.id).await.unwrap(),
+        counters(&[("rejected_size", 7)])
+    );
+    assert!(store.source_counters(4242).await.unwrap().is_empty());
+}
+
+async fn tokens_keep_the_last_role_given(place: Place) {
+    let store = place.open().await;
+    let token = KeyDigest::of("ct_token");
+    assert_eq!(store.token_role(&token).await.unwrap(), None);
+
+    store.put_token(&token, Role::Admin, "ops").await.unwrap();
+    assert_eq!(store.token_role(&token).await.unwrap(), Some(Role::Admin));
+    store
+        .put_token(&token, Role::Dpo, "ops, now privacy")
+        .await
+        .unwrap();
+    assert_eq!(store.token_role(&token).await.unwrap(), Some(Role::Dpo));
+
+    for role in [Role::Admin, Role::Dpo, Role::Marketer, Role::ReadOnly] {
+        let token = KeyDigest::of(role.as_str());
+        store.put_token(&token, role, role.as_str()).await.unwrap();
+        assert_eq!(store.token_role(&token).await.unwrap(), Some(role));
+    }
+}
+
+async fn the_log_is_counted_and_summarised(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let app = new_source(&store, "app").await;
+    let named = |id: &str, kind: MessageType, name: Option<&str>| Message {
+        event: name.map(str::to_owned),
+        ..message(id, kind)
+    };
+    use MessageType::{Identify, Page, Track};
+    store
+        .append(
+            web.id,
+            vec![
+                named("1", Track, Some("added")),
+                named("2", Track, Some("Viewed")),
+                named("3", Track, Some("added")),
+                named("4", Page, Some("Home")),
+                named("5", Page, Some("Cart")),
+                named("6", Identify, None),
+                named("7", Track, None),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    store
+        .append(app.id, vec![named("1", Track, Some("added"))], vec![])
+        .await
+        .unwrap();
+
+    assert_eq!(store.count_events().await.unwrap(), 8);
+    let row = |source: i64, kind: &str, name: Option<&str>, count: i64| {
+        (source, kind.to_owned(), name.map(str::to_owned), count)
+    };
+    // Names count for `track` only; the order is bytewise, with missing names first.
+    assert_eq!(
+        store.event_summary().await.unwrap(),
+        [
+            row(web.id, "identify", None, 1),
+            row(web.id, "page", None, 2),
+            row(web.id, "track", None, 1),
+            row(web.id, "track", Some("Viewed"), 1),
+            row(web.id, "track", Some("added"), 2),
+            row(app.id, "track", Some("added"), 1),
+        ]
+    );
+}
+
+async fn concurrent_appends_store_each_message_once(place: Place) {
+    const TASKS: usize = 8;
+    const IDS: usize = 1_000;
+    const BATCH: usize = 250;
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+
+    // Every task sends every id, each starting elsewhere, and half of them backwards, so that
+    // appends running at the same time share ids and meet them in opposite orders.
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let start = task * IDS / TASKS;
+                let mut order: Vec<usize> = (start..start + IDS).map(|i| i % IDS).collect();
+                if task % 2 == 1 {
+                    order.reverse();
+                }
+                let mut stored = 0;
+                for batch in order.chunks(BATCH) {
+                    let messages = batch.iter().map(|i| track(&format!("m{i:04}"))).collect();
+                    let appended = store.append(web.id, messages, vec![]).await.unwrap();
+                    stored += appended.stored_count();
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        stored += task.await.unwrap();
+    }
+
+    assert_eq!(stored, IDS);
+    assert_eq!(store.count_events().await.unwrap(), IDS as i64);
+    let mut logged: Vec<String> = store
+        .events_of(&Who::UserId("user-1".into()), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message_id)
+        .collect();
+    logged.sort();
+    let expected: Vec<String> = (0..IDS).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(logged, expected);
+    let duplicates = ((TASKS - 1) * IDS) as i64;
+    assert_eq!(
+        store.source_counters(web.id).await.unwrap(),
+        [
+            ("accepted".to_owned(), IDS as i64),
+            ("duplicate".to_owned(), duplicates)
+        ]
+    );
+}
+
+async fn reopening_keeps_everything(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    store
+        .append(web.id, vec![track("a")], vec![])
+        .await
+        .unwrap();
+    store
+        .put_token(&KeyDigest::of("t"), Role::Marketer, "m")
+        .await
+        .unwrap();
+    let events = store
+        .events_of(&Who::UserId("user-1".into()), 0, 10)
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = place.open().await;
+    assert_eq!(
+        store.list_sources().await.unwrap(),
+        std::slice::from_ref(&web)
+    );
+    assert_eq!(
+        store
+            .events_of(&Who::UserId("user-1".into()), 0, 10)
+            .await
+            .unwrap(),
+        events
+    );
+    assert_eq!(
+        store.source_counters(web.id).await.unwrap(),
+        [("accepted".to_owned(), 1)]
+    );
+    assert_eq!(
+        store.token_role(&KeyDigest::of("t")).await.unwrap(),
+        Some(Role::Marketer)
+    );
+    let again = store
+        .append(web.id, vec![track("a"), track("b")], vec![])
+        .await
+        .unwrap();
+    assert_eq!(again.stored, [false, true]);
+}
+
+async fn several_nodes_can_open_a_new_store_at_once(place: Place) {
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let place = place.clone();
+            tokio::spawn(async move { place.try_open().await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for node in opening {
+        stores.push(node.await.unwrap().expect("every node opens the store"));
+    }
+    let web = new_source(&stores[0], "web").await;
+    for store in &stores {
+        assert_eq!(
+            store.source_by_name(&web.name).await.unwrap(),
+            Some(web.clone())
+        );
+    }
+}
+
+/// Checks of PostgreSQL's own machinery: where events land among the monthly partitions.
+mod postgres_partitions {
+    use super::*;
+
+    fn partition_name(date: jiff::civil::Date) -> String {
+        format!("events_{:04}_{:02}", date.year(), date.month())
+    }
+
+    /// The partition of this month, that of the next month, and when the next month begins.
+    fn months_from_now() -> (String, String, Timestamp) {
+        let utc = jiff::tz::TimeZone::UTC;
+        let today = Timestamp::now().to_zoned(utc.clone()).date();
+        let next = today
+            .first_of_month()
+            .checked_add(jiff::Span::new().months(1))
+            .unwrap();
+        let next_start = next.to_zoned(utc).unwrap().timestamp();
+        (partition_name(today), partition_name(next), next_start)
+    }
+
+    async fn partition_of(db: &tokio_postgres::Client, message_id: &str) -> String {
+        db.query_one(
+            "SELECT tableoid::regclass::text FROM events WHERE message_id = $1",
+            &[&message_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_land_in_the_partition_of_their_month() {
+        on_postgres(|place| async move {
+            let Place::Postgres(url) = &place else {
+                unreachable!()
+            };
+            let store = place.open().await;
+            let web = new_source(&store, "web").await;
+            let (this_month, next_month, next_month_start) = months_from_now();
+            let old = Message {
+                received_at: at("2001-01-01T00:00:00Z"),
+                ..track("old")
+            };
+            let coming = Message {
+                received_at: next_month_start,
+                ..track("coming")
+            };
+            store
+                .append(web.id, vec![track("now"), old, coming], vec![])
+                .await
+                .unwrap();
+
+            let db = pg_connect(url).await;
+            assert_eq!(partition_of(&db, "now").await, this_month);
+            assert_eq!(partition_of(&db, "coming").await, next_month);
+            assert_eq!(partition_of(&db, "old").await, "events_default");
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_month_already_in_the_default_partition_stays_there() {
+        on_postgres(|place| async move {
+            let Place::Postgres(url) = &place else {
+                unreachable!()
+            };
+            let store = place.open().await;
+            let web = new_source(&store, "web").await;
+            let (_, next_month, next_month_start) = months_from_now();
+            let db = pg_connect(url).await;
+            db.batch_execute(&format!("DROP TABLE {next_month}"))
+                .await
+                .unwrap();
+            let early = Message {
+                received_at: next_month_start,
+                ..track("early")
+            };
+            store.append(web.id, vec![early], vec![]).await.unwrap();
+            assert_eq!(partition_of(&db, "early").await, "events_default");
+            drop(store);
+
+            // The next node cannot give that month its partition, and starts all the same.
+            let store = place.open().await;
+            let exists: bool = db
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&next_month])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(!exists);
+            let events = store
+                .events_of(&Who::UserId("user-1".into()), 0, 10)
+                .await
+                .unwrap();
+            assert_eq!(ids(&events), ["early"]);
+            let stored = store
+                .append(web.id, vec![track("later")], vec![])
+                .await
+                .unwrap();
+            assert_eq!(stored.stored, [true]);
+        })
+        .await
+    }
+}
