@@ -35,6 +35,7 @@ struct ServerSection {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,6 +73,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// Listening address from the file, if any.
     pub listen: Option<SocketAddr>,
+    /// Public base URL from the file, if any.
+    pub public_url: Option<String>,
     /// The data catalog.
     pub catalog: Catalog,
 }
@@ -137,6 +140,7 @@ impl Config {
         Ok(Config {
             store,
             listen: file.server.listen,
+            public_url: file.server.public_url,
             catalog,
         })
     }

@@ -33,6 +33,12 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, env = "CONFIANCE_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Public base URL used in links (preference centre); default: the request's host.
+        #[arg(long, env = "CONFIANCE_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Write key the demo shop page (`/demo/shop`) sends with; the page is off without it.
+        #[arg(long, env = "CONFIANCE_SHOP_WRITE_KEY", hide = true)]
+        shop_write_key: Option<String>,
     },
     /// Manages sources and their write keys.
     Source {
@@ -127,15 +133,25 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { store, listen } => {
+        Command::Serve {
+            store,
+            listen,
+            public_url,
+            shop_write_key,
+        } => {
             init_logs();
             let config = Config::load(&store)?;
             let listen = listen
                 .or(config.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let options = confiance_server::Options {
+                public_url: public_url.or(config.public_url),
+                shop_write_key,
+                ..Default::default()
+            };
             let store = config.store.open().await?;
             serve::bootstrap_admin(&store).await?;
-            serve::serve(store, config.catalog, listen, |_| {}).await?;
+            serve::serve(store, config.catalog, listen, options, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Source { command } => match command {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use confiance_core::catalog::Catalog;
 use confiance_core::clock::SystemClock;
 use confiance_core::source::KeyDigest;
-use confiance_server::AppState;
+use confiance_server::{AppState, Options};
 use confiance_store::{Role, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +28,11 @@ pub async fn serve(
     store: Store,
     catalog: Catalog,
     listen: SocketAddr,
+    options: Options,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let backend = store.backend();
-    let state = AppState::new(store, catalog, Arc::new(SystemClock));
+    let state = AppState::with_options(store, catalog, Arc::new(SystemClock), options);
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -39,10 +40,13 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = backend, "confiance is listening");
     on_ready(addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

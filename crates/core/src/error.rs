@@ -51,6 +51,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// Nothing at this path or with this id.
     NotFound,
+    /// The notice the person saw is not the current one: the page must reload the banner.
+    StaleNotice,
     /// The server is shedding load; retry after the `Retry-After` delay.
     Overloaded,
     /// The store failed; nothing was acknowledged.
@@ -73,7 +75,7 @@ pub enum ErrorType {
 
 impl ErrorCode {
     /// Every code, in table order (used to document them all).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidJson,
         Self::InvalidEncoding,
         Self::RequestTooLarge,
@@ -92,6 +94,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::InvalidQuery,
         Self::NotFound,
+        Self::StaleNotice,
         Self::Overloaded,
         Self::StoreUnavailable,
         Self::Internal,
@@ -119,6 +122,7 @@ impl ErrorCode {
             Self::Forbidden => (403, "forbidden", Auth),
             Self::InvalidQuery => (400, "invalid_query", InvalidRequest),
             Self::NotFound => (404, "not_found", InvalidRequest),
+            Self::StaleNotice => (409, "stale_notice", InvalidRequest),
             Self::Overloaded => (503, "overloaded", System),
             Self::StoreUnavailable => (503, "store_unavailable", System),
             Self::Internal => (500, "internal", System),

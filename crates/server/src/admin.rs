@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
 use confiance_core::source::{Source, SourceKind, SourceName, WriteKey};
-use confiance_store::{StoredEvent, Who};
+use confiance_store::{Access, StoredEvent, Who};
 use serde::{Deserialize, Serialize};
 
 /// The admin routes.
@@ -29,6 +29,9 @@ pub struct EventsQuery {
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Read for this purpose of the catalog: nothing unless the subject has a legal basis for
+    /// it now, and only events collected for it. Without it, the read is administration.
+    pub purpose: Option<String>,
 }
 
 /// A page of events.
@@ -74,9 +77,15 @@ pub async fn list_events(
             "`limit` is between 1 and 1000",
         ));
     }
+    let access = match q.purpose.as_deref() {
+        None => Access::Administration,
+        Some(id) => Access::Purpose(app.catalog.purposes.get(id).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidQuery, format!("unknown purpose `{id}`"))
+        })?),
+    };
     let events = app
         .store
-        .events_of(&who, q.after.unwrap_or(0), limit)
+        .events_of(access, &who, q.after.unwrap_or(0), limit)
         .await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))

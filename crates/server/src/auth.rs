@@ -120,3 +120,31 @@ impl FromRequestParts<Shared> for Admin {
         }
     }
 }
+
+/// A request authenticated with a staff token that may manage consent and privacy: admin or
+/// DPO.
+pub struct Staff(pub Role);
+
+impl FromRequestParts<Shared> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingToken,
+                "this route needs `Authorization: Bearer <token>`",
+            )
+        })?;
+        match app.role_of(token).await? {
+            Some(role @ (Role::Admin | Role::Dpo)) => Ok(Staff(role)),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this route needs an admin or DPO token",
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "the bearer token is unknown",
+            )),
+        }
+    }
+}

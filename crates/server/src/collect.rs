@@ -9,6 +9,7 @@
 //! A 2xx is only sent once the store has committed the messages durably.
 
 use crate::Shared;
+use crate::banner::ClientIp;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,10 +17,15 @@ use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use confiance_core::collect::envelope::{Batch, Single, parse_message};
-use confiance_core::collect::{Dropped, MAX_REQUEST_BYTES, Message, MessageType, normalize};
+use confiance_core::collect::{
+    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize,
+};
+use confiance_core::consent::enforce::{Verdict, enforce};
+use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
 use confiance_core::source::Source;
 use confiance_core::{Error, ErrorCode};
 use serde::Serialize;
+use serde_json::{Value, json};
 use std::io::Read;
 use std::time::Instant;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -65,6 +71,18 @@ pub struct RejectedMessage {
     pub message: String,
 }
 
+impl RejectedMessage {
+    /// The rejection of the item at `index` by `error`.
+    pub fn from_api(index: usize, error: ApiError) -> Self {
+        let error = error.into_error();
+        Self {
+            index,
+            code: error.code,
+            message: error.message,
+        }
+    }
+}
+
 /// A field left out of a stored message.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DroppedField {
@@ -87,8 +105,22 @@ pub struct CollectResponse {
     pub duplicates: usize,
     /// Messages not stored, with why.
     pub rejected: Vec<RejectedMessage>,
-    /// Fields not stored by data minimisation, with why.
+    /// Valid messages not stored because none of their purposes has a legal basis (no
+    /// consent); only counted, anonymously, per source.
+    pub withheld: Vec<WithheldMessage>,
+    /// Fields not stored (data minimisation, or no legal basis), with why.
     pub dropped: Vec<DroppedField>,
+}
+
+/// A valid message that was not stored for lack of a legal basis.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WithheldMessage {
+    /// Position in the batch, from 0.
+    pub index: usize,
+    /// `no_legal_basis`.
+    pub reason: String,
+    /// What it means.
+    pub message: String,
 }
 
 /// Reads the body with the 500 KB limit, inflating gzip.
@@ -128,46 +160,232 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Stores the accepted messages and tallies everything, in the store and in the metrics.
-async fn store(
+/// What the request says about the person beyond the messages: the Global Privacy Control
+/// header, and the IP and user agent that consent proofs hash.
+struct RequestInfo {
+    gpc: bool,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl RequestInfo {
+    fn of(headers: &HeaderMap, ip: Option<String>) -> Self {
+        Self {
+            gpc: headers
+                .get("sec-gpc")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                == Some("1"),
+            ip,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// What one request did, message by message.
+#[derive(Default)]
+struct Outcome {
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<RejectedMessage>,
+    withheld: Vec<WithheldMessage>,
+    dropped: Vec<DroppedField>,
+}
+
+/// Applies consent to normalised messages: records the consent signals they carry (only the
+/// ones that change a subject's state), then keeps each message, or part of it, only for the
+/// purposes that have a legal basis. Returns the messages to store and the decisions to record.
+async fn apply_consent(
     app: &Shared,
     source: &Source,
-    messages: Vec<Message>,
-    rejected: &[Error],
-    dropped: &[Dropped],
-) -> Result<(usize, usize), ApiError> {
+    request: &RequestInfo,
+    items: &mut [(usize, Normalized)],
+    outcome: &mut Outcome,
+) -> Result<(Vec<Message>, Vec<Decision>), ApiError> {
+    if !app.options.enforce_consent {
+        let messages = items.iter().map(|(_, n)| n.message.clone()).collect();
+        return Ok((messages, Vec::new()));
+    }
+    let mut subjects: Vec<Subject> = Vec::new();
+    for (_, n) in items.iter() {
+        for s in Subject::of_message(&n.message.body) {
+            if !subjects.contains(&s) {
+                subjects.push(s);
+            }
+        }
+    }
+    let mut view = app.store.consent_view(&subjects).await?;
+    let secret = app.secret().await?;
+    let mut decisions = Vec::new();
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, normalized) in items.iter_mut() {
+        let body = &normalized.message.body;
+        let read = signals::read(body, &app.catalog, request.gpc);
+        if read.invalid_tc_string.is_some() {
+            normalized.dropped.push(Dropped {
+                field: "context.consent.tcString".into(),
+                reason: DropReason::InvalidConsentSignal,
+            });
+        }
+        if !read.decisions.is_empty() {
+            let at = normalized.message.received_at;
+            let ip = body
+                .pointer("/context/ip")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| request.ip.clone());
+            let ua = body
+                .pointer("/context/userAgent")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| request.user_agent.clone());
+            let ids: Vec<Subject> = Subject::of_message(body)
+                .into_iter()
+                .filter(|s| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId))
+                .collect();
+            for signal in &read.decisions {
+                for subject in &ids {
+                    let current = view.get(subject, &signal.purpose).map(|s| s.status);
+                    let status = match (signal.status, current) {
+                        (Status::Granted, Some(Status::Granted)) => continue,
+                        (Status::Granted, _) => Status::Granted,
+                        (_, Some(Status::Granted)) => Status::Withdrawn,
+                        (_, Some(_)) => continue,
+                        (_, None) => Status::Denied,
+                    };
+                    view.insert(
+                        subject.key(),
+                        signal.purpose.clone(),
+                        // Not in the ledger yet: newer than anything stored at this instant.
+                        StateEntry {
+                            status,
+                            recorded_at: at,
+                            seq: i64::MAX,
+                        },
+                    );
+                    let mut proof = signal.proof.clone();
+                    proof["message_id"] = json!(normalized.message.message_id);
+                    decisions.push(Decision {
+                        subject: subject.clone(),
+                        purpose: signal.purpose.clone(),
+                        status,
+                        method: signal.method,
+                        recorded_at: at,
+                        notice: None,
+                        source_id: Some(source.id),
+                        touchpoint: None,
+                        ip_hash: ip.as_deref().map(|ip| app.hash_ip(secret, ip)),
+                        ua_hash: ua.as_deref().map(|ua| app.hash_ua(secret, ua)),
+                        proof,
+                    });
+                }
+            }
+        }
+        match enforce(normalized, &app.catalog, &view) {
+            Verdict::Keep => messages.push(normalized.message.clone()),
+            Verdict::Drop => outcome.withheld.push(WithheldMessage {
+                index: *index,
+                reason: DropReason::NoLegalBasis.as_str().to_owned(),
+                message: "none of the purposes of this message has a legal basis for its subject (no consent): it is not stored".into(),
+            }),
+        }
+    }
+    Ok((messages, decisions))
+}
+
+/// Applies consent, stores what may be stored with the decisions it carried, and tallies
+/// everything per source, in the store and in the metrics.
+async fn ingest(
+    app: &Shared,
+    source: &Source,
+    request: &RequestInfo,
+    parsed: Vec<(usize, Result<Normalized, Error>)>,
+) -> Result<Outcome, ApiError> {
+    let mut outcome = Outcome::default();
+    let mut items = Vec::with_capacity(parsed.len());
+    for (index, result) in parsed {
+        match result {
+            Ok(n) => items.push((index, n)),
+            Err(e) => outcome.rejected.push(RejectedMessage {
+                index,
+                code: e.code,
+                message: e.message,
+            }),
+        }
+    }
+    let (messages, decisions) =
+        apply_consent(app, source, request, &mut items, &mut outcome).await?;
+    for (index, n) in &items {
+        for d in &n.dropped {
+            outcome.dropped.push(DroppedField {
+                index: *index,
+                field: d.field.clone(),
+                reason: d.reason.as_str().to_owned(),
+            });
+        }
+    }
+
     let mut counters: Vec<(String, i64)> = Vec::new();
     let mut tally = |name: String| match counters.iter_mut().find(|(n, _)| *n == name) {
         Some((_, v)) => *v += 1,
         None => counters.push((name, 1)),
     };
-    for e in rejected {
-        tally(format!("rejected.{}", e.code.name()));
+    for r in &outcome.rejected {
+        tally(format!("rejected.{}", r.code.name()));
     }
-    for d in dropped {
-        tally(format!("dropped.{}", d.reason.as_str()));
+    for w in &outcome.withheld {
+        tally(format!("withheld.{}", w.reason));
+    }
+    for d in &outcome.dropped {
+        tally(format!("dropped.{}", d.reason));
     }
     let total = messages.len();
     let started = Instant::now();
-    let appended = if total == 0 && counters.is_empty() {
+    let appended = if total == 0 && counters.is_empty() && decisions.is_empty() {
         Default::default()
     } else {
-        app.store.append(source.id, messages, counters).await?
+        app.store
+            .append_with_consent(source.id, messages, decisions, counters)
+            .await?
     };
     app.metrics
         .store("append", app.store.backend(), started.elapsed());
-    let accepted = appended.stored_count();
+    outcome.accepted = appended.stored_count();
+    outcome.duplicates = total - outcome.accepted;
     let name = source.name.as_ref();
-    app.metrics.events(name, "accepted", "", accepted as u64);
     app.metrics
-        .events(name, "duplicate", "", (total - accepted) as u64);
-    for e in rejected {
-        app.metrics.events(name, "rejected", e.code.name(), 1);
+        .events(name, "accepted", "", outcome.accepted as u64);
+    app.metrics
+        .events(name, "duplicate", "", outcome.duplicates as u64);
+    for r in &outcome.rejected {
+        app.metrics.events(name, "rejected", r.code.name(), 1);
     }
-    for d in dropped {
-        app.metrics.dropped(name, d.reason.as_str(), 1);
+    app.metrics.events(
+        name,
+        "withheld",
+        DropReason::NoLegalBasis.as_str(),
+        outcome.withheld.len() as u64,
+    );
+    for d in &outcome.dropped {
+        app.metrics.dropped(name, &d.reason, 1);
     }
-    Ok((accepted, total - accepted))
+    Ok(outcome)
+}
+
+impl From<Outcome> for CollectResponse {
+    fn from(o: Outcome) -> Self {
+        CollectResponse {
+            success: true,
+            accepted: o.accepted,
+            duplicates: o.duplicates,
+            rejected: o.rejected,
+            withheld: o.withheld,
+            dropped: o.dropped,
+        }
+    }
 }
 
 /// Takes a batch of messages of any type.
@@ -184,6 +402,7 @@ async fn store(
 )]
 pub async fn batch(
     State(app): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<CollectResponse>, ApiError> {
@@ -194,62 +413,49 @@ pub async fn batch(
         .await?;
     let received_at = app.clock.now();
     let envelope = batch.envelope();
-    let mut messages = Vec::with_capacity(batch.messages.len());
-    let mut errors = Vec::new();
-    let mut rejected = Vec::new();
-    let mut dropped = Vec::new();
-    let mut dropped_fields = Vec::new();
-    for (index, raw) in batch.messages.iter().enumerate() {
-        match parse_message(raw).and_then(|v| normalize(v, &envelope, &app.catalog, received_at)) {
-            Ok(n) => {
-                for d in n.dropped {
-                    dropped_fields.push(DroppedField {
-                        index,
-                        field: d.field.clone(),
-                        reason: d.reason.as_str().to_owned(),
-                    });
-                    dropped.push(d);
-                }
-                messages.push(n.message);
-            }
-            Err(e) => {
-                rejected.push(RejectedMessage {
-                    index,
-                    code: e.code,
-                    message: e.message.clone(),
-                });
-                errors.push(e);
-            }
-        }
-    }
-    let all_invalid = messages.is_empty() && !errors.is_empty();
-    let (accepted, duplicates) = store(&app, &source, messages, &errors, &dropped).await?;
-    if all_invalid {
+    let parsed = batch
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            (
+                index,
+                parse_message(raw).and_then(|v| normalize(v, &envelope, &app.catalog, received_at)),
+            )
+        })
+        .collect();
+    let outcome = ingest(&app, &source, &RequestInfo::of(&headers, ip), parsed).await?;
+    let nothing_valid = outcome.accepted + outcome.duplicates == 0
+        && outcome.withheld.is_empty()
+        && !outcome.rejected.is_empty();
+    if nothing_valid {
         return Err(ApiError::new(
             ErrorCode::NoValidMessage,
             format!(
                 "none of the {} messages of the batch is valid",
-                errors.len()
+                outcome.rejected.len()
             ),
         )
         .with(
             "rejected",
-            serde_json::to_value(&rejected).unwrap_or_default(),
+            serde_json::to_value(&outcome.rejected).unwrap_or_default(),
         ));
     }
-    tracing::debug!(source = %source.name, accepted, duplicates, rejected = rejected.len(), "batch");
-    Ok(Json(CollectResponse {
-        success: true,
-        accepted,
-        duplicates,
-        rejected,
-        dropped: dropped_fields,
-    }))
+    tracing::debug!(
+        source = %source.name,
+        accepted = outcome.accepted,
+        duplicates = outcome.duplicates,
+        rejected = outcome.rejected.len(),
+        withheld = outcome.withheld.len(),
+        "batch"
+    );
+    Ok(Json(outcome.into()))
 }
 
 async fn single(
     app: Shared,
     kind: MessageType,
+    ip: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<CollectResponse>, ApiError> {
@@ -259,42 +465,23 @@ async fn single(
         .authenticate_source(&headers, single.write_key.as_deref())
         .await?;
     let received_at = app.clock.now();
-    let normalized = match normalize(
+    let parsed = normalize(
         single.message,
         &Single::envelope(kind),
         &app.catalog,
         received_at,
-    ) {
-        Ok(n) => n,
-        Err(e) => {
-            store(&app, &source, Vec::new(), std::slice::from_ref(&e), &[]).await?;
-            return Err(e.into());
-        }
-    };
-    let dropped_fields = normalized
-        .dropped
-        .iter()
-        .map(|d| DroppedField {
-            index: 0,
-            field: d.field.clone(),
-            reason: d.reason.as_str().to_owned(),
-        })
-        .collect();
-    let (accepted, duplicates) = store(
+    );
+    let mut outcome = ingest(
         &app,
         &source,
-        vec![normalized.message],
-        &[],
-        &normalized.dropped,
+        &RequestInfo::of(&headers, ip),
+        vec![(0, parsed)],
     )
     .await?;
-    Ok(Json(CollectResponse {
-        success: true,
-        accepted,
-        duplicates,
-        rejected: Vec::new(),
-        dropped: dropped_fields,
-    }))
+    if let Some(r) = outcome.rejected.pop() {
+        return Err(Error::new(r.code, r.message).into());
+    }
+    Ok(Json(outcome.into()))
 }
 
 macro_rules! single_endpoint {
@@ -304,14 +491,19 @@ macro_rules! single_endpoint {
             post, path = $path, tag = "tracking",
             request_body(content = Object, description = "One Segment message; `writeKey` may be in the body"),
             responses(
-                (status = 200, description = "Stored durably (or already stored)", body = CollectResponse),
+                (status = 200, description = "Stored durably (or already stored, or withheld for lack of consent)", body = CollectResponse),
                 (status = 400, description = "Invalid message, with the code naming the problem", body = crate::openapi::ErrorSchema),
                 (status = 401, description = "Missing or unknown write key", body = crate::openapi::ErrorSchema),
             ),
             security(("writeKey" = []))
         )]
-        pub async fn $name(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Result<Json<CollectResponse>, ApiError> {
-            single(app, $kind, headers, body).await
+        pub async fn $name(
+            State(app): State<Shared>,
+            ClientIp(ip): ClientIp,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Result<Json<CollectResponse>, ApiError> {
+            single(app, $kind, ip, headers, body).await
         }
     };
 }

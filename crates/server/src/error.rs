@@ -18,6 +18,11 @@ impl ApiError {
         Error::new(code, message).into()
     }
 
+    /// The underlying error.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+
     /// Adds a field to the JSON body.
     pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
         self.extra

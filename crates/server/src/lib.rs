@@ -8,11 +8,14 @@
 
 pub mod admin;
 pub mod auth;
+pub mod banner;
 pub mod collect;
+pub mod consent;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod preferences;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -40,14 +43,53 @@ pub struct AppState {
     sources: RwLock<HashMap<KeyDigest, Source>>,
     /// Token roles by digest, filled on first use.
     tokens: RwLock<HashMap<KeyDigest, Role>>,
+    /// The instance secret (keys hashes, signs links), read from the store on first use.
+    secret: tokio::sync::OnceCell<Vec<u8>>,
+    /// The hash of the banner's notice, computed on first use.
+    notice_hash: std::sync::OnceLock<String>,
+    /// Deployment options.
+    pub options: Options,
+}
+
+/// Deployment options of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The public base URL (`https://cdp.shop.example`) used in links; when absent, links are
+    /// built from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Whether collection applies consent. Always on in `confiance serve`; the switch exists so
+    /// that a benchmark can measure what enforcement costs in the same run.
+    pub enforce_consent: bool,
+    /// The write key the demo shop page (`/demo/shop`) uses; the page is served only when set.
+    pub shop_write_key: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            enforce_consent: true,
+            shop_write_key: None,
+        }
+    }
 }
 
 /// The state shared by every handler.
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    /// State over `store` with `catalog`.
+    /// State over `store` with `catalog` and default options.
     pub fn new(store: Store, catalog: Catalog, clock: Arc<dyn Clock>) -> Shared {
+        Self::with_options(store, catalog, clock, Options::default())
+    }
+
+    /// State over `store` with `catalog` and `options`.
+    pub fn with_options(
+        store: Store,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Shared {
         Arc::new(Self {
             store,
             catalog: Arc::new(catalog),
@@ -55,7 +97,66 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             sources: RwLock::default(),
             tokens: RwLock::default(),
+            secret: tokio::sync::OnceCell::new(),
+            notice_hash: std::sync::OnceLock::new(),
+            options,
         })
+    }
+
+    /// The instance secret.
+    pub async fn secret(&self) -> Result<&[u8], error::ApiError> {
+        let secret = self
+            .secret
+            .get_or_try_init(|| async { self.store.instance_secret().await })
+            .await?;
+        Ok(secret)
+    }
+
+    /// A keyed hash of an IP address, for consent proofs.
+    pub fn hash_ip(&self, secret: &[u8], ip: &str) -> String {
+        confiance_core::consent::link::keyed_hash(secret, "ip address", ip.trim())
+    }
+
+    /// A keyed hash of a user agent, for consent proofs.
+    pub fn hash_ua(&self, secret: &[u8], user_agent: &str) -> String {
+        confiance_core::consent::link::keyed_hash(secret, "user agent", user_agent)
+    }
+
+    /// The base URL links point to: the configured public URL, or the request's host.
+    pub fn base_url(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(url) = &self.options.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|p| *p == "https")
+            .unwrap_or("http");
+        format!("{scheme}://{host}")
+    }
+
+    /// A signed preference-centre URL for `subject`, and when it expires.
+    pub async fn preference_url(
+        &self,
+        headers: &axum::http::HeaderMap,
+        subject: &confiance_core::consent::Subject,
+    ) -> Result<(String, jiff::Timestamp), error::ApiError> {
+        let now = self.clock.now();
+        let expires = now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_add(self.catalog.consent.link_validity.span())
+            .map_err(|e| error::ApiError::new(confiance_core::ErrorCode::Internal, e.to_string()))?
+            .timestamp();
+        let key = confiance_core::consent::link::LinkKey::derive(self.secret().await?);
+        let token = key.sign(subject, expires);
+        Ok((
+            format!("{}/preferences?token={token}", self.base_url(headers)),
+            expires,
+        ))
     }
 }
 
@@ -80,6 +181,9 @@ async fn observe(State(app): State<Shared>, request: Request, next: Next) -> Res
 pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(collect::routes())
+        .merge(banner::routes())
+        .merge(consent::routes())
+        .merge(preferences::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -76,11 +76,13 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::ApiDoc::openapi())
 }
 
-fn escape(s: &str) -> String {
+/// Escapes text for HTML.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// A home page with what the store holds, in counts only (no personal data).

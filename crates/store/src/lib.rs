@@ -17,7 +17,11 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use confiance_core::catalog::{LegalBasis, Purpose};
 use confiance_core::collect::{Message, MessageType};
+use confiance_core::consent::{
+    ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis,
+};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use serde_json::Value;
 use std::path::Path;
@@ -99,6 +103,65 @@ pub struct StoredEvent {
     pub received_at: jiff::Timestamp,
     /// The full normalised message.
     pub body: Value,
+    /// The purposes it was collected for (empty: it only links identifiers).
+    pub purposes: Vec<String>,
+}
+
+/// Why personal data is read. Every read of personal data names one, so a read that serves no
+/// stated purpose cannot be written.
+#[derive(Clone, Copy, Debug)]
+pub enum Access<'a> {
+    /// Use for a purpose of the catalog: only subjects with a legal basis for it are seen (a
+    /// consent that is not granted *now* hides the subject), and only data collected for it.
+    Purpose(&'a Purpose),
+    /// Operating the platform (an administrator inspecting the log): legitimate interest,
+    /// and to be audited.
+    Administration,
+    /// The data subject reading their own data (preference centre, access requests).
+    DataSubject,
+}
+
+/// Per-purpose consent counts, for one source and touchpoint of the latest decision.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConsentCount {
+    /// Purpose id.
+    pub purpose: String,
+    /// Current status.
+    pub status: Status,
+    /// Source of the latest decision.
+    pub source_id: Option<i64>,
+    /// Touchpoint of the latest decision.
+    pub touchpoint: Option<String>,
+    /// How many subjects.
+    pub count: i64,
+}
+
+/// `,a,b,` — how the purposes of an event are stored, so that `LIKE '%,a,%'` finds them.
+pub(crate) fn purposes_column(purposes: &[String]) -> String {
+    let mut out = String::from(",");
+    for p in purposes {
+        out.push_str(p);
+        out.push(',');
+    }
+    out
+}
+
+/// The inverse of [`purposes_column`].
+pub(crate) fn purposes_from_column(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Who {
+    /// The subject this is.
+    pub fn subject(&self) -> Option<Subject> {
+        match self {
+            Who::UserId(v) => Subject::parse(IdKind::UserId, v).ok(),
+            Who::AnonymousId(v) => Subject::parse(IdKind::AnonymousId, v).ok(),
+        }
+    }
 }
 
 /// Whose events to list.
@@ -238,7 +301,82 @@ impl Store {
         messages: Vec<Message>,
         counters: Counters,
     ) -> Result<Appended> {
-        dispatch!(self, s => s.append(source_id, messages, counters).await)
+        self.append_with_consent(source_id, messages, Vec::new(), counters)
+            .await
+    }
+
+    /// [`Store::append`], also appending consent decisions to the ledger in the same
+    /// transaction, so that a message and the consent it carried are stored together or not
+    /// at all.
+    pub async fn append_with_consent(
+        &self,
+        source_id: i64,
+        messages: Vec<Message>,
+        decisions: Vec<Decision>,
+        counters: Counters,
+    ) -> Result<Appended> {
+        dispatch!(self, s => s.append(source_id, messages, decisions, counters).await)
+    }
+
+    /// Appends consent decisions to the ledger, durably; returns their ledger positions. The
+    /// current state of each subject and purpose moves to a decision only if it is the latest
+    /// by server time, so concurrent writers end with the last one by the clock.
+    pub async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.record_consents(decisions).await)
+    }
+
+    /// The current consent states of these subjects.
+    pub async fn consent_view(&self, subjects: &[Subject]) -> Result<ConsentView> {
+        if subjects.is_empty() {
+            return Ok(ConsentView::default());
+        }
+        let keys: Vec<String> = subjects.iter().map(Subject::key).collect();
+        dispatch!(self, s => s.consent_view(keys).await)
+    }
+
+    /// A subject's whole consent ledger, oldest first.
+    pub async fn consent_history(
+        &self,
+        _access: Access<'_>,
+        subject: &Subject,
+    ) -> Result<Vec<LedgerEntry>> {
+        dispatch!(self, s => s.consent_history(subject.key()).await)
+    }
+
+    /// Current consent states counted by purpose, status, and the source and touchpoint of the
+    /// latest decision.
+    pub async fn consent_counts(&self) -> Result<Vec<ConsentCount>> {
+        dispatch!(self, s => s.consent_counts().await)
+    }
+
+    /// Subjects of `kind` that have a legal basis for `purpose` now, in key order after
+    /// `after` (a subject key), at most `limit`: the read behind an export for a purpose (say,
+    /// the emails a newsletter may go to). For a purpose based on consent, only subjects whose
+    /// current decision is a grant; for other bases, every subject of that kind the ledger knows.
+    pub async fn subjects_for(
+        &self,
+        purpose: &Purpose,
+        kind: IdKind,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Subject>> {
+        let granted_only = purpose.legal_basis == LegalBasis::Consent;
+        let prefix = format!("{}:", kind.as_str());
+        let after = if after.is_empty() {
+            prefix.clone()
+        } else {
+            after.to_owned()
+        };
+        let keys = dispatch!(self, s => s.subjects_for(purpose.id.clone(), granted_only, prefix.clone(), after, limit).await)?;
+        Ok(keys.iter().filter_map(|k| Subject::from_key(k)).collect())
+    }
+
+    /// The secret of this instance (created on first use), which keys IP hashes and signs
+    /// preference links. Several nodes on one PostgreSQL share it.
+    pub async fn instance_secret(&self) -> Result<Vec<u8>> {
+        let hex_secret = dispatch!(self, s => s.instance_secret().await)?;
+        hex::decode(hex_secret)
+            .map_err(|e| StoreError::Database(format!("corrupt instance secret: {e}")))
     }
 
     /// A source's counters.
@@ -246,14 +384,28 @@ impl Store {
         dispatch!(self, s => s.source_counters(source_id).await)
     }
 
-    /// Events of one user or anonymous id, oldest first, after `after_seq`, at most `limit`.
+    /// Events of one user or anonymous id, oldest first, after `after_seq`, at most `limit`,
+    /// as `access` allows: for a purpose, nothing unless the subject has a legal basis for it
+    /// now, and only events collected for it (or that only link identifiers).
     pub async fn events_of(
         &self,
+        access: Access<'_>,
         who: &Who,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        dispatch!(self, s => s.events_of(who, after_seq, limit).await)
+        let purpose = match access {
+            Access::Purpose(p) => {
+                let subject = who.subject();
+                let view = self.consent_view(subject.as_slice()).await?;
+                if !has_basis(p, view.effective(subject.as_slice(), &p.id)) {
+                    return Ok(Vec::new());
+                }
+                Some(p.id.clone())
+            }
+            Access::Administration | Access::DataSubject => None,
+        };
+        dispatch!(self, s => s.events_of(who, purpose.as_deref(), after_seq, limit).await)
     }
 
     /// Number of events in the log.
@@ -299,4 +451,46 @@ pub(crate) fn source_kind_from_str(s: &str) -> Result<SourceKind> {
 
 pub(crate) fn source_name_from_str(s: &str) -> Result<SourceName> {
     SourceName::parse(s).map_err(|_| StoreError::Database(format!("invalid source name `{s}`")))
+}
+
+pub(crate) fn status_from_str(s: &str) -> Result<Status> {
+    Status::parse(s)
+        .ok_or_else(|| StoreError::Database(format!("unknown consent status `{s}` in the ledger")))
+}
+
+/// A ledger row, as both backends read it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ledger_entry(
+    seq: i64,
+    subject: &str,
+    purpose: String,
+    status: &str,
+    method: &str,
+    recorded_at: jiff::Timestamp,
+    (notice_version, notice_hash): (Option<String>, Option<String>),
+    source_id: Option<i64>,
+    touchpoint: Option<String>,
+    (ip_hash, ua_hash): (Option<String>, Option<String>),
+    proof: Value,
+) -> Result<LedgerEntry> {
+    let subject = Subject::from_key(subject)
+        .ok_or_else(|| StoreError::Database("malformed subject in the ledger".into()))?;
+    Ok(LedgerEntry {
+        seq,
+        subject_type: subject.kind(),
+        subject_value: subject.value().to_owned(),
+        purpose,
+        status: status_from_str(status)?,
+        method: confiance_core::consent::Method::parse(method).ok_or_else(|| {
+            StoreError::Database(format!("unknown consent method `{method}` in the ledger"))
+        })?,
+        recorded_at,
+        notice_version,
+        notice_hash,
+        source_id,
+        touchpoint,
+        ip_hash,
+        ua_hash,
+        proof,
+    })
 }

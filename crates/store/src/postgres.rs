@@ -38,10 +38,12 @@
 //! or a Unix socket.
 
 use crate::{
-    Appended, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
-    pg_error_text, source_kind_from_str, source_name_from_str, to_micros,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros,
+    kind_from_str, ledger_entry, pg_error_text, purposes_column, purposes_from_column,
+    source_kind_from_str, source_name_from_str, status_from_str, to_micros,
 };
 use confiance_core::collect::Message;
+use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use jiff::Timestamp;
@@ -53,11 +55,18 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "consent",
+        include_str!("../migrations/postgres/0002_consent.sql"),
+    ),
+];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this
 /// one spells "Confianc" in ASCII, so that another application sharing the database is unlikely
@@ -81,9 +90,25 @@ const CLAIM_IDS: &str = "INSERT INTO message_ids (source_id, message_id, receive
 // `UNNEST` yields the rows in array order and nothing reorders them, so `seq` follows the order of
 // the call, as in SQLite.
 const INSERT_EVENTS: &str = "INSERT INTO events
-         (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body)
+         (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes)
      SELECT $1, m.* FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
-                                $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[], $9::JSONB[]) AS m";
+                                $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[], $9::JSONB[], $10::TEXT[]) AS m";
+
+const INSERT_LEDGER: &str = "INSERT INTO consent_ledger
+         (subject, purpose, status, method, recorded_at, notice_version, notice_hash,
+          source_id, touchpoint, ip_hash, ua_hash, proof)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+     RETURNING seq";
+
+// The state moves to a decision only if it is the latest by server time, then ledger position:
+// two nodes recording for one subject at once end with the last one by the clock.
+const UPSERT_STATE: &str = "INSERT INTO consent_state
+         (subject, purpose, status, recorded_at, seq, method, source_id, touchpoint)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (subject, purpose) DO UPDATE SET
+         status = EXCLUDED.status, recorded_at = EXCLUDED.recorded_at, seq = EXCLUDED.seq,
+         method = EXCLUDED.method, source_id = EXCLUDED.source_id, touchpoint = EXCLUDED.touchpoint
+     WHERE (EXCLUDED.recorded_at, EXCLUDED.seq) > (consent_state.recorded_at, consent_state.seq)";
 
 // Summing first lets one call name a counter twice (SQLite adds them one by one), which a single
 // `ON CONFLICT DO UPDATE` could not do for two rows with the same key.
@@ -92,8 +117,7 @@ const ADD_COUNTERS: &str = "INSERT INTO source_counters (source_id, counter, val
      GROUP BY c.counter ORDER BY c.counter COLLATE \"C\"
      ON CONFLICT (source_id, counter) DO UPDATE SET value = source_counters.value + EXCLUDED.value";
 
-const EVENT_COLUMNS: &str =
-    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body";
+const EVENT_COLUMNS: &str = "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
 
 const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
 
@@ -253,7 +277,65 @@ fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
         timestamp: from_pg(row.try_get(7)?),
         received_at: from_pg(row.try_get(8)?),
         body: row.try_get(9)?,
+        purposes: purposes_from_column(row.try_get(10)?),
     })
+}
+
+/// Appends decisions to the ledger and moves the current state to each one that is the latest.
+async fn insert_decisions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    decisions: &[Decision],
+) -> Result<Vec<i64>> {
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ledger = tx.prepare_cached(INSERT_LEDGER).await?;
+    let state = tx.prepare_cached(UPSERT_STATE).await?;
+    let mut seqs = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        let key = d.subject.key();
+        let at = to_pg(d.recorded_at);
+        let (version, hash) = d
+            .notice
+            .as_ref()
+            .map_or((None, None), |n| (Some(&n.version), Some(&n.hash)));
+        let row = tx
+            .query_one(
+                &ledger,
+                &[
+                    &key,
+                    &d.purpose,
+                    &d.status.as_str(),
+                    &d.method.as_str(),
+                    &at,
+                    &version,
+                    &hash,
+                    &d.source_id,
+                    &d.touchpoint,
+                    &d.ip_hash,
+                    &d.ua_hash,
+                    &d.proof,
+                ],
+            )
+            .await?;
+        let seq: i64 = row.try_get(0)?;
+        tx.execute(
+            &state,
+            &[
+                &key,
+                &d.purpose,
+                &d.status.as_str(),
+                &at,
+                &seq,
+                &d.method.as_str(),
+                &d.source_id,
+                &d.touchpoint,
+            ],
+        )
+        .await?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
 }
 
 impl PgStore {
@@ -384,6 +466,7 @@ impl PgStore {
         &self,
         source_id: i64,
         messages: Vec<Message>,
+        decisions: Vec<Decision>,
         counters: Counters,
     ) -> Result<Appended> {
         self.keep_partitions_ahead().await;
@@ -406,6 +489,7 @@ impl PgStore {
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        insert_decisions(&tx, &decisions).await?;
         let claimed: HashSet<String> = if claims.is_empty() {
             HashSet::new()
         } else {
@@ -440,6 +524,8 @@ impl PgStore {
             let timestamps: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.timestamp)).collect();
             let received: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.received_at)).collect();
             let bodies: Vec<&serde_json::Value> = fresh.iter().map(|m| &m.body).collect();
+            let purposes: Vec<String> =
+                fresh.iter().map(|m| purposes_column(&m.purposes)).collect();
             let statement = tx.prepare_cached(INSERT_EVENTS).await?;
             tx.execute(
                 &statement,
@@ -453,6 +539,7 @@ impl PgStore {
                     &timestamps,
                     &received,
                     &bodies,
+                    &purposes,
                 ],
             )
             .await?;
@@ -497,6 +584,7 @@ impl PgStore {
     pub(crate) async fn events_of(
         &self,
         who: &Who,
+        purpose: Option<&str>,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
@@ -504,18 +592,150 @@ impl PgStore {
             Who::UserId(v) => ("user_id", v),
             Who::AnonymousId(v) => ("anonymous_id", v),
         };
+        // Without a purpose every event is seen; with one, the events collected for it and
+        // those that only link identifiers.
+        let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
         // SQLite reads a limit too large for it as no limit; so does this.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = $1 AND seq > $2
+                 AND (purposes LIKE $4 OR purposes = ',') ORDER BY seq LIMIT $3"
             ))
             .await?;
         let rows = client
-            .query(&statement, &[value, &after_seq, &limit])
+            .query(&statement, &[value, &after_seq, &limit, &pattern])
             .await?;
         rows.iter().map(row_to_event).collect()
+    }
+
+    pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let seqs = insert_decisions(&tx, &decisions).await?;
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT subject, purpose, status, recorded_at, seq FROM consent_state WHERE subject = ANY($1)",
+                &[&keys],
+            )
+            .await?;
+        let mut view = ConsentView::default();
+        for row in rows {
+            let status: &str = row.try_get(2)?;
+            view.insert(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                StateEntry {
+                    status: status_from_str(status)?,
+                    recorded_at: from_pg(row.try_get(3)?),
+                    seq: row.try_get(4)?,
+                },
+            );
+        }
+        Ok(view)
+    }
+
+    pub(crate) async fn consent_history(&self, key: String) -> Result<Vec<LedgerEntry>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT seq, subject, purpose, status, method, recorded_at, notice_version, notice_hash,
+                        source_id, touchpoint, ip_hash, ua_hash, proof
+                 FROM consent_ledger WHERE subject = $1 ORDER BY recorded_at, seq",
+                &[&key],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                ledger_entry(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    from_pg(r.try_get(5)?),
+                    (r.try_get(6)?, r.try_get(7)?),
+                    r.try_get(8)?,
+                    r.try_get(9)?,
+                    (r.try_get(10)?, r.try_get(11)?),
+                    r.try_get(12)?,
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) async fn consent_counts(&self) -> Result<Vec<ConsentCount>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT purpose, status, source_id, touchpoint, COUNT(*) FROM consent_state
+                 GROUP BY 1, 2, 3, 4
+                 ORDER BY purpose COLLATE \"C\", status COLLATE \"C\", source_id NULLS FIRST, touchpoint COLLATE \"C\" NULLS FIRST",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConsentCount {
+                    purpose: r.try_get(0)?,
+                    status: status_from_str(r.try_get(1)?)?,
+                    source_id: r.try_get(2)?,
+                    touchpoint: r.try_get(3)?,
+                    count: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn subjects_for(
+        &self,
+        purpose: String,
+        granted_only: bool,
+        prefix: String,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let sql = if granted_only {
+            "SELECT subject FROM consent_state
+             WHERE purpose = $1 AND status = 'granted' AND subject COLLATE \"C\" > $3 AND starts_with(subject, $2)
+             ORDER BY subject COLLATE \"C\" LIMIT $4"
+        } else {
+            "SELECT DISTINCT subject COLLATE \"C\" AS subject FROM consent_state
+             WHERE $1::TEXT IS NOT NULL AND subject COLLATE \"C\" > $3 AND starts_with(subject, $2)
+             ORDER BY subject LIMIT $4"
+        };
+        let rows = client
+            .query(sql, &[&purpose, &prefix, &after, &limit])
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    pub(crate) async fn instance_secret(&self) -> Result<String> {
+        let mut fresh = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('instance_secret', $1) ON CONFLICT (key) DO NOTHING",
+                &[&hex::encode(fresh)],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT value FROM settings WHERE key = 'instance_secret'",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     pub(crate) async fn count_events(&self) -> Result<i64> {

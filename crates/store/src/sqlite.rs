@@ -14,21 +14,30 @@
 //! only against a crash of the process.
 
 use crate::{
-    Appended, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
-    source_kind_from_str, source_name_from_str, to_micros,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros,
+    kind_from_str, ledger_entry, purposes_column, purposes_from_column, source_kind_from_str,
+    source_name_from_str, status_from_str, to_micros,
 };
 use confiance_core::collect::Message;
+use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "consent",
+        include_str!("../migrations/sqlite/0002_consent.sql"),
+    ),
+];
 
 /// How many operations one group commit takes at most.
 const MAX_GROUP: usize = 256;
@@ -329,12 +338,14 @@ impl SqliteStore {
         &self,
         source_id: i64,
         messages: Vec<Message>,
+        decisions: Vec<Decision>,
         counters: Counters,
     ) -> Result<Appended> {
         self.write(move |tx| {
+            insert_decisions(tx, &decisions)?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (source_id, message_id) DO NOTHING",
             )?;
             let mut stored = Vec::with_capacity(messages.len());
@@ -350,6 +361,7 @@ impl SqliteStore {
                     to_micros(m.timestamp),
                     to_micros(m.received_at),
                     body,
+                    purposes_column(&m.purposes),
                 ])?;
                 stored.push(n == 1);
             }
@@ -377,6 +389,7 @@ impl SqliteStore {
     pub(crate) async fn events_of(
         &self,
         who: &Who,
+        purpose: Option<&str>,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
@@ -384,29 +397,26 @@ impl SqliteStore {
             Who::UserId(v) => ("user_id", v.clone()),
             Who::AnonymousId(v) => ("anonymous_id", v.clone()),
         };
+        // Without a purpose every event is seen; with one, the events collected for it and
+        // those that only link identifiers.
+        let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
         self.read(move |c| {
             let sql = format!(
-                "SELECT seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body
-                 FROM events WHERE {column} = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                "SELECT seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes
+                 FROM events WHERE {column} = ?1 AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
+                 ORDER BY seq LIMIT ?3"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![value, after_seq, limit as i64], |r| {
+            let rows = stmt.query_map(params![value, after_seq, limit as i64, pattern], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, String>(9)?,
+                    (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?),
+                    (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?),
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, source_id, message_id, kind, user_id, anonymous_id, event, ts, rec, body) = row?;
+                let ((seq, source_id, message_id, kind), (user_id, anonymous_id, event), (ts, rec, body, purposes)) = row?;
                 out.push(StoredEvent {
                     seq,
                     source_id,
@@ -418,9 +428,139 @@ impl SqliteStore {
                     timestamp: from_micros(ts),
                     received_at: from_micros(rec),
                     body: serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?,
+                    purposes: purposes_from_column(&purposes),
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
+        self.write(move |tx| insert_decisions(tx, &decisions)).await
+    }
+
+    pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT purpose, status, recorded_at, seq FROM consent_state WHERE subject = ?1",
+            )?;
+            let mut view = ConsentView::default();
+            for key in keys {
+                let rows = stmt.query_map([&key], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (purpose, status, at, seq) = row?;
+                    view.insert(
+                        key.clone(),
+                        purpose,
+                        StateEntry {
+                            status: status_from_str(&status)?,
+                            recorded_at: from_micros(at),
+                            seq,
+                        },
+                    );
+                }
+            }
+            Ok(view)
+        })
+        .await
+    }
+
+    pub(crate) async fn consent_history(&self, key: String) -> Result<Vec<LedgerEntry>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, subject, purpose, status, method, recorded_at, notice_version, notice_hash,
+                        source_id, touchpoint, ip_hash, ua_hash, proof
+                 FROM consent_ledger WHERE subject = ?1 ORDER BY recorded_at, seq",
+            )?;
+            let rows = stmt.query_map([&key], |r| {
+                Ok((
+                    (r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?),
+                    (r.get::<_, i64>(5)?, r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?, r.get::<_, Option<i64>>(8)?),
+                    (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?, r.get::<_, Option<String>>(11)?, r.get::<_, String>(12)?),
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let ((seq, subject, purpose, status, method), (at, notice_version, notice_hash, source_id), (touchpoint, ip_hash, ua_hash, proof)) = row?;
+                let proof = serde_json::from_str(&proof).map_err(|e| StoreError::Database(e.to_string()))?;
+                out.push(ledger_entry(seq, &subject, purpose, &status, &method, from_micros(at), (notice_version, notice_hash), source_id, touchpoint, (ip_hash, ua_hash), proof)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn consent_counts(&self) -> Result<Vec<ConsentCount>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT purpose, status, source_id, touchpoint, COUNT(*) FROM consent_state
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (purpose, status, source_id, touchpoint, count) = row?;
+                out.push(ConsentCount {
+                    purpose,
+                    status: status_from_str(&status)?,
+                    source_id,
+                    touchpoint,
+                    count,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn subjects_for(
+        &self,
+        purpose: String,
+        granted_only: bool,
+        prefix: String,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let sql = if granted_only {
+                "SELECT subject FROM consent_state
+                 WHERE purpose = ?1 AND status = 'granted' AND subject > ?3 AND substr(subject, 1, length(?2)) = ?2
+                 ORDER BY subject LIMIT ?4"
+            } else {
+                "SELECT DISTINCT subject FROM consent_state
+                 WHERE ?1 = ?1 AND subject > ?3 AND substr(subject, 1, length(?2)) = ?2
+                 ORDER BY subject LIMIT ?4"
+            };
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map(params![purpose, prefix, after, limit as i64], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    pub(crate) async fn instance_secret(&self) -> Result<String> {
+        let mut fresh = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+        let fresh = hex::encode(fresh);
+        self.write(move |tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('instance_secret', ?1) ON CONFLICT (key) DO NOTHING", [fresh])?;
+            Ok(tx.query_row("SELECT value FROM settings WHERE key = 'instance_secret'", [], |r| r.get(0))?)
         })
         .await
     }
@@ -474,6 +614,61 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Appends decisions to the ledger and moves the current state to each one that is the latest
+/// by server time.
+fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<i64>> {
+    let mut ledger = tx.prepare_cached(
+        "INSERT INTO consent_ledger (subject, purpose, status, method, recorded_at, notice_version, notice_hash,
+                                     source_id, touchpoint, ip_hash, ua_hash, proof)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let mut state = tx.prepare_cached(
+        "INSERT INTO consent_state (subject, purpose, status, recorded_at, seq, method, source_id, touchpoint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (subject, purpose) DO UPDATE SET
+             status = excluded.status, recorded_at = excluded.recorded_at, seq = excluded.seq,
+             method = excluded.method, source_id = excluded.source_id, touchpoint = excluded.touchpoint
+         WHERE excluded.recorded_at > consent_state.recorded_at
+            OR (excluded.recorded_at = consent_state.recorded_at AND excluded.seq > consent_state.seq)",
+    )?;
+    let mut seqs = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        let key = d.subject.key();
+        let at = to_micros(d.recorded_at);
+        let (version, hash) = d
+            .notice
+            .as_ref()
+            .map_or((None, None), |n| (Some(&n.version), Some(&n.hash)));
+        ledger.execute(params![
+            key,
+            d.purpose,
+            d.status.as_str(),
+            d.method.as_str(),
+            at,
+            version,
+            hash,
+            d.source_id,
+            d.touchpoint,
+            d.ip_hash,
+            d.ua_hash,
+            d.proof.to_string(),
+        ])?;
+        let seq = tx.last_insert_rowid();
+        state.execute(params![
+            key,
+            d.purpose,
+            d.status.as_str(),
+            at,
+            seq,
+            d.method.as_str(),
+            d.source_id,
+            d.touchpoint
+        ])?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
 }
 
 fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Result<()> {

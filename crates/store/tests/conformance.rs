@@ -17,7 +17,7 @@
 
 use confiance_core::collect::{Message, MessageType};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
-use confiance_store::{Role, Store, StoreError, StoredEvent, Who};
+use confiance_store::{Access, Role, Store, StoreError, StoredEvent, Who};
 use jiff::Timestamp;
 use serde_json::json;
 use std::future::Future;
@@ -177,6 +177,12 @@ conformance!(
     concurrent_appends_store_each_message_once,
     reopening_keeps_everything,
     several_nodes_can_open_a_new_store_at_once,
+    the_latest_decision_by_server_time_is_the_state,
+    concurrent_decisions_end_with_the_last_by_server_time,
+    a_purpose_read_never_returns_a_subject_without_a_legal_basis,
+    reads_for_a_purpose_see_only_its_events_and_follow_withdrawals,
+    messages_and_their_consent_are_stored_together,
+    the_instance_secret_is_created_once,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -326,7 +332,12 @@ async fn a_message_id_is_stored_once_per_source(place: Place) {
 
     assert_eq!(store.count_events().await.unwrap(), 5);
     let events = store
-        .events_of(&Who::UserId("user-1".into()), 0, 100)
+        .events_of(
+            Access::Administration,
+            &Who::UserId("user-1".into()),
+            0,
+            100,
+        )
         .await
         .unwrap();
     let logged: Vec<(i64, &str)> = events
@@ -403,14 +414,20 @@ async fn events_are_listed_per_person_in_log_order(place: Place) {
         .unwrap();
 
     let user = Who::UserId("user-1".into());
-    let all = store.events_of(&user, 0, 100).await.unwrap();
+    let all = store
+        .events_of(Access::Administration, &user, 0, 100)
+        .await
+        .unwrap();
     assert_eq!(ids(&all), ["m9", "m-identify", "m6", "m4", "m3"]);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
 
     let mut paged = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.events_of(&user, after, 2).await.unwrap();
+        let page = store
+            .events_of(Access::Administration, &user, after, 2)
+            .await
+            .unwrap();
         assert!(page.len() <= 2);
         let Some(last) = page.last() else { break };
         after = last.seq;
@@ -419,37 +436,64 @@ async fn events_are_listed_per_person_in_log_order(place: Place) {
     assert_eq!(paged, all);
 
     assert_eq!(
-        ids(&store.events_of(&user, all[1].seq, 2).await.unwrap()),
+        ids(&store
+            .events_of(Access::Administration, &user, all[1].seq, 2)
+            .await
+            .unwrap()),
         ["m6", "m4"]
     );
     assert_eq!(
-        ids(&store.events_of(&user, 0, usize::MAX).await.unwrap()),
+        ids(&store
+            .events_of(Access::Administration, &user, 0, usize::MAX)
+            .await
+            .unwrap()),
         ids(&all)
     );
-    assert!(store.events_of(&user, 0, 0).await.unwrap().is_empty());
     assert!(
         store
-            .events_of(&user, all[4].seq, 10)
+            .events_of(Access::Administration, &user, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .events_of(Access::Administration, &user, all[4].seq, 10)
             .await
             .unwrap()
             .is_empty()
     );
 
     let anon = store
-        .events_of(&Who::AnonymousId("anon-1".into()), 0, 100)
+        .events_of(
+            Access::Administration,
+            &Who::AnonymousId("anon-1".into()),
+            0,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&anon), ["m8", "m-identify", "m5"]);
     assert_eq!(
         ids(&store
-            .events_of(&Who::UserId("user-2".into()), 0, 100)
+            .events_of(
+                Access::Administration,
+                &Who::UserId("user-2".into()),
+                0,
+                100
+            )
             .await
             .unwrap()),
         ["m7"]
     );
     assert!(
         store
-            .events_of(&Who::UserId("anon-1".into()), 0, 100)
+            .events_of(
+                Access::Administration,
+                &Who::UserId("anon-1".into()),
+                0,
+                100
+            )
             .await
             .unwrap()
             .is_empty()
@@ -505,7 +549,12 @@ async fn instants_and_bodies_read_back_exactly(place: Place) {
         .unwrap();
 
     let events = store
-        .events_of(&Who::UserId("user-1".into()), 0, 100)
+        .events_of(
+            Access::Administration,
+            &Who::UserId("user-1".into()),
+            0,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(events.len(), messages.len());
@@ -521,6 +570,7 @@ async fn instants_and_bodies_read_back_exactly(place: Place) {
             timestamp: micros(sent.timestamp),
             received_at: micros(sent.received_at),
             body: body.clone(),
+            purposes: sent.purposes.clone(),
         };
         assert_eq!(got, &expected);
     }
@@ -678,7 +728,12 @@ async fn concurrent_appends_store_each_message_once(place: Place) {
     assert_eq!(stored, IDS);
     assert_eq!(store.count_events().await.unwrap(), IDS as i64);
     let mut logged: Vec<String> = store
-        .events_of(&Who::UserId("user-1".into()), 0, 10_000)
+        .events_of(
+            Access::Administration,
+            &Who::UserId("user-1".into()),
+            0,
+            10_000,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -709,7 +764,7 @@ async fn reopening_keeps_everything(place: Place) {
         .await
         .unwrap();
     let events = store
-        .events_of(&Who::UserId("user-1".into()), 0, 10)
+        .events_of(Access::Administration, &Who::UserId("user-1".into()), 0, 10)
         .await
         .unwrap();
     drop(store);
@@ -721,7 +776,7 @@ async fn reopening_keeps_everything(place: Place) {
     );
     assert_eq!(
         store
-            .events_of(&Who::UserId("user-1".into()), 0, 10)
+            .events_of(Access::Administration, &Who::UserId("user-1".into()), 0, 10)
             .await
             .unwrap(),
         events
@@ -851,7 +906,7 @@ mod postgres_partitions {
                 .get(0);
             assert!(!exists);
             let events = store
-                .events_of(&Who::UserId("user-1".into()), 0, 10)
+                .events_of(Access::Administration, &Who::UserId("user-1".into()), 0, 10)
                 .await
                 .unwrap();
             assert_eq!(ids(&events), ["early"]);
@@ -863,4 +918,363 @@ mod postgres_partitions {
         })
         .await
     }
+}
+
+// ---- consent -------------------------------------------------------------------------------
+
+use confiance_core::catalog::Catalog;
+use confiance_core::consent::{Decision, IdKind, Method, Status, Subject};
+
+fn subject(kind: IdKind, value: &str) -> Subject {
+    Subject::parse(kind, value).expect("a valid subject")
+}
+
+fn decision(who: &Subject, purpose: &str, status: Status, recorded_at: Timestamp) -> Decision {
+    Decision {
+        subject: who.clone(),
+        purpose: purpose.to_owned(),
+        status,
+        method: Method::Api,
+        recorded_at,
+        notice: None,
+        source_id: None,
+        touchpoint: Some("newsletter_signup".into()),
+        ip_hash: Some("ab".repeat(32)),
+        ua_hash: None,
+        proof: json!({"form": "footer"}),
+    }
+}
+
+async fn the_latest_decision_by_server_time_is_the_state(place: Place) {
+    let store = place.open().await;
+    let ana = subject(IdKind::Email, "ana@example.org");
+    // Recorded out of order: the state follows server time, not arrival.
+    let seqs = store
+        .record_consents(vec![
+            decision(
+                &ana,
+                "marketing_email",
+                Status::Withdrawn,
+                at("2026-03-01T00:00:00Z"),
+            ),
+            decision(
+                &ana,
+                "marketing_email",
+                Status::Granted,
+                at("2026-01-01T00:00:00Z"),
+            ),
+            decision(
+                &ana,
+                "marketing_sms",
+                Status::Granted,
+                at("2026-02-01T00:00:00Z"),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(seqs.len(), 3);
+    let view = store
+        .consent_view(std::slice::from_ref(&ana))
+        .await
+        .unwrap();
+    assert_eq!(
+        view.get(&ana, "marketing_email").unwrap().status,
+        Status::Withdrawn
+    );
+    assert_eq!(
+        view.get(&ana, "marketing_sms").unwrap().status,
+        Status::Granted
+    );
+    let history = store
+        .consent_history(Access::DataSubject, &ana)
+        .await
+        .unwrap();
+    let statuses: Vec<(&str, Status)> = history
+        .iter()
+        .map(|e| (e.purpose.as_str(), e.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("marketing_email", Status::Granted),
+            ("marketing_sms", Status::Granted),
+            ("marketing_email", Status::Withdrawn),
+        ],
+        "history in server-time order, every decision kept"
+    );
+    assert_eq!(history[0].proof, json!({"form": "footer"}));
+    assert_eq!(history[0].touchpoint.as_deref(), Some("newsletter_signup"));
+    let counts = store.consent_counts().await.unwrap();
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    assert_eq!(
+        total, 2,
+        "one current state per subject and purpose: {counts:?}"
+    );
+}
+
+async fn concurrent_decisions_end_with_the_last_by_server_time(place: Place) {
+    let store = place.open().await;
+    let bob = subject(IdKind::UserId, "bob");
+    let base = at("2026-05-01T12:00:00Z");
+    let mut tasks = Vec::new();
+    for writer in 0..8i64 {
+        let store = store.clone();
+        let bob = bob.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25i64 {
+                // Instants interleave across writers; the last of all is writer 7, step 24.
+                let when = base
+                    .checked_add(jiff::SignedDuration::from_millis(i * 8 + writer))
+                    .unwrap();
+                let status = if (i + writer) % 2 == 0 {
+                    Status::Granted
+                } else {
+                    Status::Withdrawn
+                };
+                store
+                    .record_consents(vec![decision(&bob, "analytics", status, when)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let view = store
+        .consent_view(std::slice::from_ref(&bob))
+        .await
+        .unwrap();
+    let last = view.get(&bob, "analytics").unwrap();
+    assert_eq!(
+        last.recorded_at,
+        base.checked_add(jiff::SignedDuration::from_millis(24 * 8 + 7))
+            .unwrap()
+    );
+    assert_eq!(
+        last.status,
+        Status::Withdrawn,
+        "(24 + 7) is odd: a withdrawal"
+    );
+    let history = store
+        .consent_history(Access::Administration, &bob)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 200, "every decision is in the history");
+}
+
+async fn a_purpose_read_never_returns_a_subject_without_a_legal_basis(place: Place) {
+    let store = place.open().await;
+    let catalog = Catalog::builtin();
+    let marketing = &catalog.purposes["marketing_email"];
+    let mut expected = Vec::new();
+    let mut decisions = Vec::new();
+    for i in 0..300i64 {
+        let who = subject(IdKind::Email, &format!("person{i:03}@example.org"));
+        // A deterministic mix: granted, granted then withdrawn, denied, withdrawn then granted
+        // again, never asked (only another purpose).
+        let t = |s: i64| {
+            at("2026-01-01T00:00:00Z")
+                .checked_add(jiff::SignedDuration::from_secs(i * 10 + s))
+                .unwrap()
+        };
+        match i % 5 {
+            0 => decisions.push(decision(&who, "marketing_email", Status::Granted, t(0))),
+            1 => {
+                decisions.push(decision(&who, "marketing_email", Status::Granted, t(0)));
+                decisions.push(decision(&who, "marketing_email", Status::Withdrawn, t(1)));
+            }
+            2 => decisions.push(decision(&who, "marketing_email", Status::Denied, t(0))),
+            3 => {
+                decisions.push(decision(&who, "marketing_email", Status::Withdrawn, t(0)));
+                decisions.push(decision(&who, "marketing_email", Status::Granted, t(1)));
+            }
+            _ => decisions.push(decision(&who, "marketing_sms", Status::Granted, t(0))),
+        }
+        if i % 5 == 0 || i % 5 == 3 {
+            expected.push(who);
+        }
+    }
+    // Phones and user ids with a grant must not leak into an export of emails.
+    decisions.push(decision(
+        &subject(IdKind::Phone, "+33612345678"),
+        "marketing_email",
+        Status::Granted,
+        at("2026-01-01T00:00:00Z"),
+    ));
+    store.record_consents(decisions).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store
+            .subjects_for(marketing, IdKind::Email, &after, 37)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.key();
+        seen.extend(page);
+    }
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "exactly the emails whose current decision is a grant"
+    );
+
+    // A withdrawal takes effect for the next read.
+    let first = expected[0].clone();
+    store
+        .record_consents(vec![decision(
+            &first,
+            "marketing_email",
+            Status::Withdrawn,
+            Timestamp::now(),
+        )])
+        .await
+        .unwrap();
+    let again = store
+        .subjects_for(marketing, IdKind::Email, "", 1000)
+        .await
+        .unwrap();
+    assert!(!again.contains(&first));
+    assert_eq!(again.len(), expected.len() - 1);
+}
+
+async fn reads_for_a_purpose_see_only_its_events_and_follow_withdrawals(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let catalog = Catalog::builtin();
+    let mut order = track("order-1");
+    order.purposes = vec!["accounting".into(), "service".into()];
+    let mut viewed = track("viewed-1");
+    viewed.event = Some("Product Viewed".into());
+    viewed.purposes = vec!["analytics".into()];
+    let link = message("link-1", MessageType::Alias);
+    store
+        .append(web.id, vec![order, viewed, link], Vec::new())
+        .await
+        .unwrap();
+    let user = Who::UserId("user-1".into());
+    let ids =
+        |events: Vec<StoredEvent>| events.into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+
+    let service = store
+        .events_of(Access::Purpose(&catalog.purposes["service"]), &user, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(service), ["order-1", "link-1"]);
+    let analytics = Access::Purpose(&catalog.purposes["analytics"]);
+    assert!(
+        store
+            .events_of(analytics, &user, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no consent, nothing"
+    );
+    let u = subject(IdKind::UserId, "user-1");
+    store
+        .record_consents(vec![decision(
+            &u,
+            "analytics",
+            Status::Granted,
+            Timestamp::now(),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.events_of(analytics, &user, 0, 100).await.unwrap()),
+        ["viewed-1", "link-1"]
+    );
+    store
+        .record_consents(vec![decision(
+            &u,
+            "analytics",
+            Status::Withdrawn,
+            Timestamp::now(),
+        )])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .events_of(analytics, &user, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "withdrawn: nothing"
+    );
+    let all = store
+        .events_of(Access::Administration, &user, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].purposes, ["accounting", "service"]);
+}
+
+async fn messages_and_their_consent_are_stored_together(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let anon = subject(IdKind::AnonymousId, "browser-1");
+    let mut page = message("p-1", MessageType::Page);
+    page.purposes = vec!["analytics".into()];
+    store
+        .append_with_consent(
+            web.id,
+            vec![page],
+            vec![decision(
+                &anon,
+                "analytics",
+                Status::Granted,
+                Timestamp::now(),
+            )],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consent_history(Access::Administration, &anon)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    // A failing append (unknown source) stores neither the messages nor the decisions.
+    let failed = store
+        .append_with_consent(
+            web.id + 1000,
+            vec![track("t-9")],
+            vec![decision(
+                &anon,
+                "analytics",
+                Status::Withdrawn,
+                Timestamp::now(),
+            )],
+            Vec::new(),
+        )
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        store
+            .consent_history(Access::Administration, &anon)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.count_events().await.unwrap(), 1);
+}
+
+async fn the_instance_secret_is_created_once(place: Place) {
+    let store = place.open().await;
+    let first = store.instance_secret().await.unwrap();
+    assert_eq!(first.len(), 32);
+    assert_eq!(store.instance_secret().await.unwrap(), first);
+    let other_node = place.open().await;
+    assert_eq!(
+        other_node.instance_secret().await.unwrap(),
+        first,
+        "nodes of one store share it"
+    );
 }

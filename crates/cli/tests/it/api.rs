@@ -188,7 +188,8 @@ async fn gzip_bodies_explicit_nulls_batch_context_and_clock_skew() {
             "timestamp": "2020-01-01T00:00:00.000Z", "sentAt": null,
         }],
         "sentAt": "2020-01-01T00:00:10.000Z",
-        "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+        "context": {"library": {"name": "analytics-python", "version": "2.3.4"},
+                    "consent": {"categoryPreferences": {"Analytics": true}}},
         "integrations": {"All": true},
     });
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -291,7 +292,8 @@ async fn browsers_on_another_origin_can_post_and_beacon() {
 
     // navigator.sendBeacon posts a text/plain body with credentials and no custom header.
     let beacon = json!({"writeKey": app.write_key, "type": "track", "messageId": "b1", "anonymousId": "anon-1",
-                        "event": "Product Viewed", "properties": {"product_id": "p1"}});
+                        "event": "Product Viewed", "properties": {"product_id": "p1"},
+                        "context": {"consent": {"categoryPreferences": {"Analytics": true}}}});
     let resp = app
         .http
         .post(app.url("/v1/t"))
@@ -309,7 +311,12 @@ async fn browsers_on_another_origin_can_post_and_beacon() {
     assert_eq!(resp.status(), 200);
     let events = app
         .store
-        .events_of(&confiance_store::Who::AnonymousId("anon-1".into()), 0, 10)
+        .events_of(
+            confiance_store::Access::Administration,
+            &confiance_store::Who::AnonymousId("anon-1".into()),
+            0,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(events.len(), 1);

@@ -163,7 +163,12 @@ Date = "timestamp"
             .unwrap();
         assert_eq!(store.count_events().await.unwrap(), 2);
         let ana = store
-            .events_of(&confiance_store::Who::UserId("C-1".into()), 0, 10)
+            .events_of(
+                confiance_store::Access::Administration,
+                &confiance_store::Who::UserId("C-1".into()),
+                0,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(ana.len(), 1);

@@ -53,6 +53,39 @@ fn sdk_round_trip(program: &str, script: &str) {
         &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
     let common = ["--host", &server.base, "--write-key", &key];
+    // The shop's visitors agreed to measurement and recommendations before being tracked, as
+    // the cookie banner would have recorded; without it, page views and product views would be
+    // withheld (see the consent tests).
+    let prefix = if script.ends_with(".py") {
+        "py"
+    } else {
+        "node"
+    };
+    let mut consents = Vec::new();
+    for run in ["plain", "gz"] {
+        for i in 0..4 {
+            for (kind, id) in [
+                ("user_id", format!("{prefix}-user-{run}-{i}")),
+                ("anonymous_id", format!("{prefix}-anon-{run}-{i}")),
+            ] {
+                for purpose in ["analytics", "personalisation"] {
+                    consents.push(serde_json::json!({"subject": {"type": kind, "value": id}, "purpose": purpose,
+                        "status": "granted", "method": "banner", "touchpoint": "site_visit"}));
+                }
+            }
+        }
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(server.url("/api/v1/consents"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "consents": consents }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    });
 
     let (plain, _) = run_client(
         program,
@@ -80,7 +113,6 @@ fn sdk_round_trip(program: &str, script: &str) {
         assert!(types.contains(&t), "the SDK sent no {t}");
     }
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let stored: HashMap<String, Vec<Value>> = rt.block_on(async {
         let mut by_id: HashMap<String, Vec<Value>> = HashMap::new();
         let mut seen_lookups = std::collections::HashSet::new();

@@ -79,7 +79,12 @@ impl TestApp {
     /// Events of a user id, through the store.
     pub async fn events_of_user(&self, user: &str) -> Vec<confiance_store::StoredEvent> {
         self.store
-            .events_of(&Who::UserId(user.into()), 0, 10_000)
+            .events_of(
+                confiance_store::Access::Administration,
+                &Who::UserId(user.into()),
+                0,
+                10_000,
+            )
             .await
             .unwrap()
     }
