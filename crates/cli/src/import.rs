@@ -6,11 +6,10 @@
 //! each row's `messageId` derives from its content or its declared id column.
 
 use anyhow::{Context, Result, bail};
-use confiance_core::catalog::Catalog;
 use confiance_core::collect::import::{Mapping, RowMapper};
-use confiance_core::collect::{Envelope, normalize};
-use confiance_core::source::SourceName;
-use confiance_store::Store;
+use confiance_core::source::{Source, SourceName};
+use confiance_server::Shared;
+use confiance_server::collect::ingest_messages;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,8 +28,10 @@ pub struct ImportReport {
     pub already: usize,
     /// Rejected rows: line number and reason.
     pub rejected: Vec<(u64, String)>,
+    /// Rows not stored because none of their purposes has a legal basis (no consent).
+    pub withheld: Vec<u64>,
     /// Fields not stored, by field and reason, with how many rows.
-    pub dropped: BTreeMap<(String, &'static str), usize>,
+    pub dropped: BTreeMap<(String, String), usize>,
 }
 
 /// Guesses the delimiter of a CSV file from its first line: French tills often write `;`.
@@ -43,25 +44,21 @@ fn sniff_delimiter(first_line: &str) -> u8 {
         .map_or(b',', |(d, _)| d)
 }
 
-/// Imports `file` into the source named `source`.
+/// Imports `file` into the source named `source`, through the same pipeline as the tracking
+/// API (catalog, consent, durable storage, counters).
 pub async fn run(
-    store: &Store,
-    catalog: &Catalog,
+    app: &Shared,
     source: &str,
     file: &Path,
     mapping: Option<&Path>,
     show_progress: bool,
 ) -> Result<ImportReport> {
     let name = SourceName::parse(source)?;
-    let Some(source) = store.source_by_name(&name).await? else {
-        bail!(
-            "no source named `{name}`: create it with `confiance source add {name} --kind store`"
-        );
+    let Some(source) = app.store.source_by_name(&name).await? else {
+        bail!("no source named `{name}`: create it with `confiance source add {name} --kind store`");
     };
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let first_line =
-        String::from_utf8_lossy(text.split(|b| *b == b'\n').next().unwrap_or_default())
-            .into_owned();
+    let first_line = String::from_utf8_lossy(text.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sniff_delimiter(&first_line))
         .flexible(true)
@@ -74,14 +71,13 @@ pub async fn run(
         .collect();
     let mapping = match mapping {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             Mapping::from_toml(&text).map_err(anyhow::Error::msg)?
         }
         None => Mapping::guess(&header),
     };
     mapping.check_header(&header).map_err(anyhow::Error::msg)?;
-    let mapper = RowMapper::new(&mapping, catalog, name.as_ref()).map_err(anyhow::Error::msg)?;
+    let mapper = RowMapper::new(&mapping, &app.catalog, name.as_ref()).map_err(anyhow::Error::msg)?;
 
     let progress = if show_progress {
         let bar = ProgressBar::new(text.len() as u64);
@@ -96,9 +92,8 @@ pub async fn run(
     };
 
     let mut report = ImportReport::default();
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let mut counters: BTreeMap<String, i64> = BTreeMap::new();
-    let now = jiff::Timestamp::now();
+    let mut chunk: Vec<(u64, serde_json::Value)> = Vec::with_capacity(CHUNK);
+    let now = app.clock.now();
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line() + 1;
@@ -108,65 +103,50 @@ pub async fn run(
             Err(e) => {
                 report.rows += 1;
                 report.rejected.push((line, format!("unreadable CSV: {e}")));
-                *counters.entry("rejected.invalid_row".into()).or_default() += 1;
                 continue;
             }
         }
         report.rows += 1;
         let line = record.position().map_or(line, |p| p.line());
-        let outcome = mapper.message(&header, &record).and_then(|raw| {
-            normalize(raw, &Envelope::default(), catalog, now).map_err(|e| e.message)
-        });
-        match outcome {
-            Ok(n) => {
-                for d in n.dropped {
-                    *counters
-                        .entry(format!("dropped.{}", d.reason.as_str()))
-                        .or_default() += 1;
-                    *report
-                        .dropped
-                        .entry((d.field, d.reason.as_str()))
-                        .or_default() += 1;
-                }
-                chunk.push(n.message);
-            }
-            Err(reason) => {
-                *counters.entry("rejected.invalid_row".into()).or_default() += 1;
-                report.rejected.push((line, reason));
-            }
+        match mapper.message(&header, &record) {
+            Ok(raw) => chunk.push((line, raw)),
+            Err(reason) => report.rejected.push((line, reason)),
         }
         if chunk.len() == CHUNK {
-            flush(store, source.id, &mut chunk, &mut counters, &mut report).await?;
+            flush(app, &source, &mut chunk, now, &mut report).await?;
             progress.set_position(reader.position().byte());
             progress.set_message(format!("{} rows", report.rows));
         }
     }
-    flush(store, source.id, &mut chunk, &mut counters, &mut report).await?;
+    flush(app, &source, &mut chunk, now, &mut report).await?;
     progress.finish_and_clear();
+    report.rejected.sort();
     Ok(report)
 }
 
 async fn flush(
-    store: &Store,
-    source_id: i64,
-    chunk: &mut Vec<confiance_core::collect::Message>,
-    counters: &mut BTreeMap<String, i64>,
+    app: &Shared,
+    source: &Source,
+    chunk: &mut Vec<(u64, serde_json::Value)>,
+    received_at: jiff::Timestamp,
     report: &mut ImportReport,
 ) -> Result<()> {
-    if chunk.is_empty() && counters.is_empty() {
+    if chunk.is_empty() {
         return Ok(());
     }
-    let messages = std::mem::take(chunk);
-    let total = messages.len();
-    let appended = store
-        .append(
-            source_id,
-            messages,
-            std::mem::take(counters).into_iter().collect(),
-        )
-        .await?;
-    report.stored += appended.stored_count();
-    report.already += total - appended.stored_count();
+    let (lines, raw): (Vec<u64>, Vec<serde_json::Value>) = std::mem::take(chunk).into_iter().unzip();
+    let outcome = ingest_messages(app, source, raw, received_at)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.into_error()))?;
+    report.stored += outcome.accepted;
+    report.already += outcome.duplicates;
+    for r in outcome.rejected {
+        report.rejected.push((lines[r.index], r.message));
+    }
+    report.withheld.extend(outcome.withheld.iter().map(|w| lines[w.index]));
+    for d in outcome.dropped {
+        *report.dropped.entry((d.field, d.reason)).or_default() += 1;
+    }
     Ok(())
 }
 

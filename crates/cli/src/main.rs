@@ -2,6 +2,7 @@
 //! platform. See the README for what each command does.
 
 mod config;
+mod demo;
 mod import;
 mod serve;
 
@@ -39,6 +40,15 @@ enum Command {
         /// Write key the demo shop page (`/demo/shop`) sends with; the page is off without it.
         #[arg(long, env = "CONFIANCE_SHOP_WRITE_KEY", hide = true)]
         shop_write_key: Option<String>,
+    },
+    /// Builds the demo shop (10,000 synthetic customers) in a fresh data directory and serves it.
+    Demo {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Directory of the demo's store, rebuilt on each run [default: ./confiance-demo].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Manages sources and their write keys.
     Source {
@@ -154,6 +164,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             serve::serve(store, config.catalog, listen, options, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo { listen, data_dir } => {
+            init_logs();
+            let dir = data_dir.unwrap_or_else(|| PathBuf::from("./confiance-demo"));
+            let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            demo::run(&dir, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Source { command } => match command {
             SourceCommand::Add { name, kind, store } => {
                 let config = Config::load(&store)?;
@@ -206,10 +223,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = Config::load(&store)?;
             let db = config.store.open().await?;
+            let app = confiance_server::AppState::new(db, config.catalog, std::sync::Arc::new(confiance_core::clock::SystemClock));
             let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = import::run(
-                &db,
-                &config.catalog,
+            let report = import::run(&app,
                 &source,
                 &file,
                 mapping.as_deref(),
@@ -219,15 +235,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for (line, reason) in &report.rejected {
                 eprintln!("line {line}: rejected: {reason}");
             }
+            if !report.withheld.is_empty() {
+                eprintln!(
+                    "not stored, no legal basis (no consent) for any of their purposes: {} row(s), lines {}",
+                    report.withheld.len(),
+                    report.withheld.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                );
+            }
             for ((field, reason), rows) in &report.dropped {
                 eprintln!("not stored: {field} ({reason}) in {rows} row(s)");
             }
             println!(
-                "{} rows read: {} stored, {} already imported, {} rejected",
+                "{} rows read: {} stored, {} already imported, {} rejected, {} withheld",
                 report.rows,
                 report.stored,
                 report.already,
-                report.rejected.len()
+                report.rejected.len(),
+                report.withheld.len()
             );
             Ok(if report.rejected.is_empty() {
                 ExitCode::SUCCESS

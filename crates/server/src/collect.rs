@@ -242,6 +242,16 @@ async fn apply_consent(
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .or_else(|| request.user_agent.clone());
+            // Where the choice was expressed: the event's touchpoint, or for page views the
+            // first touchpoint the catalog gives the source.
+            let touchpoint = normalized
+                .message
+                .event
+                .as_ref()
+                .and_then(|e| app.catalog.events.get(e))
+                .and_then(|d| d.touchpoints.first())
+                .or_else(|| app.catalog.sources.get(source.name.as_ref()).and_then(|s| s.touchpoints.first()))
+                .cloned();
             let ids: Vec<Subject> = Subject::of_message(body)
                 .into_iter()
                 .filter(|s| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId))
@@ -276,7 +286,7 @@ async fn apply_consent(
                         recorded_at: at,
                         notice: None,
                         source_id: Some(source.id),
-                        touchpoint: None,
+                        touchpoint: touchpoint.clone(),
                         ip_hash: ip.as_deref().map(|ip| app.hash_ip(secret, ip)),
                         ua_hash: ua.as_deref().map(|ua| app.hash_ua(secret, ua)),
                         proof,
@@ -539,3 +549,26 @@ single_endpoint!(
     "/v1/alias",
     "Two ids are the same user."
 );
+
+/// Runs messages from a trusted in-process producer — a CSV import, the demo — through the same
+/// pipeline as the tracking API: normalisation against the catalog, consent signals and
+/// enforcement, durable storage, counters. `raw` are Segment-shaped messages.
+pub async fn ingest_messages(
+    app: &Shared,
+    source: &Source,
+    raw: Vec<Value>,
+    received_at: jiff::Timestamp,
+) -> Result<CollectResponse, ApiError> {
+    let envelope = confiance_core::collect::Envelope::default();
+    let parsed = raw
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| (index, normalize(v, &envelope, &app.catalog, received_at)))
+        .collect();
+    let request = RequestInfo {
+        gpc: false,
+        ip: None,
+        user_agent: None,
+    };
+    Ok(ingest(app, source, &request, parsed).await?.into())
+}

@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod consent;
 mod process;
 mod sdk;
 mod support;

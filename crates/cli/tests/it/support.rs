@@ -1,7 +1,7 @@
 //! Shared test fixtures: an in-process app on a fresh store, and the real binary.
 
 use confiance_core::catalog::Catalog;
-use confiance_core::clock::SystemClock;
+use confiance_core::clock::ManualClock;
 use confiance_core::source::{KeyDigest, SourceKind, SourceName, WriteKey};
 use confiance_server::AppState;
 use confiance_store::{Role, Store, Who};
@@ -18,6 +18,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The application served in-process on port 0, over a fresh SQLite store.
 pub struct TestApp {
     pub base: String,
+    pub clock: ManualClock,
     pub store: Store,
     pub write_key: String,
     pub http: reqwest::Client,
@@ -42,16 +43,17 @@ impl TestApp {
             .put_token(&KeyDigest::of(ADMIN_TOKEN), Role::Admin, "test")
             .await
             .unwrap();
-        let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(SystemClock));
+        let clock = ManualClock::new(jiff::Timestamp::now());
+        let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(clock.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, confiance_server::router(state))
-                .await
-                .unwrap()
+            let app = confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).await.unwrap()
         });
         TestApp {
             base: format!("http://{addr}"),
+            clock,
             store,
             write_key: key.reveal().to_owned(),
             http: reqwest::Client::new(),

@@ -22,6 +22,7 @@
 pub mod enforce;
 pub mod link;
 pub mod receipt;
+pub mod signals;
 pub mod tcf;
 
 use crate::catalog::{LegalBasis, Purpose};
