@@ -124,7 +124,25 @@ pub fn parse_message(raw: &RawValue) -> Result<Value, Error> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(too_large(text.len()));
     }
+    refuse_nul(text.as_bytes())?;
     serde_json::from_str(text).map_err(|e| json_error(&e))
+}
+
+/// PostgreSQL cannot store the NUL character in text or JSON, and no real field needs it: a
+/// message holding one is refused on every store alike.
+fn refuse_nul(text: &[u8]) -> Result<(), Error> {
+    let escaped_nul = text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\\')
+        .any(|(i, _)| text.get(i + 1..i + 6).is_some_and(|w| w.eq_ignore_ascii_case(b"u0000")));
+    if escaped_nul {
+        return Err(Error::new(
+            ErrorCode::InvalidField,
+            "a string holds the NUL character (\\u0000), which is not stored",
+        ));
+    }
+    Ok(())
 }
 
 fn too_large(len: usize) -> Error {
@@ -149,6 +167,7 @@ impl Single {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(too_large(body.len()));
         }
+        refuse_nul(body)?;
         let mut map: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
                 Error::new(ErrorCode::InvalidJson, "the body must be a JSON object")
@@ -201,6 +220,14 @@ mod tests {
         assert_eq!(b.write_key.as_deref(), Some("k"));
         assert_eq!(b.messages.len(), 3);
         assert!(parse_message(b.messages[2]).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let b = Batch::parse(br#"{"batch": [{"userId": "a\u0000b"}, {"userId": "ok"}]}"#).unwrap();
+        assert_eq!(parse_message(b.messages[0]).unwrap_err().code, ErrorCode::InvalidField);
+        assert!(parse_message(b.messages[1]).is_ok());
+        assert!(Single::parse(br#"{"userId": "\u0000"}"#).is_err());
     }
 
     #[test]

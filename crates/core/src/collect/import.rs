@@ -239,6 +239,9 @@ impl<'a> RowMapper<'a> {
                 header.len()
             ));
         }
+        if row.iter().any(|cell| cell.contains('\0')) {
+            return Err("holds a NUL character, which is not stored".to_owned());
+        }
         let event = self.event_of(header, row);
         let event_def = event.as_deref().and_then(|e| self.catalog.events.get(e));
         let mut msg = Map::new();
