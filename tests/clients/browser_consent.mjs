@@ -59,8 +59,14 @@ class CheckError extends Error {
 function expect(cond, message, details) {
   if (!cond) throw new CheckError(message, details);
 }
+// Deep equality, whatever the order of object keys.
+function canonical(v) {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]));
+  return v;
+}
 function same(a, b) {
-  return JSON.stringify(a) === JSON.stringify(b);
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
 }
 
 // Runs one check; a thrown error (or a failed expect) reports it failed and returns null.
@@ -185,13 +191,23 @@ async function adminEvents(anonymousId) {
   expect(r.status === 200, `GET /api/v1/events answered ${r.status}`, { body: text.slice(0, 300) });
   return JSON.parse(text).events;
 }
+// The consent ledger's current state of an anonymous id: {purpose: {status, method, notice_version, notice_hash}}.
+async function ledger(anonymousId) {
+  const url = `${BASE}/api/v1/consents?type=anonymous_id&value=${encodeURIComponent(anonymousId)}`;
+  const r = await fetch(url, { headers: { authorization: `Bearer ${opt['admin-token']}` } });
+  const text = await r.text();
+  expect(r.status === 200, `GET /api/v1/consents answered ${r.status}`, { body: text.slice(0, 300) });
+  const state = JSON.parse(text).state;
+  return Object.fromEntries(Object.entries(state).map(([p, e]) => [p, { status: e.status, method: e.method,
+    notice_version: e.notice_version, notice_hash: e.notice_hash }]));
+}
 function summary(events) {
   return events.map((e) => ({ type: e.type, event: e.event, purposes: e.purposes }));
 }
 
-async function shot(page, name) {
+async function shot(page, name, fullPage = false) {
   const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file });
+  await page.screenshot({ path: file, fullPage });
   return file;
 }
 
@@ -337,6 +353,7 @@ async function phaseMain() {
   });
 
   await check('screenshots_fr', async () => {
+    await first.page.evaluate(() => window.scrollTo(0, 0));
     const files = [await shot(first.page, 'banner-fr.png')];
     await first.page.click('#cf-bar [data-cf="choose"]');
     files.push(await shot(first.page, 'panel-fr.png'));
@@ -380,6 +397,7 @@ async function phaseMain() {
   // Keyboard only: the banner, the panel, analytics only; then what is sent and stored.
   const kb = await visitor();
   let anonymousId = null;
+  let choiceSent = null;
   await check('keyboard_only', async () => {
     const { page } = kb;
     await page.goto(SHOP);
@@ -443,6 +461,7 @@ async function phaseMain() {
     expect(a.id === 'cookies-link', 'focus did not return to the "Cookies" link', a);
     steps.push('footer "Cookies" link reopens the panel with the stored choice; Escape returns focus to it');
     anonymousId = request.anonymousId;
+    choiceSent = request;
     expect(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(anonymousId), 'anonymousId is not a v4 uuid', { request });
     expect(request.notice && request.notice.version && request.language === 'fr' && request.touchpoint === 'site_visit'
       && typeof request.writeKey === 'string' && request.writeKey.length > 0, 'choice body', { request });
@@ -487,14 +506,20 @@ async function phaseMain() {
       'Order Completed is kept for the contract and the law only', { stored });
     expect(!stored.some((e) => (e.purposes || []).some((p) => ['personalisation', 'advertising', 'marketing_email'].includes(p))),
       'something is stored for a refused purpose', { stored });
-    return { sent: kinds, not_sent: ['Newsletter Subscribed (marketing_email)'], stored, gtag_update: update[2] };
+    const proof = await ledger(anonymousId);
+    const statuses = Object.fromEntries(Object.entries(proof).map(([p, e]) => [p, e.status]));
+    expect(same(statuses, { analytics: 'granted', personalisation: 'denied', advertising: 'denied' }), 'the ledger', { proof });
+    expect(Object.values(proof).every((e) => e.method === 'banner' && e.notice_version === choiceSent.notice.version
+      && e.notice_hash === choiceSent.notice.hash), 'the proof names the banner and the exact notice shown', { proof });
+    return { sent: kinds, not_sent: ['Newsletter Subscribed (marketing_email)'], stored, gtag_update: update[2],
+      ledger: statuses, notice: choiceSent.notice };
   });
 
   await check('withdraw_in_preference_centre', async () => {
     const { page } = kb;
     const before = await adminEvents(anonymousId);
     const url = await openPreferenceCentre(kb);
-    const file = await shot(page, 'preferences-fr.png');
+    const file = await shot(page, 'preferences-fr.png', true);
     const target = page.locator('button[data-purpose="analytics"], [data-purpose="analytics"] button').first();
     expect(await target.count() === 1, 'the preference centre has no withdraw button for analytics',
       { html: (await page.content()).slice(0, 2000) });
@@ -504,7 +529,6 @@ async function phaseMain() {
       target.click(),
     ]);
     await page.waitForLoadState('load');
-    const afterHtml = await page.content();
     const cookieAfter = await kb.cookie();
     const sentBefore = kb.collection().length;
     await page.goto(SHOP);
@@ -516,9 +540,11 @@ async function phaseMain() {
     const after = await adminEvents(anonymousId);
     const fresh = after.filter((e) => !before.some((b) => b.message_id === e.message_id));
     expect(fresh.length === 0, 'events were stored after the withdrawal', { stored: summary(fresh), sent_after: sentAfter });
+    const proof = await ledger(anonymousId);
+    expect(proof.analytics && proof.analytics.status === 'withdrawn', 'the ledger does not show the withdrawal', { proof });
     return { preference_centre: url.replace(/token=[^&]+/, 'token=…'), button: label, screenshot: file,
       cookie_after_withdrawal: cookieAfter && cookieAfter.value, sent_after_withdrawal: sentAfter,
-      stored_after_withdrawal: 0, page_after_withdrawal_mentions_analytics: /analytics|audience/i.test(afterHtml) };
+      stored_after_withdrawal: 0, ledger_analytics: proof.analytics };
   });
   await kb.context.storageState({ path: opt.state });
   await kb.close();
@@ -545,7 +571,7 @@ async function phaseMain() {
       await page.goto(u.toString());
       prefLang = await page.evaluate(() => document.documentElement.lang);
     }
-    files.push(await shot(page, 'preferences-en.png'));
+    files.push(await shot(page, 'preferences-en.png', true));
     await v.close();
     return { labels, choice_language: request.language, preference_centre_lang: prefLang, files };
   });
