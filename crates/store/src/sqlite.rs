@@ -441,32 +441,31 @@ impl SqliteStore {
     }
 
     pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
+        // One statement for the whole batch of subjects: the keys travel as one JSON array.
+        let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Database(e.to_string()))?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT purpose, status, recorded_at, seq FROM consent_state WHERE subject = ?1",
+                "SELECT subject, purpose, status, recorded_at, seq FROM consent_state
+                 WHERE subject IN (SELECT value FROM json_each(?1))",
             )?;
+            let rows = stmt.query_map([&keys], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
             let mut view = ConsentView::default();
-            for key in keys {
-                let rows = stmt.query_map([&key], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (purpose, status, at, seq) = row?;
-                    view.insert(
-                        key.clone(),
-                        purpose,
-                        StateEntry {
-                            status: status_from_str(&status)?,
-                            recorded_at: from_micros(at),
-                            seq,
-                        },
-                    );
-                }
+            for row in rows {
+                let (subject, purpose, status, at, seq) = row?;
+                let entry = StateEntry {
+                    status: status_from_str(&status)?,
+                    recorded_at: from_micros(at),
+                    seq,
+                };
+                view.insert(subject, purpose, entry);
             }
             Ok(view)
         })
