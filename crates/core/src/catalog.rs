@@ -93,6 +93,10 @@ pub struct Purpose {
     pub description_en: String,
     /// Whether the cookie banner offers it as a category (trackers need consent).
     pub banner: bool,
+    /// What it collects, in plain French, for the banner (the event names when not given).
+    pub collects: Option<String>,
+    /// What it collects, in plain English.
+    pub collects_en: Option<String>,
     /// The marketing channel it is the consent for (email, sms, phone, postal), if any.
     pub channel: Option<String>,
     /// How consent signals in incoming data map onto it.
@@ -471,6 +475,8 @@ struct RawPurpose {
     description_en: Option<String>,
     #[serde(default)]
     banner: Option<Spanned<bool>>,
+    collects: Option<String>,
+    collects_en: Option<String>,
     channel: Option<Spanned<String>>,
     #[serde(default)]
     segment_categories: Vec<String>,
@@ -742,6 +748,8 @@ impl Catalog {
                     retention,
                     recipients: rp.recipients.clone(),
                     banner,
+                    collects: rp.collects.clone(),
+                    collects_en: rp.collects_en.clone().or_else(|| rp.collects.clone()),
                     channel,
                     signals: SignalMapping {
                         segment: rp.segment_categories.clone(),

@@ -116,7 +116,10 @@ impl AppState {
                     "name": {"fr": p.name, "en": p.name_en},
                     "description": {"fr": p.description, "en": p.description_en},
                     "recipients": p.recipients,
-                    "collects": {"fr": collects.join(", "), "en": collects.join(", ")},
+                    "collects": {
+                        "fr": p.collects.clone().unwrap_or_else(|| collects.join(", ")),
+                        "en": p.collects_en.clone().unwrap_or_else(|| collects.join(", ")),
+                    },
                 })
             })
             .collect();
@@ -320,32 +323,50 @@ async fn choice(
     }
     let recorded = decisions.len();
     app.store.record_consents(decisions).await?;
-    let consent = json!({
-        "v": version,
-        "t": now.as_second(),
-        "c": cookie_choices,
-        "a": anonymous.value(),
-        "s": app.cookie_signature(secret, anonymous.value()),
-    });
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        == Some("https");
-    let cookie = format!(
-        "{COOKIE}={}; Max-Age={}; Path=/; SameSite=Lax{}",
-        URL_SAFE_NO_PAD.encode(consent.to_string()),
-        app.validity_seconds(),
-        if secure { "; Secure" } else { "" }
-    );
+    let (consent, cookie) = app.consent_cookie(secret, &headers, anonymous.value(), cookie_choices);
     let mut response = Json(json!({"recorded": recorded, "consent": consent})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }
 
+impl AppState {
+    /// The cookie that remembers a browser's choices (`purpose → 0|1`), and its content.
+    pub(crate) fn consent_cookie(
+        &self,
+        secret: &[u8],
+        headers: &HeaderMap,
+        anonymous_id: &str,
+        choices: serde_json::Map<String, Value>,
+    ) -> (Value, HeaderValue) {
+        let consent = json!({
+            "v": self.catalog.consent.notice_version,
+            "t": self.clock.now().as_second(),
+            "c": choices,
+            "a": anonymous_id,
+            "s": self.cookie_signature(secret, anonymous_id),
+        });
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            == Some("https");
+        let cookie = format!(
+            "{COOKIE}={}; Max-Age={}; Path=/; SameSite=Lax{}",
+            URL_SAFE_NO_PAD.encode(consent.to_string()),
+            self.validity_seconds(),
+            if secure { "; Secure" } else { "" }
+        );
+        // Base64url and digits only: always a valid header value.
+        let value = HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""));
+        (consent, value)
+    }
+}
+
 /// The anonymous id of this browser, from its consent cookie, if the cookie is genuine.
-fn cookie_subject(app: &AppState, secret: &[u8], headers: &HeaderMap) -> Option<Subject> {
+pub(crate) fn cookie_subject(
+    app: &AppState,
+    secret: &[u8],
+    headers: &HeaderMap,
+) -> Option<Subject> {
     let raw = headers
         .get_all(header::COOKIE)
         .iter()

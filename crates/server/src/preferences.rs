@@ -378,9 +378,32 @@ pub async fn change(
         app.store.record_consents(decisions).await?;
     }
     let token = q.token.unwrap_or_default();
-    Ok(Redirect::to(&format!(
+    let mut response = Redirect::to(&format!(
         "/preferences?token={token}&lang={}&saved=1",
         lang.code()
     ))
-    .into_response())
+    .into_response();
+    // Reached from the browser whose choices these are: its cookie follows the change, so the
+    // banner's script stops sending what is no longer consented.
+    if crate::banner::cookie_subject(&app, secret, &headers).as_ref() == Some(&subject) {
+        let view = app
+            .store
+            .consent_view(std::slice::from_ref(&subject))
+            .await?;
+        let choices = app
+            .catalog
+            .purposes
+            .values()
+            .filter(|p| p.banner)
+            .map(|p| {
+                let granted = view
+                    .get(&subject, &p.id)
+                    .is_some_and(|s| s.status == Status::Granted);
+                (p.id.clone(), serde_json::json!(u8::from(granted)))
+            })
+            .collect();
+        let (_, cookie) = app.consent_cookie(secret, &headers, subject.value(), choices);
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }
