@@ -223,15 +223,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = Config::load(&store)?;
             let db = config.store.open().await?;
-            let app = confiance_server::AppState::new(db, config.catalog, std::sync::Arc::new(confiance_core::clock::SystemClock));
+            let app = confiance_server::AppState::new(
+                db,
+                config.catalog,
+                std::sync::Arc::new(confiance_core::clock::SystemClock),
+            );
             let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = import::run(&app,
-                &source,
-                &file,
-                mapping.as_deref(),
-                show_progress,
-            )
-            .await?;
+            let report =
+                import::run(&app, &source, &file, mapping.as_deref(), show_progress).await?;
             for (line, reason) in &report.rejected {
                 eprintln!("line {line}: rejected: {reason}");
             }
@@ -239,7 +238,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!(
                     "not stored, no legal basis (no consent) for any of their purposes: {} row(s), lines {}",
                     report.withheld.len(),
-                    report.withheld.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                    report
+                        .withheld
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             for ((field, reason), rows) in &report.dropped {

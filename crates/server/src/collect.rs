@@ -250,7 +250,12 @@ async fn apply_consent(
                 .as_ref()
                 .and_then(|e| app.catalog.events.get(e))
                 .and_then(|d| d.touchpoints.first())
-                .or_else(|| app.catalog.sources.get(source.name.as_ref()).and_then(|s| s.touchpoints.first()))
+                .or_else(|| {
+                    app.catalog
+                        .sources
+                        .get(source.name.as_ref())
+                        .and_then(|s| s.touchpoints.first())
+                })
                 .cloned();
             let ids: Vec<Subject> = Subject::of_message(body)
                 .into_iter()

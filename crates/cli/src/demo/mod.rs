@@ -60,7 +60,10 @@ fn fresh_dir(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(MARKER), "made by `confiance demo`; rebuilt on each run\n")?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `confiance demo`; rebuilt on each run\n",
+    )?;
     Ok(())
 }
 
@@ -69,14 +72,21 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
     fresh_dir(dir)?;
     let store = Store::open_sqlite(dir).await?;
     let catalog = Catalog::builtin();
-    store.put_token(&KeyDigest::of(&admin_token), Role::Admin, "demo").await?;
+    store
+        .put_token(&KeyDigest::of(&admin_token), Role::Admin, "demo")
+        .await?;
 
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     let mut keys = BTreeMap::new();
     for decl in catalog.sources.values() {
         let key = WriteKey::generate();
         let source = store
-            .create_source(&SourceName::parse(&decl.name)?, decl.kind, &key.digest(), &key.prefix())
+            .create_source(
+                &SourceName::parse(&decl.name)?,
+                decl.kind,
+                &key.digest(),
+                &key.prefix(),
+            )
             .await?;
         keys.insert(decl.name.clone(), key.reveal().to_owned());
         sources.insert(decl.name.clone(), source);
@@ -97,9 +107,17 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
         hash: "newsletter-form".into(),
     };
     let mut opt_ins = Vec::new();
-    for m in messages.iter().filter(|m| m.message["event"] == "Newsletter Subscribed") {
-        let email = m.message.pointer("/context/traits/email").and_then(|e| e.as_str());
-        let at = m.message["timestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    for m in messages
+        .iter()
+        .filter(|m| m.message["event"] == "Newsletter Subscribed")
+    {
+        let email = m
+            .message
+            .pointer("/context/traits/email")
+            .and_then(|e| e.as_str());
+        let at = m.message["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
         if let (Some(email), Some(at)) = (email, at) {
             opt_ins.push(Decision {
                 subject: Subject::parse(IdKind::Email, email)?,
@@ -128,13 +146,18 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
     }
     let (mut stored, mut withheld) = (0, 0);
     for (name, msgs) in by_source {
-        let source = sources.get(name).with_context(|| format!("the catalog declares no source `{name}`"))?;
+        let source = sources
+            .get(name)
+            .with_context(|| format!("the catalog declares no source `{name}`"))?;
         for chunk in msgs.chunks(CHUNK) {
             let outcome = ingest_messages(&app, source, chunk.to_vec(), now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.into_error()))?;
             if let Some(r) = outcome.rejected.first() {
-                bail!("the demo generated a message the pipeline rejects: {}", r.message);
+                bail!(
+                    "the demo generated a message the pipeline rejects: {}",
+                    r.message
+                );
             }
             stored += outcome.accepted;
             withheld += outcome.withheld.len();
@@ -159,7 +182,10 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
     let admin_token = std::env::var("CONFIANCE_ADMIN_TOKEN").unwrap_or_else(|_| {
         let mut bytes = [0u8; 18];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        format!("demo-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "demo-{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
     });
     eprintln!("Building the demo shop in {} …", dir.display());
     let started = std::time::Instant::now();
@@ -187,12 +213,21 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
         println!("  Metrics (Prometheus):             {base}/metrics");
         println!();
         println!("  Admin token: {}", built.admin_token);
-        println!("  Write key of the `web` source: {}", built.keys.get("web").map_or("", String::as_str));
+        println!(
+            "  Write key of the `web` source: {}",
+            built.keys.get("web").map_or("", String::as_str)
+        );
         println!();
         println!("  Try:");
-        println!("    curl -H 'Authorization: Bearer {}' {base}/api/v1/consent/stats", built.admin_token);
+        println!(
+            "    curl -H 'Authorization: Bearer {}' {base}/api/v1/consent/stats",
+            built.admin_token
+        );
         if let Some(user) = &built.example_user {
-            println!("    curl -H 'Authorization: Bearer {}' '{base}/api/v1/events?user_id={user}'", built.admin_token);
+            println!(
+                "    curl -H 'Authorization: Bearer {}' '{base}/api/v1/events?user_id={user}'",
+                built.admin_token
+            );
         }
         println!();
         println!("Press Ctrl-C to stop.");

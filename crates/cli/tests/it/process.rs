@@ -182,24 +182,59 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
     let data_dir = dir.path().join("demo");
     std::fs::create_dir_all(&data_dir).unwrap();
     std::fs::write(data_dir.join("precious.txt"), "not the demo's").unwrap();
-    let refused = bin().args(["demo", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir).output().unwrap();
-    assert!(!refused.status.success(), "a directory the demo did not make is left alone");
+    let refused = bin()
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a directory the demo did not make is left alone"
+    );
     assert!(data_dir.join("precious.txt").exists());
     std::fs::remove_file(data_dir.join("precious.txt")).unwrap();
 
     let mut cmd = bin();
-    cmd.args(["demo", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir).env("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN);
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN);
     let demo = Server::spawn(cmd, "confiance is listening");
     let log = demo.log();
-    assert!(log.contains("messages generated for 10,000 customers"), "{log}");
+    assert!(
+        log.contains("messages generated for 10,000 customers"),
+        "{log}"
+    );
     let http = reqwest::Client::new();
-    let home = http.get(demo.url("/")).send().await.unwrap().text().await.unwrap();
+    let home = http
+        .get(demo.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(home.contains("Vinyles &amp; Cie"));
-    for event in ["Order Completed", "Order Delivered", "Support Ticket Opened", "Questionnaire Answered", "Account Created"] {
+    for event in [
+        "Order Completed",
+        "Order Delivered",
+        "Support Ticket Opened",
+        "Questionnaire Answered",
+        "Account Created",
+    ] {
         assert!(home.contains(event), "the home page counts {event}");
     }
-    let shop = http.get(demo.url("/demo/shop")).send().await.unwrap().text().await.unwrap();
-    assert!(shop.contains("/consent.js") && shop.contains("wk_"), "the shop page embeds the banner with the web key");
+    let shop = http
+        .get(demo.url("/demo/shop"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        shop.contains("/consent.js") && shop.contains("wk_"),
+        "the shop page embeds the banner with the web key"
+    );
     let stats: serde_json::Value = http
         .get(demo.url("/api/v1/consent/stats"))
         .bearer_auth(ADMIN_TOKEN)
@@ -209,14 +244,42 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .json()
         .await
         .unwrap();
-    let purposes: Vec<&str> = stats["purposes"].as_array().unwrap().iter().map(|p| p["purpose"].as_str().unwrap()).collect();
+    let purposes: Vec<&str> = stats["purposes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["purpose"].as_str().unwrap())
+        .collect();
     for p in ["analytics", "advertising", "marketing_email"] {
         assert!(purposes.contains(&p), "{p} in {purposes:?}");
     }
-    let sources: serde_json::Value =
-        http.get(demo.url("/api/v1/sources")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = sources.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["accounts", "backend", "forms", "helpdesk", "tills", "web"]);
-    let customers = sources.as_array().unwrap().iter().map(|s| s["counters"]["accepted"].as_i64().unwrap_or(0)).sum::<i64>();
-    assert!(customers > 100_000, "the demo holds its events: {customers}");
+    let sources: serde_json::Value = http
+        .get(demo.url("/api/v1/sources"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["accounts", "backend", "forms", "helpdesk", "tills", "web"]
+    );
+    let customers = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["counters"]["accepted"].as_i64().unwrap_or(0))
+        .sum::<i64>();
+    assert!(
+        customers > 100_000,
+        "the demo holds its events: {customers}"
+    );
 }

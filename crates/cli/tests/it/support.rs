@@ -48,7 +48,8 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let app = confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let app =
+                confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.unwrap()
         });
         TestApp {

@@ -135,7 +135,10 @@ fn refuse_nul(text: &[u8]) -> Result<(), Error> {
         .iter()
         .enumerate()
         .filter(|(_, b)| **b == b'\\')
-        .any(|(i, _)| text.get(i + 1..i + 6).is_some_and(|w| w.eq_ignore_ascii_case(b"u0000")));
+        .any(|(i, _)| {
+            text.get(i + 1..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"u0000"))
+        });
     if escaped_nul {
         return Err(Error::new(
             ErrorCode::InvalidField,
@@ -225,7 +228,10 @@ mod tests {
     #[test]
     fn nul_characters_are_refused() {
         let b = Batch::parse(br#"{"batch": [{"userId": "a\u0000b"}, {"userId": "ok"}]}"#).unwrap();
-        assert_eq!(parse_message(b.messages[0]).unwrap_err().code, ErrorCode::InvalidField);
+        assert_eq!(
+            parse_message(b.messages[0]).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
         assert!(parse_message(b.messages[1]).is_ok());
         assert!(Single::parse(br#"{"userId": "\u0000"}"#).is_err());
     }
