@@ -358,7 +358,7 @@ impl Retention {
     /// Parses "3 years", "25 months", "1 year 6 months", "30 days".
     pub fn parse(s: &str) -> Result<Self, String> {
         let words: Vec<&str> = s.split_whitespace().collect();
-        if words.is_empty() || words.len() % 2 != 0 {
+        if words.is_empty() || !words.len().is_multiple_of(2) {
             return Err(format!(
                 "retention `{s}` should read like \"3 years\" or \"1 year 6 months\""
             ));
@@ -758,10 +758,18 @@ impl Catalog {
                         gpc_refuses: rp.gpc_refuses,
                     },
                 });
-            if purposes.contains_key(&id) {
-                p.at(rp.id.span(), format!("purpose `{id}` is declared twice"));
-            } else if let Some(purpose) = purpose {
-                purposes.insert(id, purpose);
+            match purposes.entry(id) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    p.at(
+                        rp.id.span(),
+                        format!("purpose `{}` is declared twice", e.key()),
+                    );
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    if let Some(purpose) = purpose {
+                        e.insert(purpose);
+                    }
+                }
             }
         }
         if raw.purposes.is_empty() {

@@ -148,8 +148,8 @@ impl AppState {
             }),
             source_id,
             touchpoint: input.touchpoint,
-            ip_hash: input.ip.map(|ip| self.hash_ip(&secret, &ip)),
-            ua_hash: input.user_agent.map(|ua| self.hash_ua(&secret, &ua)),
+            ip_hash: input.ip.map(|ip| self.hash_ip(secret, &ip)),
+            ua_hash: input.user_agent.map(|ua| self.hash_ua(secret, &ua)),
             proof: input.proof.unwrap_or(Value::Null),
         })
     }
@@ -331,6 +331,14 @@ pub async fn receipts(
     Ok(Json(json!({ "receipts": receipts })))
 }
 
+/// Counts of one purpose: overall, by source, by touchpoint.
+#[derive(Default)]
+struct PurposeTally {
+    all: Tally,
+    by_source: BTreeMap<String, Tally>,
+    by_touchpoint: BTreeMap<String, Tally>,
+}
+
 #[derive(Default, Serialize)]
 struct Tally {
     granted: i64,
@@ -379,44 +387,43 @@ pub async fn stats(_: Staff, State(app): State<Shared>) -> Result<Json<Value>, A
         .into_iter()
         .map(|s| (s.id, s.name.to_string()))
         .collect();
-    let mut per: BTreeMap<&str, (Tally, BTreeMap<String, Tally>, BTreeMap<String, Tally>)> =
-        BTreeMap::new();
+    let mut per: BTreeMap<&str, PurposeTally> = BTreeMap::new();
     for c in &counts {
         let entry = per.entry(c.purpose.as_str()).or_default();
-        entry.0.add(c.status, c.count);
+        entry.all.add(c.status, c.count);
         let source = c
             .source_id
             .and_then(|id| sources.get(&id).cloned())
             .unwrap_or_else(|| "(none)".into());
-        entry.1.entry(source).or_default().add(c.status, c.count);
+        entry
+            .by_source
+            .entry(source)
+            .or_default()
+            .add(c.status, c.count);
         let touchpoint = c.touchpoint.clone().unwrap_or_else(|| "(none)".into());
         entry
-            .2
+            .by_touchpoint
             .entry(touchpoint)
             .or_default()
             .add(c.status, c.count);
     }
+    let breakdown = |tallies: &BTreeMap<String, Tally>, key: &str| -> Value {
+        tallies
+            .iter()
+            .map(|(name, t)| {
+                let mut x = t.view();
+                x[key] = json!(name);
+                x
+            })
+            .collect()
+    };
     let purposes: Vec<Value> = per
         .into_iter()
-        .map(|(purpose, (all, by_source, by_touchpoint))| {
-            let mut v = all.view();
+        .map(|(purpose, tally)| {
+            let mut v = tally.all.view();
             v["purpose"] = json!(purpose);
-            v["by_source"] = by_source
-                .iter()
-                .map(|(s, t)| {
-                    let mut x = t.view();
-                    x["source"] = json!(s);
-                    x
-                })
-                .collect();
-            v["by_touchpoint"] = by_touchpoint
-                .iter()
-                .map(|(tp, t)| {
-                    let mut x = t.view();
-                    x["touchpoint"] = json!(tp);
-                    x
-                })
-                .collect();
+            v["by_source"] = breakdown(&tally.by_source, "source");
+            v["by_touchpoint"] = breakdown(&tally.by_touchpoint, "touchpoint");
             v
         })
         .collect();
