@@ -12,5 +12,6 @@ pub mod consent;
 pub mod error;
 pub mod secret;
 pub mod source;
+pub mod unify;
 
 pub use error::{Error, ErrorCode};

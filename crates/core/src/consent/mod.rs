@@ -109,23 +109,7 @@ impl Subject {
                 lower
             }
             IdKind::Phone => {
-                let mut out = String::new();
-                for (i, c) in trimmed.chars().enumerate() {
-                    match c {
-                        '0'..='9' => out.push(c),
-                        '+' if i == 0 => out.push(c),
-                        ' ' | '.' | '-' | '(' | ')' => {}
-                        _ => {
-                            return Err(invalid(
-                                "a phone number holds digits, spaces and a leading +",
-                            ));
-                        }
-                    }
-                }
-                if out.trim_start_matches('+').len() < 6 {
-                    return Err(invalid("too few digits for a phone number"));
-                }
-                out
+                normalise_phone(trimmed).ok_or_else(|| invalid("not a phone number"))?
             }
             IdKind::UserId | IdKind::AnonymousId => trimmed.to_owned(),
         };
@@ -179,6 +163,20 @@ impl Subject {
         }
         out
     }
+}
+
+/// A phone number in E.164 form (`+33612345678`), read as French when it has no country
+/// code, so that `06 12 34 56 78` and `+33 6 12 34 56 78` are one identifier.
+pub fn normalise_phone(text: &str) -> Option<String> {
+    if text
+        .chars()
+        .any(|c| !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '.' | '-' | '(' | ')')))
+    {
+        return None;
+    }
+    let number = phonenumber::parse(Some(phonenumber::country::Id::FR), text).ok()?;
+    phonenumber::is_valid(&number)
+        .then(|| number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// A decision about one purpose.
@@ -419,7 +417,15 @@ mod tests {
         assert!(!format!("{e:?}").contains("ana"));
         let p = Subject::parse(IdKind::Phone, "+33 6 12-34.56 78").unwrap();
         assert_eq!(p.value(), "+33612345678");
+        assert_eq!(Subject::parse(IdKind::Phone, "06 12 34 56 78").unwrap(), p);
+        assert_eq!(
+            Subject::parse(IdKind::Phone, "+1 415 555 0132")
+                .unwrap()
+                .value(),
+            "+14155550132"
+        );
         assert!(Subject::parse(IdKind::Phone, "06 12 ab").is_err());
+        assert!(Subject::parse(IdKind::Phone, "123").is_err());
         assert!(Subject::parse(IdKind::Email, "nope").is_err());
         assert!(Subject::parse(IdKind::UserId, "  ").is_err());
     }

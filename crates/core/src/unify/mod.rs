@@ -1,0 +1,9 @@
+//! Unify: one golden record per person, built as data arrives, without merging strangers.
+//!
+//! - [`identifier`]: the nodes — user ids, anonymous ids, emails, phones, loyalty cards.
+//! - [`graph`]: deterministic resolution with guards against over-merging, and splitting.
+//! - [`golden`]: the golden record — survivorship per trait, lineage, computed traits.
+
+pub mod golden;
+pub mod graph;
+pub mod identifier;
