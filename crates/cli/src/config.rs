@@ -60,9 +60,7 @@ impl StoreLocation {
             StoreLocation::Sqlite(dir) => Store::open_sqlite(dir)
                 .await
                 .with_context(|| format!("opening the SQLite store in {}", dir.display())),
-            StoreLocation::Postgres(url) => Store::connect_postgres(url)
-                .await
-                .context("connecting to PostgreSQL"),
+            StoreLocation::Postgres(url) => Store::connect_postgres(url).await.context("connecting to PostgreSQL"),
         }
     }
 }
@@ -81,11 +79,7 @@ pub struct Config {
 
 /// Formats every catalog problem of `path`.
 pub fn catalog_report(path: &Path, errors: &[confiance_core::catalog::CatalogError]) -> String {
-    let mut out = format!(
-        "{} problem(s) in the catalog of {}:\n",
-        errors.len(),
-        path.display()
-    );
+    let mut out = format!("{} problem(s) in the catalog of {}:\n", errors.len(), path.display());
     for e in errors {
         out.push_str(&format!("  {}:{e}\n", path.display()));
     }
@@ -98,11 +92,9 @@ impl Config {
         let (file, catalog) = match &args.config {
             None => (FileConfig::default(), Catalog::builtin()),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 let catalog = if Catalog::declared_in(&text) {
-                    Catalog::from_toml(&text)
-                        .map_err(|errors| anyhow::anyhow!(catalog_report(path, &errors)))?
+                    Catalog::from_toml(&text).map_err(|errors| anyhow::anyhow!(catalog_report(path, &errors)))?
                 } else {
                     Catalog::builtin()
                 };
@@ -124,18 +116,16 @@ impl Config {
         let database_url = args.database_url.clone().or(file.server.database_url);
         let data_dir = args.data_dir.clone().or(file.server.data_dir);
         let store = match (database_url, data_dir) {
-            (Some(_), Some(_)) => bail!(
-                "give either a data directory (SQLite) or a database URL (PostgreSQL), not both"
-            ),
+            (Some(_), Some(_)) => {
+                bail!("give either a data directory (SQLite) or a database URL (PostgreSQL), not both")
+            }
             (Some(url), None) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     bail!("the database URL must start with postgres:// or postgresql://");
                 }
                 StoreLocation::Postgres(url)
             }
-            (None, dir) => {
-                StoreLocation::Sqlite(dir.unwrap_or_else(|| PathBuf::from("./confiance-data")))
-            }
+            (None, dir) => StoreLocation::Sqlite(dir.unwrap_or_else(|| PathBuf::from("./confiance-data"))),
         };
         Ok(Config {
             store,

@@ -55,14 +55,10 @@ pub async fn run(
 ) -> Result<ImportReport> {
     let name = SourceName::parse(source)?;
     let Some(source) = app.store.source_by_name(&name).await? else {
-        bail!(
-            "no source named `{name}`: create it with `confiance source add {name} --kind store`"
-        );
+        bail!("no source named `{name}`: create it with `confiance source add {name} --kind store`");
     };
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let first_line =
-        String::from_utf8_lossy(text.split(|b| *b == b'\n').next().unwrap_or_default())
-            .into_owned();
+    let first_line = String::from_utf8_lossy(text.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sniff_delimiter(&first_line))
         .flexible(true)
@@ -75,15 +71,13 @@ pub async fn run(
         .collect();
     let mapping = match mapping {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             Mapping::from_toml(&text).map_err(anyhow::Error::msg)?
         }
         None => Mapping::guess(&header),
     };
     mapping.check_header(&header).map_err(anyhow::Error::msg)?;
-    let mapper =
-        RowMapper::new(&mapping, &app.catalog, name.as_ref()).map_err(anyhow::Error::msg)?;
+    let mapper = RowMapper::new(&mapping, &app.catalog, name.as_ref()).map_err(anyhow::Error::msg)?;
 
     let progress = if show_progress {
         let bar = ProgressBar::new(text.len() as u64);
@@ -140,8 +134,7 @@ async fn flush(
     if chunk.is_empty() {
         return Ok(());
     }
-    let (lines, raw): (Vec<u64>, Vec<serde_json::Value>) =
-        std::mem::take(chunk).into_iter().unzip();
+    let (lines, raw): (Vec<u64>, Vec<serde_json::Value>) = std::mem::take(chunk).into_iter().unzip();
     let outcome = ingest_messages(app, source, raw, received_at)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.into_error()))?;
@@ -150,9 +143,7 @@ async fn flush(
     for r in outcome.rejected {
         report.rejected.push((lines[r.index], r.message));
     }
-    report
-        .withheld
-        .extend(outcome.withheld.iter().map(|w| lines[w.index]));
+    report.withheld.extend(outcome.withheld.iter().map(|w| lines[w.index]));
     for d in outcome.dropped {
         *report.dropped.entry((d.field, d.reason)).or_default() += 1;
     }

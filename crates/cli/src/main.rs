@@ -15,11 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "confiance",
-    version,
-    about = "Consent-first customer data platform"
-)]
+#[command(name = "confiance", version, about = "Consent-first customer data platform")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,8 +106,7 @@ fn parse_kind(s: &str) -> Result<SourceKind, String> {
 
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("CONFIANCE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CONFIANCE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -122,10 +117,7 @@ fn init_logs() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -229,8 +221,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 std::sync::Arc::new(confiance_core::clock::SystemClock),
             );
             let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report =
-                import::run(&app, &source, &file, mapping.as_deref(), show_progress).await?;
+            let report = import::run(&app, &source, &file, mapping.as_deref(), show_progress).await?;
             for (line, reason) in &report.rejected {
                 eprintln!("line {line}: rejected: {reason}");
             }

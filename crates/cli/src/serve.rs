@@ -16,9 +16,7 @@ pub async fn bootstrap_admin(store: &Store) -> Result<()> {
         if token.len() < 16 {
             anyhow::bail!("CONFIANCE_ADMIN_TOKEN must be at least 16 characters");
         }
-        store
-            .put_token(&KeyDigest::of(token), Role::Admin, "bootstrap")
-            .await?;
+        store.put_token(&KeyDigest::of(token), Role::Admin, "bootstrap").await?;
     }
     Ok(())
 }
@@ -40,13 +38,10 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = backend, "confiance is listening");
     on_ready(addr);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

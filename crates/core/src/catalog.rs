@@ -290,6 +290,8 @@ pub struct TraitDef {
     pub retention: Option<Retention>,
     /// The Art. 9(2) exception when the category is special.
     pub special_basis: Option<SpecialBasis>,
+    /// Whether its value identifies a person (a loyalty card): a node of the identity graph.
+    pub identifier: bool,
 }
 
 /// A declared event.
@@ -397,11 +399,7 @@ impl Retention {
 impl fmt::Display for Retention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
-        for (n, unit) in [
-            (self.years, "year"),
-            (self.months, "month"),
-            (self.days, "day"),
-        ] {
+        for (n, unit) in [(self.years, "year"), (self.months, "month"), (self.days, "day")] {
             match n {
                 0 => {}
                 1 => parts.push(format!("1 {unit}")),
@@ -508,6 +506,8 @@ struct RawTrait {
     retention: Option<Spanned<String>>,
     #[serde(default)]
     special_category: Option<Spanned<bool>>,
+    #[serde(default)]
+    identifier: bool,
     special_basis: Option<Spanned<String>>,
 }
 
@@ -552,11 +552,7 @@ struct Problems<'a> {
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, message: String) {
         let (line, column) = line_col(self.text, span.start);
-        self.found.push(CatalogError {
-            line,
-            column,
-            message,
-        });
+        self.found.push(CatalogError { line, column, message });
     }
 }
 
@@ -573,9 +569,9 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
     what: &str,
     allowed: &str,
 ) -> Option<T> {
-    let parsed = T::deserialize(
-        serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value.get_ref()),
-    );
+    let parsed = T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
+        value.get_ref(),
+    ));
     match parsed {
         Ok(v) => Some(v),
         Err(_) => {
@@ -588,8 +584,7 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
     }
 }
 
-const VALUE_TYPES: &str =
-    "string, number, integer, boolean, date, datetime, email, phone, object, array or any";
+const VALUE_TYPES: &str = "string, number, integer, boolean, date, datetime, email, phone, object, array or any";
 
 fn check_purpose_refs(
     p: &mut Problems<'_>,
@@ -608,10 +603,7 @@ fn check_purpose_refs(
         if purposes.contains(r.get_ref()) {
             out.push(r.get_ref().clone());
         } else {
-            p.at(
-                r.span(),
-                format!("{owner} names unknown purpose `{}`", r.get_ref()),
-            );
+            p.at(r.span(), format!("{owner} names unknown purpose `{}`", r.get_ref()));
         }
     }
     out
@@ -650,10 +642,7 @@ impl Catalog {
         for rp in &raw.purposes {
             let id = rp.id.get_ref().clone();
             if !is_identifier(&id) {
-                p.at(
-                    rp.id.span(),
-                    format!("purpose id `{id}` must be snake_case ASCII"),
-                );
+                p.at(rp.id.span(), format!("purpose id `{id}` must be snake_case ASCII"));
             }
             if rp.description.get_ref().trim().is_empty() {
                 p.at(
@@ -685,16 +674,10 @@ impl Catalog {
             };
             let needs_consent = basis == Some(LegalBasis::Consent);
             let banner = rp.banner.as_ref().is_some_and(|b| *b.get_ref());
-            if let Some(b) = rp
-                .banner
-                .as_ref()
-                .filter(|b| *b.get_ref() && !needs_consent)
-            {
+            if let Some(b) = rp.banner.as_ref().filter(|b| *b.get_ref() && !needs_consent) {
                 p.at(
                     b.span(),
-                    format!(
-                        "purpose `{id}` is in the cookie banner but its legal basis is not consent"
-                    ),
+                    format!("purpose `{id}` is in the cookie banner but its legal basis is not consent"),
                 );
             }
             let has_signals = !rp.segment_categories.is_empty()
@@ -704,9 +687,7 @@ impl Catalog {
             if has_signals && basis.is_some() && !needs_consent {
                 p.at(
                     rp.id.span(),
-                    format!(
-                        "purpose `{id}` maps consent signals but its legal basis is not consent"
-                    ),
+                    format!("purpose `{id}` maps consent signals but its legal basis is not consent"),
                 );
             }
             let mut tcf = Vec::new();
@@ -733,37 +714,32 @@ impl Catalog {
                 known.then(|| c.get_ref().clone())
             });
             let name = rp.name.clone().unwrap_or_else(|| id.clone());
-            let purpose = basis
-                .zip(retention)
-                .map(|(legal_basis, retention)| Purpose {
-                    id: id.clone(),
-                    name_en: rp.name_en.clone().unwrap_or_else(|| name.clone()),
-                    description_en: rp
-                        .description_en
-                        .clone()
-                        .unwrap_or_else(|| rp.description.get_ref().clone()),
-                    name,
-                    description: rp.description.get_ref().clone(),
-                    legal_basis,
-                    retention,
-                    recipients: rp.recipients.clone(),
-                    banner,
-                    collects: rp.collects.clone(),
-                    collects_en: rp.collects_en.clone().or_else(|| rp.collects.clone()),
-                    channel,
-                    signals: SignalMapping {
-                        segment: rp.segment_categories.clone(),
-                        rudderstack: rp.rudderstack_ids.clone(),
-                        tcf,
-                        gpc_refuses: rp.gpc_refuses,
-                    },
-                });
+            let purpose = basis.zip(retention).map(|(legal_basis, retention)| Purpose {
+                id: id.clone(),
+                name_en: rp.name_en.clone().unwrap_or_else(|| name.clone()),
+                description_en: rp
+                    .description_en
+                    .clone()
+                    .unwrap_or_else(|| rp.description.get_ref().clone()),
+                name,
+                description: rp.description.get_ref().clone(),
+                legal_basis,
+                retention,
+                recipients: rp.recipients.clone(),
+                banner,
+                collects: rp.collects.clone(),
+                collects_en: rp.collects_en.clone().or_else(|| rp.collects.clone()),
+                channel,
+                signals: SignalMapping {
+                    segment: rp.segment_categories.clone(),
+                    rudderstack: rp.rudderstack_ids.clone(),
+                    tcf,
+                    gpc_refuses: rp.gpc_refuses,
+                },
+            });
             match purposes.entry(id) {
                 std::collections::btree_map::Entry::Occupied(e) => {
-                    p.at(
-                        rp.id.span(),
-                        format!("purpose `{}` is declared twice", e.key()),
-                    );
+                    p.at(rp.id.span(), format!("purpose `{}` is declared twice", e.key()));
                 }
                 std::collections::btree_map::Entry::Vacant(e) => {
                     if let Some(purpose) = purpose {
@@ -781,21 +757,12 @@ impl Catalog {
         }
         // Cross-references are checked against every declared id, even one whose own
         // declaration had a problem, so one mistake is reported once.
-        let purpose_ids: BTreeSet<String> = raw
-            .purposes
-            .iter()
-            .map(|r| r.id.get_ref().clone())
-            .collect();
+        let purpose_ids: BTreeSet<String> = raw.purposes.iter().map(|r| r.id.get_ref().clone()).collect();
 
         let mut touchpoints = BTreeMap::new();
         for rt in &raw.touchpoints {
             let id = rt.id.get_ref().clone();
-            let phase = parse_enum::<Phase>(
-                &mut p,
-                &rt.phase,
-                "phase",
-                "discovery, purchase or post_purchase",
-            );
+            let phase = parse_enum::<Phase>(&mut p, &rt.phase, "phase", "discovery, purchase or post_purchase");
             if touchpoints.contains_key(&id) {
                 p.at(rt.id.span(), format!("touchpoint `{id}` is declared twice"));
             } else if let Some(phase) = phase {
@@ -810,20 +777,13 @@ impl Catalog {
                 );
             }
         }
-        let touchpoint_ids: BTreeSet<String> = raw
-            .touchpoints
-            .iter()
-            .map(|r| r.id.get_ref().clone())
-            .collect();
+        let touchpoint_ids: BTreeSet<String> = raw.touchpoints.iter().map(|r| r.id.get_ref().clone()).collect();
         let check_touchpoints = |p: &mut Problems<'_>, refs: &[Spanned<String>], owner: &str| {
             refs.iter()
                 .filter(|t| {
                     let known = touchpoint_ids.contains(t.get_ref());
                     if !known {
-                        p.at(
-                            t.span(),
-                            format!("{owner} names unknown touchpoint `{}`", t.get_ref()),
-                        );
+                        p.at(t.span(), format!("{owner} names unknown touchpoint `{}`", t.get_ref()));
                     }
                     known
                 })
@@ -836,23 +796,15 @@ impl Catalog {
             let name = rt.name.get_ref().clone();
             let owner = format!("trait `{name}`");
             let value_type = parse_enum::<ValueType>(&mut p, &rt.value_type, "type", VALUE_TYPES);
-            let tier = parse_enum::<Tier>(
-                &mut p,
-                &rt.tier,
-                "tier",
-                "identity, business, history or personal",
-            );
+            let tier = parse_enum::<Tier>(&mut p, &rt.tier, "tier", "identity, business, history or personal");
             let trait_purposes = check_purpose_refs(&mut p, &rt.purposes, &purpose_ids, &owner);
-            let retention =
-                rt.retention
-                    .as_ref()
-                    .and_then(|r| match Retention::parse(r.get_ref()) {
-                        Ok(r) => Some(r),
-                        Err(msg) => {
-                            p.at(r.span(), msg);
-                            None
-                        }
-                    });
+            let retention = rt.retention.as_ref().and_then(|r| match Retention::parse(r.get_ref()) {
+                Ok(r) => Some(r),
+                Err(msg) => {
+                    p.at(r.span(), msg);
+                    None
+                }
+            });
             let category = rt.category.get_ref().clone();
             let flagged = rt.special_category.as_ref().is_some_and(|f| *f.get_ref());
             let is_special = SPECIAL_CATEGORIES.contains(&category.as_str());
@@ -875,9 +827,7 @@ impl Catalog {
             if (is_special || flagged) && rt.special_basis.is_none() {
                 p.at(
                     rt.name.span(),
-                    format!(
-                        "{owner} is special-category data: state its `special_basis` (Art. 9(2))"
-                    ),
+                    format!("{owner} is special-category data: state its `special_basis` (Art. 9(2))"),
                 );
             }
             if flagged && !is_special {
@@ -902,6 +852,7 @@ impl Catalog {
                         purposes: trait_purposes,
                         retention,
                         special_basis: if is_special { special_basis } else { None },
+                        identifier: rt.identifier,
                     },
                 );
             }
@@ -947,7 +898,8 @@ impl Catalog {
                 p.found.push(CatalogError {
                     line: 0,
                     column: 0,
-                    message: "page_properties are declared but page_purposes is not: page views must serve a purpose".into(),
+                    message: "page_properties are declared but page_purposes is not: page views must serve a purpose"
+                        .into(),
                 });
                 Vec::new()
             }
@@ -958,10 +910,7 @@ impl Catalog {
         if let Some(rc) = &raw.consent {
             consent.notice_version = rc.notice_version.get_ref().clone();
             if consent.notice_version.trim().is_empty() {
-                p.at(
-                    rc.notice_version.span(),
-                    "the notice version cannot be empty".into(),
-                );
+                p.at(rc.notice_version.span(), "the notice version cannot be empty".into());
             }
             for (field, target) in [
                 (&rc.validity, &mut consent.validity),
@@ -1082,19 +1031,10 @@ purposes = ["orders"]
             rendered[1].starts_with("9:6: purpose `orders` has no retention"),
             "{rendered:#?}"
         );
-        assert!(
-            rendered[2].starts_with("15:8: unknown type `mail`"),
-            "{rendered:#?}"
-        );
-        assert!(
-            rendered[3].contains("unknown purpose `marketing`"),
-            "{rendered:#?}"
-        );
+        assert!(rendered[2].starts_with("15:8: unknown type `mail`"), "{rendered:#?}");
+        assert!(rendered[3].contains("unknown purpose `marketing`"), "{rendered:#?}");
         assert!(rendered[4].contains("special_basis"), "{rendered:#?}");
-        assert!(
-            rendered[5].contains("special-category data (`health`"),
-            "{rendered:#?}"
-        );
+        assert!(rendered[5].contains("special-category data (`health`"), "{rendered:#?}");
     }
 
     #[test]
@@ -1132,10 +1072,7 @@ special_basis = "explicit_consent"
                 days: 0
             }
         );
-        assert_eq!(
-            Retention::parse("25 months").unwrap().to_string(),
-            "25 months"
-        );
+        assert_eq!(Retention::parse("25 months").unwrap().to_string(), "25 months");
         assert!(Retention::parse("3 decades").is_err());
         assert!(Retention::parse("0 days").is_err());
         assert!(Retention::parse("years").is_err());

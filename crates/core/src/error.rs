@@ -221,11 +221,7 @@ mod tests {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.name()), "duplicate name {}", code.name());
-            assert!(
-                code.name()
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_')
-            );
+            assert!(code.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
             assert!((400..600).contains(&code.status()));
         }
     }

@@ -66,15 +66,12 @@ impl fmt::Display for SourceKind {
 impl FromStr for SourceKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::InvalidField,
-                    format!("unknown source kind `{s}`: expected web, server, form, account, store or support"),
-                )
-            })
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidField,
+                format!("unknown source kind `{s}`: expected web, server, form, account, store or support"),
+            )
+        })
     }
 }
 
@@ -87,8 +84,7 @@ pub struct SourceName(String);
 impl SourceName {
     /// Parses a source name.
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let valid_char =
-            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.chars().all(valid_char)
@@ -216,10 +212,7 @@ mod tests {
         let b = WriteKey::generate();
         assert_ne!(a.reveal(), b.reveal());
         assert_eq!(a.reveal().len(), 35);
-        assert_eq!(
-            a.digest(),
-            WriteKey::from_presented(a.reveal()).unwrap().digest()
-        );
+        assert_eq!(a.digest(), WriteKey::from_presented(a.reveal()).unwrap().digest());
         assert!(!format!("{a:?}").contains(a.reveal()));
     }
 

@@ -9,8 +9,8 @@
 //! a cross-check that silently skips would prove nothing.
 
 use confiance_core::consent::tcf::{
-    self, Alpha2, CustomPurposes, PublisherRestrictions, PublisherTc, PurposeSet, RestrictionType,
-    SpecialFeatureSet, TcModel, TcfTimestamp, UInt, VendorSet,
+    self, Alpha2, CustomPurposes, PublisherRestrictions, PublisherTc, PurposeSet, RestrictionType, SpecialFeatureSet,
+    TcModel, TcfTimestamp, UInt, VendorSet,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,11 +58,7 @@ impl Oracle {
             });
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
+        Self { child, stdin, stdout }
     }
 
     fn send(&mut self, request: &Value) {
@@ -101,13 +97,10 @@ fn first_difference(ours: &Value, theirs: &Value) -> String {
 fn strings_the_iab_library_encodes_decode_identically_in_rust() {
     let mut oracle = Oracle::start();
     oracle.send(&json!({"op": "random", "seed": 20_260_301, "count": MODELS}));
-    let (mut disclosed, mut publisher_tc, mut custom, mut restricted, mut allowed) =
-        (0, 0, 0, 0, 0);
+    let (mut disclosed, mut publisher_tc, mut custom, mut restricted, mut allowed) = (0, 0, 0, 0, 0);
     for i in 0..MODELS {
         let answer = oracle.receive();
-        let tc = answer["tc"]
-            .as_str()
-            .unwrap_or_else(|| panic!("model {i}: {answer}"));
+        let tc = answer["tc"].as_str().unwrap_or_else(|| panic!("model {i}: {answer}"));
         let model = tcf::decode(tc).unwrap_or_else(|e| panic!("model {i}: {tc}: {e}"));
         let ours = serde_json::to_value(&model).unwrap();
         assert!(
@@ -134,10 +127,7 @@ fn strings_the_iab_library_encodes_decode_identically_in_rust() {
         ("publisher restrictions", restricted),
         ("allowed vendors", allowed),
     ] {
-        assert!(
-            count >= 50,
-            "only {count} of {MODELS} oracle strings had {what}"
-        );
+        assert!(count >= 50, "only {count} of {MODELS} oracle strings had {what}");
     }
 }
 
@@ -196,9 +186,7 @@ fn subset(rng: &mut StdRng, n: u8) -> Vec<u8> {
 }
 
 fn letters(rng: &mut StdRng) -> Alpha2 {
-    let pair: String = (0..2)
-        .map(|_| char::from(b'A' + rng.random_range(0..26)))
-        .collect();
+    let pair: String = (0..2).map(|_| char::from(b'A' + rng.random_range(0..26))).collect();
     Alpha2::parse(&pair).unwrap()
 }
 

@@ -72,24 +72,19 @@ pub async fn list_events(
     };
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            "`limit` is between 1 and 1000",
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "`limit` is between 1 and 1000"));
     }
     let access = match q.purpose.as_deref() {
         None => Access::Administration,
-        Some(id) => Access::Purpose(app.catalog.purposes.get(id).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidQuery, format!("unknown purpose `{id}`"))
-        })?),
+        Some(id) => Access::Purpose(
+            app.catalog
+                .purposes
+                .get(id)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("unknown purpose `{id}`")))?,
+        ),
     };
-    let events = app
-        .store
-        .events_of(access, &who, q.after.unwrap_or(0), limit)
-        .await?;
-    let next_after = (events.len() == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    let events = app.store.events_of(access, &who, q.after.unwrap_or(0), limit).await?;
+    let next_after = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
     Ok(Json(EventsPage { events, next_after }))
 }
 
@@ -110,18 +105,10 @@ pub struct SourceView {
     responses((status = 200, description = "Sources by name", body = Vec<SourceView>)),
     security(("bearer" = []))
 )]
-pub async fn list_sources(
-    _: Admin,
-    State(app): State<Shared>,
-) -> Result<Json<Vec<SourceView>>, ApiError> {
+pub async fn list_sources(_: Admin, State(app): State<Shared>) -> Result<Json<Vec<SourceView>>, ApiError> {
     let mut out = Vec::new();
     for source in app.store.list_sources().await? {
-        let counters = app
-            .store
-            .source_counters(source.id)
-            .await?
-            .into_iter()
-            .collect();
+        let counters = app.store.source_counters(source.id).await?.into_iter().collect();
         out.push(SourceView { source, counters });
     }
     Ok(Json(out))

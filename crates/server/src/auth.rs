@@ -23,9 +23,7 @@ pub fn basic_write_key(headers: &HeaderMap) -> Option<WriteKey> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     WriteKey::from_presented(text.split(':').next().unwrap_or_default())
 }
@@ -42,11 +40,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 impl AppState {
     /// The source a request writes as: the key of a `Basic` header, else `writeKey` from the
     /// body (all that analytics-python ≥ 2.3 sends; a `Bearer` header then carries no key).
-    pub async fn authenticate_source(
-        &self,
-        headers: &HeaderMap,
-        body_key: Option<&str>,
-    ) -> Result<Source, ApiError> {
+    pub async fn authenticate_source(&self, headers: &HeaderMap, body_key: Option<&str>) -> Result<Source, ApiError> {
         let key = basic_write_key(headers)
             .or_else(|| body_key.and_then(WriteKey::from_presented))
             .ok_or_else(|| {
@@ -56,20 +50,14 @@ impl AppState {
                 )
             })?;
         let digest = key.digest();
-        if let Some(source) = self
-            .sources
-            .read()
-            .ok()
-            .and_then(|m| m.get(&digest).cloned())
-        {
+        if let Some(source) = self.sources.read().ok().and_then(|m| m.get(&digest).cloned()) {
             return Ok(source);
         }
-        let source = self.store.source_by_key(&digest).await?.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidWriteKey,
-                "the write key matches no source",
-            )
-        })?;
+        let source = self
+            .store
+            .source_by_key(&digest)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidWriteKey, "the write key matches no source"))?;
         if let Ok(mut cache) = self.sources.write() {
             cache.insert(digest, source.clone());
         }
@@ -78,12 +66,7 @@ impl AppState {
 
     async fn role_of(&self, token: &str) -> Result<Option<Role>, ApiError> {
         let digest = KeyDigest::of(token);
-        if let Some(role) = self
-            .tokens
-            .read()
-            .ok()
-            .and_then(|m| m.get(&digest).copied())
-        {
+        if let Some(role) = self.tokens.read().ok().and_then(|m| m.get(&digest).copied()) {
             return Ok(Some(role));
         }
         let role = self.store.token_role(&digest).await?;
@@ -109,14 +92,8 @@ impl FromRequestParts<Shared> for Admin {
         })?;
         match app.role_of(token).await? {
             Some(Role::Admin) => Ok(Admin),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this route needs an admin token",
-            )),
-            None => Err(ApiError::new(
-                ErrorCode::InvalidToken,
-                "the bearer token is unknown",
-            )),
+            Some(_) => Err(ApiError::new(ErrorCode::Forbidden, "this route needs an admin token")),
+            None => Err(ApiError::new(ErrorCode::InvalidToken, "the bearer token is unknown")),
         }
     }
 }
@@ -141,10 +118,7 @@ impl FromRequestParts<Shared> for Staff {
                 ErrorCode::Forbidden,
                 "this route needs an admin or DPO token",
             )),
-            None => Err(ApiError::new(
-                ErrorCode::InvalidToken,
-                "the bearer token is unknown",
-            )),
+            None => Err(ApiError::new(ErrorCode::InvalidToken, "the bearer token is unknown")),
         }
     }
 }

@@ -78,14 +78,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let ip = header("x-forwarded-for")
-            .or_else(|| header("x-real-ip"))
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string())
-            });
+        let ip = header("x-forwarded-for").or_else(|| header("x-real-ip")).or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        });
         Ok(ClientIp(ip))
     }
 }
@@ -161,9 +159,7 @@ impl AppState {
         let now = self.clock.now();
         now.to_zoned(jiff::tz::TimeZone::UTC)
             .checked_add(self.catalog.consent.validity.span())
-            .map_or(15_552_000, |later| {
-                later.timestamp().as_second() - now.as_second()
-            })
+            .map_or(15_552_000, |later| later.timestamp().as_second() - now.as_second())
     }
 
     fn cookie_signature(&self, secret: &[u8], anonymous_id: &str) -> String {
@@ -180,10 +176,7 @@ pub async fn script(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let body = SCRIPT.replacen("__CONFIANCE_CONFIG__", &config.to_string(), 1);
     (
         [
-            (
-                header::CONTENT_TYPE,
-                "application/javascript; charset=utf-8",
-            ),
+            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
         body,
@@ -222,12 +215,8 @@ async fn choice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let choice: Choice = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the choice is malformed: {e}"),
-        )
-    })?;
+    let choice: Choice = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("the choice is malformed: {e}")))?;
     let version = &app.catalog.consent.notice_version;
     if choice.notice.as_ref().is_none_or(|n| &n.version != version) {
         return Err(ApiError::new(
@@ -250,14 +239,8 @@ async fn choice(
         .filter(|p| p.banner)
         .map(|p| p.id.as_str())
         .collect();
-    if let Some(unknown) = choice
-        .choices
-        .keys()
-        .find(|k| !banner.contains(&k.as_str()))
-    {
-        return Err(invalid(format!(
-            "`{unknown}` is not a category of the banner"
-        )));
+    if let Some(unknown) = choice.choices.keys().find(|k| !banner.contains(&k.as_str())) {
+        return Err(invalid(format!("`{unknown}` is not a category of the banner")));
     }
     if let Some(t) = choice
         .touchpoint
@@ -267,33 +250,21 @@ async fn choice(
         return Err(invalid(format!("unknown touchpoint `{t}`")));
     }
     let source_id = match choice.write_key.as_deref().filter(|k| !k.is_empty()) {
-        Some(key) => Some(
-            app.authenticate_source(&HeaderMap::new(), Some(key))
-                .await?
-                .id,
-        ),
+        Some(key) => Some(app.authenticate_source(&HeaderMap::new(), Some(key)).await?.id),
         None => None,
     };
     let secret = app.secret().await?;
     let now = app.clock.now();
     let view = app.store.consent_view(&subjects).await?;
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
+    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let mut decisions = Vec::new();
     let mut cookie_choices = serde_json::Map::new();
     for purpose in &banner {
         // A category left out of the choice is refused: silence is no consent.
-        let granted = choice
-            .choices
-            .get(*purpose)
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let granted = choice.choices.get(*purpose).and_then(Value::as_bool).unwrap_or(false);
         cookie_choices.insert((*purpose).to_owned(), json!(u8::from(granted)));
         for subject in &subjects {
-            let was_granted = view
-                .get(subject, purpose)
-                .is_some_and(|s| s.status == Status::Granted);
+            let was_granted = view.get(subject, purpose).is_some_and(|s| s.status == Status::Granted);
             let status = match (granted, was_granted) {
                 (true, _) => Status::Granted,
                 (false, true) => Status::Withdrawn,
@@ -345,10 +316,7 @@ impl AppState {
             "a": anonymous_id,
             "s": self.cookie_signature(secret, anonymous_id),
         });
-        let secure = headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            == Some("https");
+        let secure = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
         let cookie = format!(
             "{COOKIE}={}; Max-Age={}; Path=/; SameSite=Lax{}",
             URL_SAFE_NO_PAD.encode(consent.to_string()),
@@ -362,11 +330,7 @@ impl AppState {
 }
 
 /// The anonymous id of this browser, from its consent cookie, if the cookie is genuine.
-pub(crate) fn cookie_subject(
-    app: &AppState,
-    secret: &[u8],
-    headers: &HeaderMap,
-) -> Option<Subject> {
+pub(crate) fn cookie_subject(app: &AppState, secret: &[u8], headers: &HeaderMap) -> Option<Subject> {
     let raw = headers
         .get_all(header::COOKIE)
         .iter()
@@ -379,8 +343,7 @@ pub(crate) fn cookie_subject(
     let anonymous_id = decoded.get("a")?.as_str()?;
     let signature = decoded.get("s")?.as_str()?;
     let expected = app.cookie_signature(secret, anonymous_id);
-    let genuine: bool =
-        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes()).into();
+    let genuine: bool = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes()).into();
     genuine
         .then(|| Subject::parse(IdKind::AnonymousId, anonymous_id).ok())
         .flatten()
@@ -389,40 +352,29 @@ pub(crate) fn cookie_subject(
 /// A preference-centre link for this browser, from its consent cookie.
 async fn link(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let secret = app.secret().await?;
-    let subject = cookie_subject(&app, secret, &headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotFound,
-            "no choice is recorded for this browser yet",
-        )
-    })?;
+    let subject = cookie_subject(&app, secret, &headers)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no choice is recorded for this browser yet"))?;
     let (url, expires) = app.preference_url(&headers, &subject).await?;
     Ok(Json(json!({"url": url, "expires_at": expires.to_string()})))
 }
 
 /// The demo shop page, when a write key is configured for it.
 async fn shop(State(app): State<Shared>) -> Result<Html<String>, ApiError> {
-    let key = app.options.shop_write_key.as_deref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotFound,
-            "the demo shop is served by `confiance demo`",
-        )
-    })?;
+    let key = app
+        .options
+        .shop_write_key
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the demo shop is served by `confiance demo`"))?;
     Ok(Html(SHOP_HTML.replace("__WRITE_KEY__", key)))
 }
 
 async fn shop_js() -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/javascript; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
         SHOP_JS,
     )
 }
 
 async fn preferences_css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        PREFERENCES_CSS,
-    )
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], PREFERENCES_CSS)
 }

@@ -17,9 +17,7 @@ use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use confiance_core::collect::envelope::{Batch, Single, parse_message};
-use confiance_core::collect::{
-    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize,
-};
+use confiance_core::collect::{DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize};
 use confiance_core::consent::enforce::{Verdict, enforce};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
 use confiance_core::source::Source;
@@ -145,9 +143,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
             flate2::read::GzDecoder::new(&raw[..])
                 .take(MAX_REQUEST_BYTES as u64 + 1)
                 .read_to_end(&mut inflated)
-                .map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidEncoding, "the gzip body is corrupt")
-                })?;
+                .map_err(|_| ApiError::new(ErrorCode::InvalidEncoding, "the gzip body is corrupt"))?;
             if inflated.len() > MAX_REQUEST_BYTES {
                 return Err(too_large());
             }
@@ -171,11 +167,7 @@ struct RequestInfo {
 impl RequestInfo {
     fn of(headers: &HeaderMap, ip: Option<String>) -> Self {
         Self {
-            gpc: headers
-                .get("sec-gpc")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                == Some("1"),
+            gpc: headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1"),
             ip,
             user_agent: headers
                 .get(header::USER_AGENT)
@@ -331,8 +323,7 @@ async fn ingest(
             }),
         }
     }
-    let (messages, decisions) =
-        apply_consent(app, source, request, &mut items, &mut outcome).await?;
+    let (messages, decisions) = apply_consent(app, source, request, &mut items, &mut outcome).await?;
     for (index, n) in &items {
         for d in &n.dropped {
             outcome.dropped.push(DroppedField {
@@ -366,15 +357,12 @@ async fn ingest(
             .append_with_consent(source.id, messages, decisions, counters)
             .await?
     };
-    app.metrics
-        .store("append", app.store.backend(), started.elapsed());
+    app.metrics.store("append", app.store.backend(), started.elapsed());
     outcome.accepted = appended.stored_count();
     outcome.duplicates = total - outcome.accepted;
     let name = source.name.as_ref();
-    app.metrics
-        .events(name, "accepted", "", outcome.accepted as u64);
-    app.metrics
-        .events(name, "duplicate", "", outcome.duplicates as u64);
+    app.metrics.events(name, "accepted", "", outcome.accepted as u64);
+    app.metrics.events(name, "duplicate", "", outcome.duplicates as u64);
     for r in &outcome.rejected {
         app.metrics.events(name, "rejected", r.code.name(), 1);
     }
@@ -423,9 +411,7 @@ pub async fn batch(
 ) -> Result<Json<CollectResponse>, ApiError> {
     let bytes = read_body(&headers, body).await?;
     let batch = Batch::parse(&bytes)?;
-    let source = app
-        .authenticate_source(&headers, batch.write_key.as_deref())
-        .await?;
+    let source = app.authenticate_source(&headers, batch.write_key.as_deref()).await?;
     let received_at = app.clock.now();
     let envelope = batch.envelope();
     let parsed = batch
@@ -440,21 +426,14 @@ pub async fn batch(
         })
         .collect();
     let outcome = ingest(&app, &source, &RequestInfo::of(&headers, ip), parsed).await?;
-    let nothing_valid = outcome.accepted + outcome.duplicates == 0
-        && outcome.withheld.is_empty()
-        && !outcome.rejected.is_empty();
+    let nothing_valid =
+        outcome.accepted + outcome.duplicates == 0 && outcome.withheld.is_empty() && !outcome.rejected.is_empty();
     if nothing_valid {
         return Err(ApiError::new(
             ErrorCode::NoValidMessage,
-            format!(
-                "none of the {} messages of the batch is valid",
-                outcome.rejected.len()
-            ),
+            format!("none of the {} messages of the batch is valid", outcome.rejected.len()),
         )
-        .with(
-            "rejected",
-            serde_json::to_value(&outcome.rejected).unwrap_or_default(),
-        ));
+        .with("rejected", serde_json::to_value(&outcome.rejected).unwrap_or_default()));
     }
     tracing::debug!(
         source = %source.name,
@@ -476,23 +455,10 @@ async fn single(
 ) -> Result<Json<CollectResponse>, ApiError> {
     let bytes = read_body(&headers, body).await?;
     let single = Single::parse(&bytes)?;
-    let source = app
-        .authenticate_source(&headers, single.write_key.as_deref())
-        .await?;
+    let source = app.authenticate_source(&headers, single.write_key.as_deref()).await?;
     let received_at = app.clock.now();
-    let parsed = normalize(
-        single.message,
-        &Single::envelope(kind),
-        &app.catalog,
-        received_at,
-    );
-    let mut outcome = ingest(
-        &app,
-        &source,
-        &RequestInfo::of(&headers, ip),
-        vec![(0, parsed)],
-    )
-    .await?;
+    let parsed = normalize(single.message, &Single::envelope(kind), &app.catalog, received_at);
+    let mut outcome = ingest(&app, &source, &RequestInfo::of(&headers, ip), vec![(0, parsed)]).await?;
     if let Some(r) = outcome.rejected.pop() {
         return Err(Error::new(r.code, r.message).into());
     }
@@ -529,31 +495,11 @@ single_endpoint!(
     "/v1/identify",
     "Who a user is, with traits."
 );
-single_endpoint!(
-    track,
-    MessageType::Track,
-    "/v1/track",
-    "Something a user did."
-);
+single_endpoint!(track, MessageType::Track, "/v1/track", "Something a user did.");
 single_endpoint!(page, MessageType::Page, "/v1/page", "A page view.");
-single_endpoint!(
-    screen,
-    MessageType::Screen,
-    "/v1/screen",
-    "An app screen view."
-);
-single_endpoint!(
-    group,
-    MessageType::Group,
-    "/v1/group",
-    "Membership of a group."
-);
-single_endpoint!(
-    alias,
-    MessageType::Alias,
-    "/v1/alias",
-    "Two ids are the same user."
-);
+single_endpoint!(screen, MessageType::Screen, "/v1/screen", "An app screen view.");
+single_endpoint!(group, MessageType::Group, "/v1/group", "Membership of a group.");
+single_endpoint!(alias, MessageType::Alias, "/v1/alias", "Two ids are the same user.");
 
 /// Runs messages from a trusted in-process producer — a CSV import, the demo — through the same
 /// pipeline as the tracking API: normalisation against the catalog, consent signals and

@@ -9,9 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use confiance_core::catalog::LegalBasis;
-use confiance_core::consent::{
-    Decision, IdKind, LedgerEntry, Method, Notice, Status, Subject, receipt::receipt,
-};
+use confiance_core::consent::{Decision, IdKind, LedgerEntry, Method, Notice, Status, Subject, receipt::receipt};
 use confiance_core::source::SourceName;
 use confiance_core::{Error, ErrorCode};
 use confiance_store::Access;
@@ -102,8 +100,7 @@ impl AppState {
             .purposes
             .get(&input.purpose)
             .ok_or_else(|| invalid(format!("unknown purpose `{}`", input.purpose)))?;
-        let status = Status::parse(&input.status)
-            .ok_or_else(|| invalid("`status` is granted, denied or withdrawn"))?;
+        let status = Status::parse(&input.status).ok_or_else(|| invalid("`status` is granted, denied or withdrawn"))?;
         if status == Status::Granted && purpose.legal_basis != LegalBasis::Consent {
             return Err(invalid(format!(
                 "purpose `{}` is not based on consent; there is nothing to grant",
@@ -190,20 +187,13 @@ pub async fn record(
     State(app): State<Shared>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Recorded>), ApiError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}")))?;
     let items = match value {
         Value::Object(mut o) if o.contains_key("consents") => match o.remove("consents") {
             Some(Value::Array(items)) => items,
             _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidField,
-                    "`consents` must be an array",
-                ));
+                return Err(ApiError::new(ErrorCode::InvalidField, "`consents` must be an array"));
             }
         },
         other @ Value::Object(_) => vec![other],
@@ -218,12 +208,8 @@ pub async fn record(
     let mut indexes = Vec::new();
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<ConsentInput>(item).map_err(|e| {
-            ApiError::from(Error::new(
-                ErrorCode::InvalidField,
-                format!("malformed decision: {e}"),
-            ))
-        });
+        let parsed = serde_json::from_value::<ConsentInput>(item)
+            .map_err(|e| ApiError::from(Error::new(ErrorCode::InvalidField, format!("malformed decision: {e}"))));
         match match parsed {
             Ok(input) => app.decision_from(input).await,
             Err(e) => Err(e),
@@ -236,14 +222,11 @@ pub async fn record(
         }
     }
     if decisions.is_empty() {
-        let first = rejected.first().map_or_else(
-            || "no decision in the request".to_owned(),
-            |r| r.message.clone(),
-        );
-        return Err(ApiError::new(ErrorCode::NoValidMessage, first).with(
-            "rejected",
-            serde_json::to_value(&rejected).unwrap_or_default(),
-        ));
+        let first = rejected
+            .first()
+            .map_or_else(|| "no decision in the request".to_owned(), |r| r.message.clone());
+        return Err(ApiError::new(ErrorCode::NoValidMessage, first)
+            .with("rejected", serde_json::to_value(&rejected).unwrap_or_default()));
     }
     let seqs = app.store.record_consents(decisions).await?;
     let recorded = indexes
@@ -294,10 +277,7 @@ pub async fn state_and_history(
         value: q.value,
     }
     .parse()?;
-    let history = app
-        .store
-        .consent_history(Access::Administration, &subject)
-        .await?;
+    let history = app.store.consent_history(Access::Administration, &subject).await?;
     let state = current_state(&history);
     Ok(Json(json!({
         "subject": {"type": subject.kind().as_str(), "value": subject.value()},
@@ -323,10 +303,7 @@ pub async fn receipts(
         value: q.value,
     }
     .parse()?;
-    let history = app
-        .store
-        .consent_history(Access::Administration, &subject)
-        .await?;
+    let history = app.store.consent_history(Access::Administration, &subject).await?;
     let receipts: Vec<Value> = history.iter().map(|e| receipt(e, &app.catalog)).collect();
     Ok(Json(json!({ "receipts": receipts })))
 }
@@ -358,11 +335,7 @@ impl Tally {
     fn view(&self) -> Value {
         let total = self.granted + self.denied + self.withdrawn;
         let rate = |n: i64| {
-            if total == 0 {
-                0.0
-            } else {
-                n as f64 / total as f64
-            }
+            if total == 0 { 0.0 } else { n as f64 / total as f64 }
         };
         json!({
             "granted": self.granted, "denied": self.denied, "withdrawn": self.withdrawn, "total": total,
@@ -395,11 +368,7 @@ pub async fn stats(_: Staff, State(app): State<Shared>) -> Result<Json<Value>, A
             .source_id
             .and_then(|id| sources.get(&id).cloned())
             .unwrap_or_else(|| "(none)".into());
-        entry
-            .by_source
-            .entry(source)
-            .or_default()
-            .add(c.status, c.count);
+        entry.by_source.entry(source).or_default().add(c.status, c.count);
         let touchpoint = c.touchpoint.clone().unwrap_or_else(|| "(none)".into());
         entry
             .by_touchpoint

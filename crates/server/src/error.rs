@@ -42,18 +42,11 @@ impl From<confiance_store::StoreError> for ApiError {
     fn from(e: confiance_store::StoreError) -> Self {
         use confiance_store::StoreError as S;
         match e {
-            S::Overloaded => {
-                ApiError::new(ErrorCode::Overloaded, "the store is saturated; retry later")
-            }
-            S::Conflict(what) => {
-                ApiError::new(ErrorCode::InvalidField, format!("{what} already exists"))
-            }
+            S::Overloaded => ApiError::new(ErrorCode::Overloaded, "the store is saturated; retry later"),
+            S::Conflict(what) => ApiError::new(ErrorCode::InvalidField, format!("{what} already exists")),
             other => {
                 tracing::error!(error = %other, "store failure");
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    "the store failed; nothing was stored",
-                )
+                ApiError::new(ErrorCode::StoreUnavailable, "the store failed; nothing was stored")
             }
         }
     }
@@ -61,8 +54,7 @@ impl From<confiance_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.error.code.status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = serde_json::to_value(self.error.body()).unwrap_or_default();
         if let (Some(obj), Some(extra)) = (body.as_object_mut(), self.extra) {
             obj.extend(extra);

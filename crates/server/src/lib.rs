@@ -84,12 +84,7 @@ impl AppState {
     }
 
     /// State over `store` with `catalog` and `options`.
-    pub fn with_options(
-        store: Store,
-        catalog: Catalog,
-        clock: Arc<dyn Clock>,
-        options: Options,
-    ) -> Shared {
+    pub fn with_options(store: Store, catalog: Catalog, clock: Arc<dyn Clock>, options: Options) -> Shared {
         Arc::new(Self {
             store,
             catalog: Arc::new(catalog),
@@ -153,10 +148,7 @@ impl AppState {
             .timestamp();
         let key = confiance_core::consent::link::LinkKey::derive(self.secret().await?);
         let token = key.sign(subject, expires);
-        Ok((
-            format!("{}/preferences?token={token}", self.base_url(headers)),
-            expires,
-        ))
+        Ok((format!("{}/preferences?token={token}", self.base_url(headers)), expires))
     }
 }
 

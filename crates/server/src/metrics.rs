@@ -35,8 +35,7 @@ impl Default for Metrics {
             "HTTP requests by route and status",
             requests.clone(),
         );
-        let request_latency =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let request_latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
             "confiance_http_request_duration_seconds",
             "HTTP request latency by route",
@@ -54,8 +53,7 @@ impl Default for Metrics {
             "Fields left out by data minimisation, by source and reason",
             dropped.clone(),
         );
-        let store_latency =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let store_latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
             "confiance_store_duration_seconds",
             "Store operation latency by operation and backend",
@@ -76,10 +74,7 @@ impl Metrics {
     /// Counts one HTTP request.
     pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
         self.requests
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("status", status.to_string()),
-            ])
+            .get_or_create(&vec![("route", route.to_owned()), ("status", status.to_string())])
             .inc();
         self.request_latency
             .get_or_create(&vec![("route", route.to_owned())])
@@ -102,20 +97,14 @@ impl Metrics {
     /// Counts dropped fields of a source by reason.
     pub fn dropped(&self, source: &str, reason: &str, n: u64) {
         self.dropped
-            .get_or_create(&vec![
-                ("source", source.to_owned()),
-                ("reason", reason.to_owned()),
-            ])
+            .get_or_create(&vec![("source", source.to_owned()), ("reason", reason.to_owned())])
             .inc_by(n);
     }
 
     /// Observes one store operation.
     pub fn store(&self, op: &'static str, backend: &'static str, elapsed: Duration) {
         self.store_latency
-            .get_or_create(&vec![
-                ("op", op.to_owned()),
-                ("backend", backend.to_owned()),
-            ])
+            .get_or_create(&vec![("op", op.to_owned()), ("backend", backend.to_owned())])
             .observe(elapsed.as_secs_f64());
     }
 

@@ -28,14 +28,13 @@ impl Modify for Security {
             SecurityScheme::Http(
                 Http::builder()
                     .scheme(HttpAuthScheme::Basic)
-                    .description(Some("The source's write key as user name, empty password; or `writeKey` in the body"))
+                    .description(Some(
+                        "The source's write key as user name, empty password; or `writeKey` in the body",
+                    ))
                     .build(),
             ),
         );
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }
 

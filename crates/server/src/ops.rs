@@ -53,19 +53,14 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     responses((status = 200, description = "Up"), (status = 503, description = "The store does not answer", body = crate::openapi::ErrorSchema)))]
 pub async fn healthz(State(app): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
     app.store.ping().await?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "store": app.store.backend()}),
-    ))
+    Ok(Json(serde_json::json!({"status": "ok", "store": app.store.backend()})))
 }
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.render(),
     )
 }

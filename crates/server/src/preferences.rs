@@ -125,10 +125,7 @@ fn status_label(lang: Lang, status: Option<Status>) -> (&'static str, &'static s
         Some(Status::Denied) => (lang.t("Refusé", "Refused"), "off"),
         Some(Status::Withdrawn) => (lang.t("Retiré", "Withdrawn"), "off"),
         None => (
-            lang.t(
-                "Jamais demandé — refusé par défaut",
-                "Never asked — refused by default",
-            ),
+            lang.t("Jamais demandé — refusé par défaut", "Never asked — refused by default"),
             "off",
         ),
     }
@@ -150,25 +147,15 @@ fn basis_text(lang: Lang, basis: LegalBasis) -> &'static str {
 }
 
 /// The preference centre page.
-pub async fn page(
-    State(app): State<Shared>,
-    Query(q): Query<PageQuery>,
-) -> Result<Response, ApiError> {
+pub async fn page(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Result<Response, ApiError> {
     let lang = Lang::of(q.lang.as_deref());
     let Some(subject) = app.subject_of(q.token.as_deref()).await? else {
         return Ok(invalid_link(lang));
     };
     let token = q.token.unwrap_or_default();
-    let history = app
-        .store
-        .consent_history(Access::DataSubject, &subject)
-        .await?;
+    let history = app.store.consent_history(Access::DataSubject, &subject).await?;
     let state = current_state(&history);
-    let action = format!(
-        "/preferences?token={}&amp;lang={}",
-        escape(&token),
-        lang.code()
-    );
+    let action = format!("/preferences?token={}&amp;lang={}", escape(&token), lang.code());
     let name = |p: &Purpose| {
         if lang == Lang::En {
             p.name_en.clone()
@@ -190,15 +177,9 @@ pub async fn page(
         let (label, class) = status_label(lang, current);
         let granted = current == Some(Status::Granted);
         let (button_action, button_text) = if granted {
-            (
-                "withdraw",
-                lang.t("Retirer mon consentement", "Withdraw my consent"),
-            )
+            ("withdraw", lang.t("Retirer mon consentement", "Withdraw my consent"))
         } else {
-            (
-                "grant",
-                lang.t("Donner mon consentement", "Give my consent"),
-            )
+            ("grant", lang.t("Donner mon consentement", "Give my consent"))
         };
         let mut past = String::new();
         for e in history.iter().filter(|e| e.purpose == p.id).rev() {
@@ -251,10 +232,7 @@ pub async fn page(
     let saved = if q.saved.is_some() {
         format!(
             "<p class=\"saved\" role=\"status\">{}</p>",
-            lang.t(
-                "Vos choix ont été enregistrés.",
-                "Your choices have been saved."
-            )
+            lang.t("Vos choix ont été enregistrés.", "Your choices have been saved.")
         )
     } else {
         String::new()
@@ -315,9 +293,7 @@ pub async fn change(
     };
     let purposes: Vec<&Purpose> = match (form.action.as_str(), form.purpose.as_deref()) {
         ("withdraw_all", _) => app.decidable(&subject).collect(),
-        ("grant" | "withdraw", Some(id)) => {
-            app.decidable(&subject).filter(|p| p.id == id).collect()
-        }
+        ("grant" | "withdraw", Some(id)) => app.decidable(&subject).filter(|p| p.id == id).collect(),
         _ => Vec::new(),
     };
     if purposes.is_empty() {
@@ -326,33 +302,19 @@ pub async fn change(
             "unknown purpose or action",
         ));
     }
-    let history = app
-        .store
-        .consent_history(Access::DataSubject, &subject)
-        .await?;
+    let history = app.store.consent_history(Access::DataSubject, &subject).await?;
     let state = current_state(&history);
     let secret = app.secret().await?;
     let now = app.clock.now();
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
+    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let mut decisions = Vec::new();
     for p in purposes {
         let status = match form.action.as_str() {
             "grant" => Status::Granted,
             // Withdrawing what was never granted is recorded as a refusal, so the ledger says
             // what the person did without claiming a consent existed.
-            _ if state
-                .get(&p.id)
-                .is_some_and(|e| e.status == Status::Granted) =>
-            {
-                Status::Withdrawn
-            }
-            _ if form.action == "withdraw_all"
-                && state
-                    .get(&p.id)
-                    .is_some_and(|e| e.status != Status::Granted) =>
-            {
+            _ if state.get(&p.id).is_some_and(|e| e.status == Status::Granted) => Status::Withdrawn,
+            _ if form.action == "withdraw_all" && state.get(&p.id).is_some_and(|e| e.status != Status::Granted) => {
                 continue;
             }
             _ => Status::Denied,
@@ -378,27 +340,19 @@ pub async fn change(
         app.store.record_consents(decisions).await?;
     }
     let token = q.token.unwrap_or_default();
-    let mut response = Redirect::to(&format!(
-        "/preferences?token={token}&lang={}&saved=1",
-        lang.code()
-    ))
-    .into_response();
+    let mut response =
+        Redirect::to(&format!("/preferences?token={token}&lang={}&saved=1", lang.code())).into_response();
     // Reached from the browser whose choices these are: its cookie follows the change, so the
     // banner's script stops sending what is no longer consented.
     if crate::banner::cookie_subject(&app, secret, &headers).as_ref() == Some(&subject) {
-        let view = app
-            .store
-            .consent_view(std::slice::from_ref(&subject))
-            .await?;
+        let view = app.store.consent_view(std::slice::from_ref(&subject)).await?;
         let choices = app
             .catalog
             .purposes
             .values()
             .filter(|p| p.banner)
             .map(|p| {
-                let granted = view
-                    .get(&subject, &p.id)
-                    .is_some_and(|s| s.status == Status::Granted);
+                let granted = view.get(&subject, &p.id).is_some_and(|s| s.status == Status::Granted);
                 (p.id.clone(), serde_json::json!(u8::from(granted)))
             })
             .collect();

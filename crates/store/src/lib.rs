@@ -12,19 +12,24 @@
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
 mod postgres;
+mod postgres_unify;
 mod sqlite;
+mod sqlite_unify;
+mod unify;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use unify::{GAP_PATIENCE_US, Resolved};
 
-use confiance_core::catalog::{LegalBasis, Purpose};
+use confiance_core::catalog::{Catalog, LegalBasis, Purpose};
 use confiance_core::collect::{Message, MessageType};
-use confiance_core::consent::{
-    ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis,
-};
+use confiance_core::consent::{ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
+use confiance_core::unify::graph::Guards;
+use confiance_core::unify::identifier::Identifier;
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,80 @@ pub enum Access<'a> {
     DataSubject,
 }
 
+/// A profile as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProfileRow {
+    /// Stable id.
+    pub id: i64,
+    /// When it was founded.
+    pub created_at: jiff::Timestamp,
+    /// The profile it was merged into, if it was.
+    pub merged_into: Option<i64>,
+    /// Its identifiers (`kind:value`) and the log position where each was first seen.
+    pub identities: Vec<(String, i64)>,
+}
+
+/// A merge of two profiles, with its evidence.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MergeRow {
+    /// Id of the merge.
+    pub id: i64,
+    /// The profile that kept its id.
+    pub survivor: i64,
+    /// The profile merged into it.
+    pub absorbed: i64,
+    /// The identifier that linked them (`kind:value`).
+    pub via: String,
+    /// Log position of the message that linked them.
+    pub seq: i64,
+    /// Source of that message.
+    pub source_id: Option<i64>,
+    /// Its message id.
+    pub message_id: Option<String>,
+    /// When.
+    pub at: jiff::Timestamp,
+    /// `message` (deterministic) or `review` (probabilistic, accepted).
+    pub origin: String,
+    /// Why: the rule and, for probabilistic merges, the per-field weights.
+    pub evidence: Value,
+    /// When it was undone, if it was.
+    pub undone_at: Option<jiff::Timestamp>,
+}
+
+type MergeParts = (
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    String,
+    String,
+    Option<i64>,
+);
+
+impl MergeRow {
+    pub(crate) fn from_parts(
+        (id, survivor, absorbed, via, seq, source_id, message_id, at, origin, evidence, undone_at): MergeParts,
+    ) -> Result<Self> {
+        Ok(Self {
+            id,
+            survivor,
+            absorbed,
+            via,
+            seq,
+            source_id,
+            message_id,
+            at: from_micros(at),
+            origin,
+            evidence: serde_json::from_str(&evidence).map_err(|e| StoreError::Database(e.to_string()))?,
+            undone_at: undone_at.map(from_micros),
+        })
+    }
+}
+
 /// Per-purpose consent counts, for one source and touchpoint of the latest decision.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConsentCount {
@@ -148,10 +227,7 @@ pub(crate) fn purposes_column(purposes: &[String]) -> String {
 
 /// The inverse of [`purposes_column`].
 pub(crate) fn purposes_from_column(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .collect()
+    s.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()
 }
 
 impl Who {
@@ -295,12 +371,7 @@ impl Store {
     /// Appends messages of one source to the event log, durably, skipping `messageId`s the log
     /// already holds for that source. In the same transaction, adds `counters` to the source's
     /// counters, and counts the messages stored (`accepted`) and skipped (`duplicate`).
-    pub async fn append(
-        &self,
-        source_id: i64,
-        messages: Vec<Message>,
-        counters: Counters,
-    ) -> Result<Appended> {
+    pub async fn append(&self, source_id: i64, messages: Vec<Message>, counters: Counters) -> Result<Appended> {
         self.append_with_consent(source_id, messages, Vec::new(), counters)
             .await
     }
@@ -335,11 +406,7 @@ impl Store {
     }
 
     /// A subject's whole consent ledger, oldest first.
-    pub async fn consent_history(
-        &self,
-        _access: Access<'_>,
-        subject: &Subject,
-    ) -> Result<Vec<LedgerEntry>> {
+    pub async fn consent_history(&self, _access: Access<'_>, subject: &Subject) -> Result<Vec<LedgerEntry>> {
         dispatch!(self, s => s.consent_history(subject.key()).await)
     }
 
@@ -367,16 +434,67 @@ impl Store {
         } else {
             after.to_owned()
         };
-        let keys = dispatch!(self, s => s.subjects_for(purpose.id.clone(), granted_only, prefix.clone(), after, limit).await)?;
+        let keys =
+            dispatch!(self, s => s.subjects_for(purpose.id.clone(), granted_only, prefix.clone(), after, limit).await)?;
         Ok(keys.iter().filter_map(|k| Subject::from_key(k)).collect())
+    }
+
+    /// Resolves identities for up to `limit` events after the processor's cursor, in log order
+    /// (see the `unify` module). Safe to call from several nodes at once.
+    pub async fn resolve_pending(&self, catalog: Arc<Catalog>, guards: Arc<Guards>, limit: usize) -> Result<Resolved> {
+        let now = jiff::Timestamp::now().as_microsecond();
+        dispatch!(self, s => s.resolve_pending(catalog.clone(), guards.clone(), limit, now).await)
+    }
+
+    /// The processor's cursor and the log's last position.
+    pub async fn unify_status(&self) -> Result<(i64, i64)> {
+        dispatch!(self, s => s.unify_status().await)
+    }
+
+    /// The profile an identifier (`kind:value`) belongs to now.
+    pub async fn profile_of(&self, identifier: &Identifier) -> Result<Option<i64>> {
+        dispatch!(self, s => s.profile_of(identifier.key()).await)
+    }
+
+    /// A profile and its identifiers (personal data: the caller states why it reads).
+    pub async fn profile(&self, _access: Access<'_>, id: i64) -> Result<Option<ProfileRow>> {
+        dispatch!(self, s => s.profile(id).await)
+    }
+
+    /// The merges a profile took part in, oldest first.
+    pub async fn merges_of(&self, profile: i64) -> Result<Vec<MergeRow>> {
+        dispatch!(self, s => s.merges_of(profile).await)
+    }
+
+    /// One merge.
+    pub async fn merge(&self, id: i64) -> Result<Option<MergeRow>> {
+        dispatch!(self, s => s.merge(id).await)
+    }
+
+    /// Undoes a merge: the links its message made are switched off (and stay off when the
+    /// profiles are rebuilt from the log), and the profile is split along the links that
+    /// remain. Returns the profiles that exist afterwards.
+    pub async fn undo_merge(&self, merge: MergeRow, at: jiff::Timestamp) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.undo_merge(merge.clone(), at.as_microsecond()).await)
+    }
+
+    /// Every profile with its identifiers (`kind:value`), by profile id: what a rebuild must
+    /// reproduce.
+    pub async fn profiles_snapshot(&self) -> Result<Vec<(i64, Vec<String>)>> {
+        dispatch!(self, s => s.profiles_snapshot().await)
+    }
+
+    /// Forgets every profile so that the processor rebuilds them from the log (undone merges
+    /// stay undone).
+    pub async fn reset_profiles(&self) -> Result<()> {
+        dispatch!(self, s => s.reset_profiles().await)
     }
 
     /// The secret of this instance (created on first use), which keys IP hashes and signs
     /// preference links. Several nodes on one PostgreSQL share it.
     pub async fn instance_secret(&self) -> Result<Vec<u8>> {
         let hex_secret = dispatch!(self, s => s.instance_secret().await)?;
-        hex::decode(hex_secret)
-            .map_err(|e| StoreError::Database(format!("corrupt instance secret: {e}")))
+        hex::decode(hex_secret).map_err(|e| StoreError::Database(format!("corrupt instance secret: {e}")))
     }
 
     /// A source's counters.
@@ -440,8 +558,7 @@ pub(crate) fn from_micros(us: i64) -> jiff::Timestamp {
 }
 
 pub(crate) fn kind_from_str(s: &str) -> Result<MessageType> {
-    MessageType::parse(s)
-        .ok_or_else(|| StoreError::Database(format!("unknown message type `{s}` in the log")))
+    MessageType::parse(s).ok_or_else(|| StoreError::Database(format!("unknown message type `{s}` in the log")))
 }
 
 pub(crate) fn source_kind_from_str(s: &str) -> Result<SourceKind> {
@@ -454,8 +571,7 @@ pub(crate) fn source_name_from_str(s: &str) -> Result<SourceName> {
 }
 
 pub(crate) fn status_from_str(s: &str) -> Result<Status> {
-    Status::parse(s)
-        .ok_or_else(|| StoreError::Database(format!("unknown consent status `{s}` in the ledger")))
+    Status::parse(s).ok_or_else(|| StoreError::Database(format!("unknown consent status `{s}` in the ledger")))
 }
 
 /// A ledger row, as both backends read it.
@@ -473,17 +589,16 @@ pub(crate) fn ledger_entry(
     (ip_hash, ua_hash): (Option<String>, Option<String>),
     proof: Value,
 ) -> Result<LedgerEntry> {
-    let subject = Subject::from_key(subject)
-        .ok_or_else(|| StoreError::Database("malformed subject in the ledger".into()))?;
+    let subject =
+        Subject::from_key(subject).ok_or_else(|| StoreError::Database("malformed subject in the ledger".into()))?;
     Ok(LedgerEntry {
         seq,
         subject_type: subject.kind(),
         subject_value: subject.value().to_owned(),
         purpose,
         status: status_from_str(status)?,
-        method: confiance_core::consent::Method::parse(method).ok_or_else(|| {
-            StoreError::Database(format!("unknown consent method `{method}` in the ledger"))
-        })?,
+        method: confiance_core::consent::Method::parse(method)
+            .ok_or_else(|| StoreError::Database(format!("unknown consent method `{method}` in the ledger")))?,
         recorded_at,
         notice_version,
         notice_hash,

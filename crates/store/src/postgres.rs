@@ -38,9 +38,9 @@
 //! or a Unix socket.
 
 use crate::{
-    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros,
-    kind_from_str, ledger_entry, pg_error_text, purposes_column, purposes_from_column,
-    source_kind_from_str, source_name_from_str, status_from_str, to_micros,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
+    ledger_entry, pg_error_text, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str,
+    status_from_str, to_micros,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
@@ -56,16 +56,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "consent",
-        include_str!("../migrations/postgres/0002_consent.sql"),
-    ),
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "consent", include_str!("../migrations/postgres/0002_consent.sql")),
+    (3, "unify", include_str!("../migrations/postgres/0003_unify.sql")),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this
@@ -117,7 +110,8 @@ const ADD_COUNTERS: &str = "INSERT INTO source_counters (source_id, counter, val
      GROUP BY c.counter ORDER BY c.counter COLLATE \"C\"
      ON CONFLICT (source_id, counter) DO UPDATE SET value = source_counters.value + EXCLUDED.value";
 
-const EVENT_COLUMNS: &str = "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
+const EVENT_COLUMNS: &str =
+    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
 
 const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
 
@@ -180,18 +174,14 @@ impl Month {
 
 async fn migrate(client: &mut Object) -> Result<()> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-        .await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
     )
     .await?;
     let current: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
         .await?
         .try_get(0)?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
@@ -201,9 +191,9 @@ async fn migrate(client: &mut Object) -> Result<()> {
         )));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        tx.batch_execute(sql).await.map_err(|e| {
-            StoreError::Migration(format!("{version} {name}: {}", pg_error_text(&e)))
-        })?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Migration(format!("{version} {name}: {}", pg_error_text(&e))))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             &[version, name, &to_pg(Timestamp::now())],
@@ -220,8 +210,7 @@ async fn ensure_partitions(client: &mut Object, now: Timestamp) -> Result<()> {
     // Creating a partition locks the whole event log; better to give up and try again later
     // than to queue every append behind a long query.
     tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-        .await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
     let this_month = Month::of(now);
     for month in [this_month, this_month.next()] {
         let table = month.partition();
@@ -282,10 +271,7 @@ fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
 }
 
 /// Appends decisions to the ledger and moves the current state to each one that is the latest.
-async fn insert_decisions(
-    tx: &deadpool_postgres::Transaction<'_>,
-    decisions: &[Decision],
-) -> Result<Vec<i64>> {
+async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[Decision]) -> Result<Vec<i64>> {
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
@@ -339,6 +325,11 @@ async fn insert_decisions(
 }
 
 impl PgStore {
+    /// The connection pool.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Connects to the database at `url` (a `postgres://` URL or `key=value` pairs), applies the
     /// migrations it lacks and creates the partitions of this month and the next.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -358,9 +349,7 @@ impl PgStore {
         ensure_partitions(&mut client, now).await?;
         Ok(Self {
             pool,
-            next_partition_check: Arc::new(AtomicI64::new(
-                to_micros(now) + PARTITION_CHECK_EVERY_US,
-            )),
+            next_partition_check: Arc::new(AtomicI64::new(to_micros(now) + PARTITION_CHECK_EVERY_US)),
         })
     }
 
@@ -412,7 +401,13 @@ impl PgStore {
                 "INSERT INTO sources (name, kind, key_digest, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO NOTHING
                  RETURNING id",
-                &[&name.as_ref(), &kind.as_str(), &key.to_hex(), &prefix, &to_pg(created_at)],
+                &[
+                    &name.as_ref(),
+                    &kind.as_str(),
+                    &key.to_hex(),
+                    &prefix,
+                    &to_pg(created_at),
+                ],
             )
             .await?;
         let Some(row) = row else {
@@ -431,20 +426,13 @@ impl PgStore {
         let client = self.pool.get().await?;
         // Byte order, as SQLite sorts, whatever the database's collation.
         let sql = format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name COLLATE \"C\"");
-        client
-            .query(&sql, &[])
-            .await?
-            .iter()
-            .map(row_to_source)
-            .collect()
+        client.query(&sql, &[]).await?.iter().map(row_to_source).collect()
     }
 
     async fn source_where(&self, column: &'static str, value: &str) -> Result<Option<Source>> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {SOURCE_COLUMNS} FROM sources WHERE {column} = $1"
-            ))
+            .prepare_cached(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE {column} = $1"))
             .await?;
         client
             .query_opt(&statement, &[&value])
@@ -474,10 +462,7 @@ impl PgStore {
         // A messageId repeated within the call is a duplicate of its first copy, as in SQLite
         // where the first insert makes the later ones conflict.
         let mut seen = HashSet::with_capacity(messages.len());
-        let first: Vec<bool> = messages
-            .iter()
-            .map(|m| seen.insert(m.message_id.as_str()))
-            .collect();
+        let first: Vec<bool> = messages.iter().map(|m| seen.insert(m.message_id.as_str())).collect();
         let mut claims: Vec<&Message> = messages
             .iter()
             .zip(&first)
@@ -518,14 +503,12 @@ impl PgStore {
             let ids: Vec<&str> = fresh.iter().map(|m| m.message_id.as_str()).collect();
             let kinds: Vec<&str> = fresh.iter().map(|m| m.kind.as_str()).collect();
             let user_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.user_id.as_deref()).collect();
-            let anonymous_ids: Vec<Option<&str>> =
-                fresh.iter().map(|m| m.anonymous_id.as_deref()).collect();
+            let anonymous_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.anonymous_id.as_deref()).collect();
             let events: Vec<Option<&str>> = fresh.iter().map(|m| m.event.as_deref()).collect();
             let timestamps: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.timestamp)).collect();
             let received: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.received_at)).collect();
             let bodies: Vec<&serde_json::Value> = fresh.iter().map(|m| &m.body).collect();
-            let purposes: Vec<String> =
-                fresh.iter().map(|m| purposes_column(&m.purposes)).collect();
+            let purposes: Vec<String> = fresh.iter().map(|m| purposes_column(&m.purposes)).collect();
             let statement = tx.prepare_cached(INSERT_EVENTS).await?;
             tx.execute(
                 &statement,
@@ -546,10 +529,7 @@ impl PgStore {
         }
 
         let accepted = fresh.len() as i64;
-        let counted = [
-            ("accepted", accepted),
-            ("duplicate", stored.len() as i64 - accepted),
-        ];
+        let counted = [("accepted", accepted), ("duplicate", stored.len() as i64 - accepted)];
         // A counter that did not move gets no row, as in SQLite.
         let counters: Vec<(&str, i64)> = counters
             .iter()
@@ -561,8 +541,7 @@ impl PgStore {
             let names: Vec<&str> = counters.iter().map(|(name, _)| *name).collect();
             let values: Vec<i64> = counters.iter().map(|(_, value)| *value).collect();
             let statement = tx.prepare_cached(ADD_COUNTERS).await?;
-            tx.execute(&statement, &[&source_id, &names, &values])
-                .await?;
+            tx.execute(&statement, &[&source_id, &names, &values]).await?;
         }
         tx.commit().await?;
         Ok(Appended { stored })
@@ -576,9 +555,7 @@ impl PgStore {
                 &[&source_id],
             )
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     pub(crate) async fn events_of(
@@ -604,9 +581,7 @@ impl PgStore {
                  AND (purposes LIKE $4 OR purposes = ',') ORDER BY seq LIMIT $3"
             ))
             .await?;
-        let rows = client
-            .query(&statement, &[value, &after_seq, &limit, &pattern])
-            .await?;
+        let rows = client.query(&statement, &[value, &after_seq, &limit, &pattern]).await?;
         rows.iter().map(row_to_event).collect()
     }
 
@@ -713,9 +688,7 @@ impl PgStore {
              WHERE $1::TEXT IS NOT NULL AND subject COLLATE \"C\" > $3 AND starts_with(subject, $2)
              ORDER BY subject LIMIT $4"
         };
-        let rows = client
-            .query(sql, &[&purpose, &prefix, &after, &limit])
-            .await?;
+        let rows = client.query(sql, &[&purpose, &prefix, &after, &limit]).await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -730,20 +703,14 @@ impl PgStore {
             )
             .await?;
         let row = client
-            .query_one(
-                "SELECT value FROM settings WHERE key = 'instance_secret'",
-                &[],
-            )
+            .query_one("SELECT value FROM settings WHERE key = 'instance_secret'", &[])
             .await?;
         Ok(row.try_get(0)?)
     }
 
     pub(crate) async fn count_events(&self) -> Result<i64> {
         let client = self.pool.get().await?;
-        Ok(client
-            .query_one("SELECT COUNT(*) FROM events", &[])
-            .await?
-            .try_get(0)?)
+        Ok(client.query_one("SELECT COUNT(*) FROM events", &[]).await?.try_get(0)?)
     }
 
     pub(crate) async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
@@ -769,12 +736,7 @@ impl PgStore {
             .execute(
                 "INSERT INTO api_tokens (digest, role, name, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (digest) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.name",
-                &[
-                    &digest.to_hex(),
-                    &role.as_str(),
-                    &name,
-                    &to_pg(Timestamp::now()),
-                ],
+                &[&digest.to_hex(), &role.as_str(), &name, &to_pg(Timestamp::now())],
             )
             .await?;
         Ok(())

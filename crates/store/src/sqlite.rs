@@ -14,9 +14,9 @@
 //! only against a crash of the process.
 
 use crate::{
-    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros,
-    kind_from_str, ledger_entry, purposes_column, purposes_from_column, source_kind_from_str,
-    source_name_from_str, status_from_str, to_micros,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
+    ledger_entry, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str, status_from_str,
+    to_micros,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
@@ -27,16 +27,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "consent",
-        include_str!("../migrations/sqlite/0002_consent.sql"),
-    ),
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "consent", include_str!("../migrations/sqlite/0002_consent.sql")),
+    (3, "unify", include_str!("../migrations/sqlite/0003_unify.sql")),
 ];
 
 /// How many operations one group commit takes at most.
@@ -118,11 +111,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > latest {
         return Err(StoreError::Migration(format!(
@@ -151,7 +142,9 @@ fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<Box<dyn WriteOp>>
                 Err(_) => break,
             }
         }
-        let commit = match conn.transaction() {
+        // IMMEDIATE takes the write lock at BEGIN, waiting for another process (an import beside
+        // the server) instead of failing when a read inside the transaction must turn into a write.
+        let commit = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => {
                 for op in group.iter_mut() {
                     op.apply(&tx);
@@ -201,7 +194,7 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn write<T, F>(&self, work: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
@@ -221,7 +214,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Database("the writer stopped".into()))?
     }
 
-    async fn read<T, F>(&self, work: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -250,8 +243,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     pub(crate) async fn create_source(
@@ -265,7 +257,11 @@ impl SqliteStore {
         // Kept to the microsecond, as stored, so the source returned equals the one read back.
         let created_at = from_micros(to_micros(jiff::Timestamp::now()));
         self.write(move |tx| {
-            let exists: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM sources WHERE name = ?1)", [name.as_ref()], |r| r.get(0))?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM sources WHERE name = ?1)",
+                [name.as_ref()],
+                |r| r.get(0),
+            )?;
             if exists {
                 return Err(StoreError::Conflict(format!("source `{name}`")));
             }
@@ -284,15 +280,11 @@ impl SqliteStore {
         .await
     }
 
-    fn row_to_source(
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(i64, String, String, String, i64)> {
+    fn row_to_source(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64)> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     }
 
-    fn into_source(
-        (id, name, kind, prefix, created): (i64, String, String, String, i64),
-    ) -> Result<Source> {
+    fn into_source((id, name, kind, prefix, created): (i64, String, String, String, i64)) -> Result<Source> {
         Ok(Source {
             id,
             name: source_name_from_str(&name)?,
@@ -304,9 +296,7 @@ impl SqliteStore {
 
     pub(crate) async fn list_sources(&self) -> Result<Vec<Source>> {
         self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, name, kind, key_prefix, created_at FROM sources ORDER BY name",
-            )?;
+            let mut stmt = c.prepare("SELECT id, name, kind, key_prefix, created_at FROM sources ORDER BY name")?;
             let rows = stmt
                 .query_map([], Self::row_to_source)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -317,9 +307,7 @@ impl SqliteStore {
 
     async fn source_where(&self, clause: &'static str, value: String) -> Result<Option<Source>> {
         self.read(move |c| {
-            let sql = format!(
-                "SELECT id, name, kind, key_prefix, created_at FROM sources WHERE {clause} = ?1"
-            );
+            let sql = format!("SELECT id, name, kind, key_prefix, created_at FROM sources WHERE {clause} = ?1");
             let row = c.query_row(&sql, [value], Self::row_to_source).optional()?;
             row.map(Self::into_source).transpose()
         })
@@ -377,9 +365,8 @@ impl SqliteStore {
 
     pub(crate) async fn source_counters(&self, source_id: i64) -> Result<Counters> {
         self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT counter, value FROM source_counters WHERE source_id = ?1 ORDER BY counter",
-            )?;
+            let mut stmt =
+                c.prepare("SELECT counter, value FROM source_counters WHERE source_id = ?1 ORDER BY counter")?;
             let rows = stmt.query_map([source_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -481,16 +468,48 @@ impl SqliteStore {
             )?;
             let rows = stmt.query_map([&key], |r| {
                 Ok((
-                    (r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?),
-                    (r.get::<_, i64>(5)?, r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?, r.get::<_, Option<i64>>(8)?),
-                    (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?, r.get::<_, Option<String>>(11)?, r.get::<_, String>(12)?),
+                    (
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ),
+                    (
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ),
+                    (
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, Option<String>>(11)?,
+                        r.get::<_, String>(12)?,
+                    ),
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let ((seq, subject, purpose, status, method), (at, notice_version, notice_hash, source_id), (touchpoint, ip_hash, ua_hash, proof)) = row?;
+                let (
+                    (seq, subject, purpose, status, method),
+                    (at, notice_version, notice_hash, source_id),
+                    (touchpoint, ip_hash, ua_hash, proof),
+                ) = row?;
                 let proof = serde_json::from_str(&proof).map_err(|e| StoreError::Database(e.to_string()))?;
-                out.push(ledger_entry(seq, &subject, purpose, &status, &method, from_micros(at), (notice_version, notice_hash), source_id, touchpoint, (ip_hash, ua_hash), proof)?);
+                out.push(ledger_entry(
+                    seq,
+                    &subject,
+                    purpose,
+                    &status,
+                    &method,
+                    from_micros(at),
+                    (notice_version, notice_hash),
+                    source_id,
+                    touchpoint,
+                    (ip_hash, ua_hash),
+                    proof,
+                )?);
             }
             Ok(out)
         })
@@ -558,8 +577,15 @@ impl SqliteStore {
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
         let fresh = hex::encode(fresh);
         self.write(move |tx| {
-            tx.execute("INSERT INTO settings (key, value) VALUES ('instance_secret', ?1) ON CONFLICT (key) DO NOTHING", [fresh])?;
-            Ok(tx.query_row("SELECT value FROM settings WHERE key = 'instance_secret'", [], |r| r.get(0))?)
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('instance_secret', ?1) ON CONFLICT (key) DO NOTHING",
+                [fresh],
+            )?;
+            Ok(
+                tx.query_row("SELECT value FROM settings WHERE key = 'instance_secret'", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }
@@ -587,12 +613,7 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO api_tokens (digest, role, name, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (digest) DO UPDATE SET role = excluded.role, name = excluded.name",
-                params![
-                    digest,
-                    role.as_str(),
-                    name,
-                    to_micros(jiff::Timestamp::now())
-                ],
+                params![digest, role.as_str(), name, to_micros(jiff::Timestamp::now())],
             )?;
             Ok(())
         })
@@ -603,11 +624,7 @@ impl SqliteStore {
         let digest = digest.to_hex();
         self.read(move |c| {
             let role: Option<String> = c
-                .query_row(
-                    "SELECT role FROM api_tokens WHERE digest = ?1",
-                    [digest],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT role FROM api_tokens WHERE digest = ?1", [digest], |r| r.get(0))
                 .optional()?;
             Ok(role.as_deref().and_then(Role::parse))
         })

@@ -59,9 +59,7 @@ pub fn generate(customers: usize, seed: u64, now: jiff::Timestamp) -> Vec<DemoMe
     let calendar = Calendar::new(now);
     // Customers are independent, so they are shared out between threads: the demo starts
     // sooner, and the result is the same, the slices being put back in customer order.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let per_thread = customers.div_ceil(threads).max(1);
     let slices: Vec<Vec<Draft>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..customers)
@@ -91,11 +89,7 @@ pub fn generate(customers: usize, seed: u64, now: jiff::Timestamp) -> Vec<DemoMe
     }
     // Stable, so messages of one customer at the same millisecond keep their causal order.
     drafts.sort_by_key(|d| d.at);
-    drafts
-        .into_iter()
-        .enumerate()
-        .map(|(n, d)| d.finish(n))
-        .collect()
+    drafts.into_iter().enumerate().map(|(n, d)| d.finish(n)).collect()
 }
 
 /// SplitMix64's finaliser: neighbouring indices give unrelated seeds.
@@ -115,12 +109,9 @@ struct Draft {
 
 impl Draft {
     fn finish(mut self, n: usize) -> DemoMessage {
-        let timestamp = Timestamp::from_millisecond(self.at)
-            .expect("demo instants lie within 18 months before `now`");
-        self.body
-            .insert("messageId".into(), format!("demo-{n}").into());
-        self.body
-            .insert("timestamp".into(), timestamp.to_string().into());
+        let timestamp = Timestamp::from_millisecond(self.at).expect("demo instants lie within 18 months before `now`");
+        self.body.insert("messageId".into(), format!("demo-{n}").into());
+        self.body.insert("timestamp".into(), timestamp.to_string().into());
         DemoMessage {
             source: self.source,
             message: Value::Object(self.body),
@@ -281,11 +272,7 @@ static STYLES: [Style; 10] = [
         weight: 20,
         artists: [
             artist("Les Ondes Cobalt", "Béton tiède", "Tard dans la nuit"),
-            artist(
-                "Marguerite Sauvage",
-                "Électricité statique",
-                "Les Chiens du port",
-            ),
+            artist("Marguerite Sauvage", "Électricité statique", "Les Chiens du port"),
             artist("The Velvet Hérissons", "Fuzz provençal", "Ligne 13"),
             artist("Calypso Ferraille", "Rouille", "Moteur deux temps"),
         ],
@@ -294,16 +281,8 @@ static STYLES: [Style; 10] = [
         name: "jazz",
         weight: 10,
         artists: [
-            artist(
-                "Trio Mirabelle",
-                "Pluie sur Belleville",
-                "Contrebasse & Cie",
-            ),
-            artist(
-                "Ernestine Lavoie Quartet",
-                "Minuit au caveau",
-                "Blue Saint-Germain",
-            ),
+            artist("Trio Mirabelle", "Pluie sur Belleville", "Contrebasse & Cie"),
+            artist("Ernestine Lavoie Quartet", "Minuit au caveau", "Blue Saint-Germain"),
             artist("Octave Dumoulin", "Swing mécanique", "Les Heures creuses"),
             artist("Big Band du Canal", "Écluses", "Péniche bleue"),
         ],
@@ -315,11 +294,7 @@ static STYLES: [Style; 10] = [
             artist("Modulaire 404", "Signal perdu", "Nuit binaire"),
             artist("Aube Synthétique", "Fréquences", "Périphérique Est"),
             artist("Pixel Gazelle", "Stroboscope", "Hyperlien"),
-            artist(
-                "Ondine & les Oscillateurs",
-                "Filtre passe-bas",
-                "Chambre d'écho",
-            ),
+            artist("Ondine & les Oscillateurs", "Filtre passe-bas", "Chambre d'écho"),
         ],
     },
     Style {
@@ -515,11 +490,7 @@ impl Bill {
         let discount = coupon.map_or(0, |(_, percent)| subtotal * percent / 100);
         let net = subtotal - discount;
         let physical = lines.iter().any(|(p, _)| FORMATS[p.format].shipped);
-        let shipping = if shipped && physical && net < 4900 {
-            490
-        } else {
-            0
-        };
+        let shipping = if shipped && physical && net < 4900 { 490 } else { 0 };
         let total = net + shipping;
         Bill {
             lines,
@@ -819,9 +790,8 @@ static CITIES: [City; 26] = [
         french(
             "Paris",
             &[
-                "75001", "75002", "75003", "75004", "75005", "75006", "75007", "75008", "75009",
-                "75010", "75011", "75012", "75013", "75014", "75015", "75016", "75017", "75018",
-                "75019", "75020",
+                "75001", "75002", "75003", "75004", "75005", "75006", "75007", "75008", "75009", "75010", "75011",
+                "75012", "75013", "75014", "75015", "75016", "75017", "75018", "75019", "75020",
             ],
             24,
         ),
@@ -840,21 +810,9 @@ static CITIES: [City; 26] = [
         ),
     ),
     near(1, french("Villeurbanne", &["69100"], 2)),
-    french(
-        "Marseille",
-        &["13001", "13004", "13005", "13006", "13008", "13013"],
-        6,
-    ),
-    french(
-        "Toulouse",
-        &["31000", "31100", "31200", "31300", "31400", "31500"],
-        5,
-    ),
-    french(
-        "Bordeaux",
-        &["33000", "33100", "33200", "33300", "33800"],
-        5,
-    ),
+    french("Marseille", &["13001", "13004", "13005", "13006", "13008", "13013"], 6),
+    french("Toulouse", &["31000", "31100", "31200", "31300", "31400", "31500"], 5),
+    french("Bordeaux", &["33000", "33100", "33200", "33300", "33800"], 5),
     french("Lille", &["59000", "59160", "59260", "59800"], 4),
     surfing(french("Nantes", &["44000", "44100", "44200", "44300"], 4)),
     surfing(french("Nice", &["06000", "06100", "06200", "06300"], 4)),
@@ -873,28 +831,10 @@ static CITIES: [City; 26] = [
         "Europe/London",
         "fr-FR",
     ),
-    abroad(
-        "Montréal",
-        &["H2X 1Y4", "H2T 1S6"],
-        "CA",
-        "America/Toronto",
-        "fr-CA",
-    ),
-    abroad(
-        "Bruxelles",
-        &["1000", "1050"],
-        "BE",
-        "Europe/Brussels",
-        "fr-BE",
-    ),
+    abroad("Montréal", &["H2X 1Y4", "H2T 1S6"], "CA", "America/Toronto", "fr-CA"),
+    abroad("Bruxelles", &["1000", "1050"], "BE", "Europe/Brussels", "fr-BE"),
     abroad("Genève", &["1201", "1205"], "CH", "Europe/Zurich", "fr-CH"),
-    abroad(
-        "New York",
-        &["10001", "11211"],
-        "US",
-        "America/New_York",
-        "en-US",
-    ),
+    abroad("New York", &["10001", "11211"], "US", "America/New_York", "en-US"),
     abroad("Tokyo", &["150-0001"], "JP", "Asia/Tokyo", "fr-FR"),
 ];
 
@@ -1030,8 +970,8 @@ impl Person {
             }
         }
         let english = city.locale.starts_with("en") || rng.random_bool(0.03);
-        let household_birth = ((22..=45).contains(&age) && rng.random_bool(0.08))
-            .then(|| rng.random_range(0..calendar.today));
+        let household_birth =
+            ((22..=45).contains(&age) && rng.random_bool(0.08)).then(|| rng.random_range(0..calendar.today));
 
         Person {
             index,
@@ -1080,11 +1020,7 @@ impl Person {
     /// What the tastes questionnaires learn.
     fn tastes(&self, traits: &mut Map<String, Value>) {
         traits.insert("favorite_style".into(), STYLES[self.style].name.into());
-        let artists: Vec<&str> = self
-            .artists
-            .iter()
-            .map(|&(s, a)| STYLES[s].artists[a].name)
-            .collect();
+        let artists: Vec<&str> = self.artists.iter().map(|&(s, a)| STYLES[s].artists[a].name).collect();
         traits.insert("favorite_artists".into(), artists.into());
         let formats: Vec<&str> = self.formats.iter().map(|&f| FORMATS[f].name).collect();
         traits.insert("favorite_formats".into(), formats.into());
@@ -1145,10 +1081,7 @@ fn email(rng: &mut StdRng, first_name: &str, last_name: &str, index: usize) -> S
         2 => format!("{first}{index}"),
         _ => format!("{last}.{first}{index}"),
     };
-    format!(
-        "{local}@{}",
-        pick(rng, &["example.org", "example.com", "example.net"])
-    )
+    format!("{local}@{}", pick(rng, &["example.org", "example.com", "example.net"]))
 }
 
 /// Lowercase ASCII for addresses and URLs; other characters become `separator`, or vanish.
@@ -1374,11 +1307,7 @@ impl<'a> Journey<'a> {
             }
             self.browse(0, day, false);
             if visit == 0 && self.rng.random_bool(0.2) {
-                let placement = if self.rng.random_bool(0.6) {
-                    "pop-in"
-                } else {
-                    "footer"
-                };
+                let placement = if self.rng.random_bool(0.6) { "pop-in" } else { "footer" };
                 self.subscribe(0, placement);
                 interest += 0.08;
             }
@@ -1513,13 +1442,7 @@ impl<'a> Journey<'a> {
         }
     }
 
-    fn server_message(
-        &self,
-        kind: &str,
-        source: &str,
-        at: i64,
-        traits: Option<Value>,
-    ) -> Map<String, Value> {
+    fn server_message(&self, kind: &str, source: &str, at: i64, traits: Option<Value>) -> Map<String, Value> {
         let (user_id, anonymous_id) = self.subject(at);
         let mut m = message(kind, user_id.as_deref(), anonymous_id.as_deref());
         let mut context = context(source);
@@ -1530,19 +1453,8 @@ impl<'a> Journey<'a> {
         m
     }
 
-    fn server_track(
-        &mut self,
-        source: &'static str,
-        at: i64,
-        event: &str,
-        properties: Value,
-        traits: Option<Value>,
-    ) {
-        let m = track(
-            self.server_message("track", source, at, traits),
-            event,
-            properties,
-        );
+    fn server_track(&mut self, source: &'static str, at: i64, event: &str, properties: Value, traits: Option<Value>) {
+        let m = track(self.server_message("track", source, at, traits), event, properties);
         self.emit(at, source, m);
     }
 
@@ -1555,11 +1467,7 @@ impl<'a> Journey<'a> {
     /// A message from the site, on the current page of a device.
     fn web_message(&self, kind: &str, device: usize) -> Map<String, Value> {
         let d = &self.devices[device];
-        let user_id = if d.logged_in {
-            self.user_id.as_deref()
-        } else {
-            None
-        };
+        let user_id = if d.logged_in { self.user_id.as_deref() } else { None };
         let mut m = message(kind, user_id, Some(&d.anonymous_id));
         let mut context = context("web");
         context["locale"] = self.person.locale.into();
@@ -1631,8 +1539,7 @@ impl<'a> Journey<'a> {
         let (referrer, campaign, query) = if from_newsletter {
             let month = self.calendar.date_of(self.t).strftime("%Y-%m").to_string();
             let campaign = json!({"name": format!("nouveautes-{month}"), "source": "newsletter", "medium": "email"});
-            let query =
-                format!("?utm_source=newsletter&utm_medium=email&utm_campaign=nouveautes-{month}");
+            let query = format!("?utm_source=newsletter&utm_medium=email&utm_campaign=nouveautes-{month}");
             ("", Some(campaign), query)
         } else {
             let referrer = REFERRERS[weighted_by(&mut self.rng, &REFERRERS, |r| r.1)].0;
@@ -1720,10 +1627,7 @@ impl<'a> Journey<'a> {
         let (style, artist) = match weighted(&mut self.rng, &[40, 35, 25]) {
             0 => self.person.artists[self.rng.random_range(0..self.person.artists.len())],
             1 => (self.person.style, self.rng.random_range(0..4)),
-            _ => (
-                self.rng.random_range(0..STYLES.len()),
-                self.rng.random_range(0..4),
-            ),
+            _ => (self.rng.random_range(0..STYLES.len()), self.rng.random_range(0..4)),
         };
         Product {
             style,
@@ -1736,11 +1640,7 @@ impl<'a> Journey<'a> {
     fn subscribe(&mut self, device: usize, placement: &str) {
         self.newsletter = true;
         self.wait(5, 40);
-        let list = if self.rng.random_bool(0.8) {
-            "hebdo"
-        } else {
-            "concerts"
-        };
+        let list = if self.rng.random_bool(0.8) { "hebdo" } else { "concerts" };
         let mut m = track(
             self.web_message("track", device),
             "Newsletter Subscribed",
@@ -1766,18 +1666,14 @@ impl<'a> Journey<'a> {
         } else {
             date.year()
         };
-        let network =
-            ["instagram", "facebook", "site", "tiktok"][weighted(&mut self.rng, &[45, 25, 20, 10])];
+        let network = ["instagram", "facebook", "site", "tiktok"][weighted(&mut self.rng, &[45, 25, 20, 10])];
         let mut m = self.server_message(
             "track",
             "forms",
             self.t,
             Some(json!({"email": self.person.email, "first_name": self.person.first_name})),
         );
-        m.insert(
-            "anonymousId".into(),
-            self.devices[device].anonymous_id.clone().into(),
-        );
+        m.insert("anonymousId".into(), self.devices[device].anonymous_id.clone().into());
         let m = track(
             m,
             "Contest Entered",
@@ -1802,11 +1698,7 @@ impl<'a> Journey<'a> {
         let (user_id, anonymous_id) = ids(self);
         let mut m = message("track", user_id.as_deref(), Some(&anonymous_id));
         m.insert("context".into(), context("forms"));
-        self.emit(
-            self.t,
-            "forms",
-            track(m, "Questionnaire Sent", questionnaire.clone()),
-        );
+        self.emit(self.t, "forms", track(m, "Questionnaire Sent", questionnaire.clone()));
         if !self.rng.random_bool(0.45) {
             return false;
         }
@@ -1817,18 +1709,11 @@ impl<'a> Journey<'a> {
             &mut self.rng,
             &["chaque semaine", "chaque mois", "quelques fois par an"],
         );
-        let listening = pick(
-            &mut self.rng,
-            &["platine", "streaming", "voiture", "concerts"],
-        );
+        let listening = pick(&mut self.rng, &["platine", "streaming", "voiture", "concerts"]);
         answered["answers"] = json!({"frequence_achat": frequency, "ecoute": listening});
         let mut m = message("track", user_id.as_deref(), Some(&anonymous_id));
         m.insert("context".into(), context("forms"));
-        self.emit(
-            self.t,
-            "forms",
-            track(m, "Questionnaire Answered", answered),
-        );
+        self.emit(self.t, "forms", track(m, "Questionnaire Answered", answered));
 
         let mut traits = Map::new();
         self.person.tastes(&mut traits);
@@ -1923,12 +1808,7 @@ impl<'a> Journey<'a> {
         coupon: Option<(&'static str, i64)>,
     ) -> Option<(String, Bill)> {
         self.wait(10, 120);
-        self.visit(
-            device,
-            "/panier".into(),
-            "Mon panier | Vinyles & Cie".into(),
-            "Panier",
-        );
+        self.visit(device, "/panier".into(), "Mon panier | Vinyles & Cie".into(), "Panier");
         if self.user_id.is_none() {
             self.create_account(device);
         }
@@ -1971,10 +1851,7 @@ impl<'a> Journey<'a> {
         let date = self.calendar.date_of(self.t);
         let coupon = if self.orders == 0 && self.rng.random_bool(0.2) {
             Some(("BIENVENUE10", 10))
-        } else if self.birthday_known
-            && date.month() == self.person.birthday.month()
-            && self.rng.random_bool(0.4)
-        {
+        } else if self.birthday_known && date.month() == self.person.birthday.month() && self.rng.random_bool(0.4) {
             Some(("ANNIV15", 15))
         } else {
             None
@@ -1994,13 +1871,7 @@ impl<'a> Journey<'a> {
         );
         // The shop's server confirms the payment, a moment after the browser got there.
         let at = self.t + self.rng.random_range(200..3000);
-        self.server_track(
-            "backend",
-            at,
-            "Order Completed",
-            bill.order(&order_id, None),
-            None,
-        );
+        self.server_track("backend", at, "Order Completed", bill.order(&order_id, None), None);
         self.orders += 1;
         if self.orders == 1 || !self.address_given {
             let mut traits = Map::new();
@@ -2085,11 +1956,7 @@ impl<'a> Journey<'a> {
             .collect();
         self.orders += 1;
         self.store_orders += 1;
-        let order_id = format!(
-            "T-{code}-{:06}-{:02}",
-            self.person.index + 1,
-            self.store_orders
-        );
+        let order_id = format!("T-{code}-{:06}-{:02}", self.person.index + 1, self.store_orders);
         let bill = Bill::new(lines, None, false);
         let mut m = message("track", None, self.card.as_deref());
         let mut till = context("tills");
@@ -2098,11 +1965,7 @@ impl<'a> Journey<'a> {
         self.emit(
             self.t,
             "tills",
-            track(
-                m,
-                "Order Completed",
-                bill.order(&order_id, Some(store_name)),
-            ),
+            track(m, "Order Completed", bill.order(&order_id, Some(store_name))),
         );
 
         let tier = match self.store_orders {
@@ -2141,11 +2004,9 @@ impl<'a> Journey<'a> {
             } else {
                 1 + weighted(&mut self.rng, &[15, 35, 30, 12, 8]) as i64
             };
-            let delivered = self
-                .calendar
-                .at(day + delay, self.rng.random_range(540..1080));
-            let carrier = ["Colissimo", "Chronopost", "Mondial Relay", "DPD"]
-                [weighted(&mut self.rng, &[50, 15, 25, 10])];
+            let delivered = self.calendar.at(day + delay, self.rng.random_range(540..1080));
+            let carrier =
+                ["Colissimo", "Chronopost", "Mondial Relay", "DPD"][weighted(&mut self.rng, &[50, 15, 25, 10])];
             self.server_track(
                 "backend",
                 delivered,
@@ -2171,22 +2032,15 @@ impl<'a> Journey<'a> {
 
     /// The satisfaction survey, e-mailed two days after delivery or a store visit.
     fn post_purchase_questionnaire(&mut self, after: i64, late: bool) {
-        let sent = self.calendar.at(
-            self.calendar.day_of(after) + 2,
-            600 + self.rng.random_range(0..30),
-        );
+        let sent = self
+            .calendar
+            .at(self.calendar.day_of(after) + 2, 600 + self.rng.random_range(0..30));
         let questionnaire = json!({
             "questionnaire_id": "satisfaction-achat",
             "phase": "post_purchase",
             "touchpoint": "post_purchase_questionnaire",
         });
-        self.server_track(
-            "forms",
-            sent,
-            "Questionnaire Sent",
-            questionnaire.clone(),
-            None,
-        );
+        self.server_track("forms", sent, "Questionnaire Sent", questionnaire.clone(), None);
         if !self.rng.random_bool(0.4) {
             return;
         }
@@ -2198,15 +2052,8 @@ impl<'a> Journey<'a> {
         };
         let mut properties = questionnaire;
         properties["satisfaction"] = satisfaction.into();
-        properties["answers"] =
-            json!({"recommanderait": satisfaction >= 4, "reviendra": satisfaction >= 3});
-        self.server_track(
-            "forms",
-            answered,
-            "Questionnaire Answered",
-            properties,
-            None,
-        );
+        properties["answers"] = json!({"recommanderait": satisfaction >= 4, "reviendra": satisfaction >= 3});
+        self.server_track("forms", answered, "Questionnaire Answered", properties, None);
         if self.rng.random_bool(0.3) {
             let mut traits = Map::new();
             self.person.tastes(&mut traits);
@@ -2229,13 +2076,8 @@ impl<'a> Journey<'a> {
         let topic = if late {
             "delivery"
         } else {
-            [
-                "damaged_item",
-                "return",
-                "order_change",
-                "account",
-                "loyalty",
-            ][weighted(&mut self.rng, &[30, 30, 15, 15, 10])]
+            ["damaged_item", "return", "order_change", "account", "loyalty"]
+                [weighted(&mut self.rng, &[30, 30, 15, 15, 10])]
         };
         let channel = ["phone", "email", "chat"][weighted(&mut self.rng, &[40, 40, 20])];
         let mut traits = json!({"email": self.person.email});
@@ -2265,13 +2107,7 @@ impl<'a> Journey<'a> {
         if self.rng.random_bool(0.7) {
             properties["satisfaction"] = (1 + weighted(&mut self.rng, &[8, 10, 17, 30, 35])).into();
         }
-        self.server_track(
-            "helpdesk",
-            resolved,
-            "Support Ticket Resolved",
-            properties,
-            None,
-        );
+        self.server_track("helpdesk", resolved, "Support Ticket Resolved", properties, None);
     }
 
     /// A time on a weekday, 9:00 to 18:00, on or after `day`.
@@ -2292,14 +2128,10 @@ impl<'a> Journey<'a> {
         if self.user_id.is_none() {
             return;
         }
-        let day =
-            (birth + self.rng.random_range(7..=45)).max(self.calendar.day_of(self.account_at) + 1);
+        let day = (birth + self.rng.random_range(7..=45)).max(self.calendar.day_of(self.account_at) + 1);
         let at = self.calendar.at(day, self.rng.random_range(600..1380));
         let mut traits = Map::new();
-        traits.insert(
-            "household_birth".into(),
-            self.calendar.date(birth).to_string().into(),
-        );
+        traits.insert("household_birth".into(), self.calendar.date(birth).to_string().into());
         self.identify("accounts", at, traits);
     }
 }
@@ -2364,15 +2196,9 @@ mod tests {
                 );
             }
             assert!(n.message.timestamp < now(), "{message}");
-            assert!(
-                ids.insert(n.message.message_id.clone()),
-                "duplicate id in {message}"
-            );
+            assert!(ids.insert(n.message.message_id.clone()), "duplicate id in {message}");
             let timestamp = message["timestamp"].as_str().unwrap().to_owned();
-            assert!(
-                timestamp.parse::<Timestamp>().unwrap()
-                    >= previous.parse().unwrap_or(Timestamp::MIN)
-            );
+            assert!(timestamp.parse::<Timestamp>().unwrap() >= previous.parse().unwrap_or(Timestamp::MIN));
             previous = timestamp;
             let context = &message["context"];
             assert!(context["library"]["name"].is_string(), "{message}");
@@ -2380,20 +2206,10 @@ mod tests {
                 for field in ["locale", "userAgent"] {
                     assert!(context[field].is_string(), "{message}");
                 }
-                assert!(
-                    context["page"]["url"].as_str().unwrap().starts_with(SITE),
-                    "{message}"
-                );
-                for category in context["consent"]["categoryPreferences"]
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                {
+                assert!(context["page"]["url"].as_str().unwrap().starts_with(SITE), "{message}");
+                for category in context["consent"]["categoryPreferences"].as_object().unwrap().keys() {
                     assert!(
-                        catalog
-                            .purposes
-                            .values()
-                            .any(|p| p.signals.segment.contains(category)),
+                        catalog.purposes.values().any(|p| p.signals.segment.contains(category)),
                         "{category} maps to no purpose"
                     );
                 }
@@ -2501,33 +2317,19 @@ mod tests {
         for person in &people {
             let emails: BTreeSet<&str> = person
                 .iter()
-                .flat_map(|m| {
-                    [
-                        &m.message["traits"]["email"],
-                        &m.message["context"]["traits"]["email"],
-                    ]
-                })
+                .flat_map(|m| [&m.message["traits"]["email"], &m.message["context"]["traits"]["email"]])
                 .filter_map(Value::as_str)
                 .collect();
             assert!(emails.len() <= 1, "{emails:?} merged");
         }
 
-        let events: BTreeSet<&str> = messages
-            .iter()
-            .filter_map(|m| m.message["event"].as_str())
-            .collect();
+        let events: BTreeSet<&str> = messages.iter().filter_map(|m| m.message["event"].as_str()).collect();
         let declared: BTreeSet<&str> = catalog.events.keys().map(String::as_str).collect();
         assert_eq!(events, declared, "every declared event happens");
-        let kinds: BTreeSet<&str> = messages
-            .iter()
-            .map(|m| m.message["type"].as_str().unwrap())
-            .collect();
+        let kinds: BTreeSet<&str> = messages.iter().map(|m| m.message["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, BTreeSet::from(["identify", "page", "track"]));
         let sources: BTreeSet<&str> = messages.iter().map(|m| m.source).collect();
-        assert_eq!(
-            sources,
-            catalog.sources.keys().map(String::as_str).collect()
-        );
+        assert_eq!(sources, catalog.sources.keys().map(String::as_str).collect());
         let mut touched: BTreeSet<&str> = BTreeSet::from(["site_visit"]);
         for m in &messages {
             if let Some(event) = m.message["event"].as_str() {
@@ -2541,20 +2343,11 @@ mod tests {
                 );
             }
         }
-        assert_eq!(
-            touched,
-            catalog.touchpoints.keys().map(String::as_str).collect()
-        );
+        assert_eq!(touched, catalog.touchpoints.keys().map(String::as_str).collect());
 
-        let buyers: Vec<_> = people
-            .iter()
-            .filter(|p| p.iter().any(|m| is_order(m)))
-            .collect();
+        let buyers: Vec<_> = people.iter().filter(|p| p.iter().any(|m| is_order(m))).collect();
         let conversion = buyers.len() as f64 / customers as f64;
-        assert!(
-            (0.3..=0.42).contains(&conversion),
-            "{conversion} of customers order"
-        );
+        assert!((0.3..=0.42).contains(&conversion), "{conversion} of customers order");
         let repeat = buyers
             .iter()
             .filter(|p| p.iter().filter(|m| is_order(m)).count() > 1)
@@ -2566,31 +2359,19 @@ mod tests {
         );
         let store_only = people
             .iter()
-            .filter(|p| {
-                p.iter().any(|m| m.source == "tills") && !p.iter().any(|m| m.source == "web")
-            })
+            .filter(|p| p.iter().any(|m| m.source == "tills") && !p.iter().any(|m| m.source == "web"))
             .count();
-        assert!(
-            store_only > customers / 25,
-            "{store_only} only shop in store"
-        );
+        assert!(store_only > customers / 25, "{store_only} only shop in store");
         let both = buyers
             .iter()
-            .filter(|p| {
-                p.iter().any(|m| m.source == "tills") && p.iter().any(|m| m.source == "backend")
-            })
+            .filter(|p| p.iter().any(|m| m.source == "tills") && p.iter().any(|m| m.source == "backend"))
             .count();
         assert!(both > 0, "some buy both online and in store");
 
         let traits = |name: &str| -> Vec<&Value> {
             messages
                 .iter()
-                .flat_map(|m| {
-                    [
-                        &m.message["traits"][name],
-                        &m.message["context"]["traits"][name],
-                    ]
-                })
+                .flat_map(|m| [&m.message["traits"][name], &m.message["context"]["traits"][name]])
                 .filter(|v| !v.is_null())
                 .collect()
         };

@@ -60,10 +60,7 @@ fn fresh_dir(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join(MARKER),
-        "made by `confiance demo`; rebuilt on each run\n",
-    )?;
+    std::fs::write(dir.join(MARKER), "made by `confiance demo`; rebuilt on each run\n")?;
     Ok(())
 }
 
@@ -81,12 +78,7 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
     for decl in catalog.sources.values() {
         let key = WriteKey::generate();
         let source = store
-            .create_source(
-                &SourceName::parse(&decl.name)?,
-                decl.kind,
-                &key.digest(),
-                &key.prefix(),
-            )
+            .create_source(&SourceName::parse(&decl.name)?, decl.kind, &key.digest(), &key.prefix())
             .await?;
         keys.insert(decl.name.clone(), key.reveal().to_owned());
         sources.insert(decl.name.clone(), source);
@@ -111,10 +103,7 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
         .iter()
         .filter(|m| m.message["event"] == "Newsletter Subscribed")
     {
-        let email = m
-            .message
-            .pointer("/context/traits/email")
-            .and_then(|e| e.as_str());
+        let email = m.message.pointer("/context/traits/email").and_then(|e| e.as_str());
         let at = m.message["timestamp"]
             .as_str()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok());
@@ -154,10 +143,7 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.into_error()))?;
             if let Some(r) = outcome.rejected.first() {
-                bail!(
-                    "the demo generated a message the pipeline rejects: {}",
-                    r.message
-                );
+                bail!("the demo generated a message the pipeline rejects: {}", r.message);
             }
             stored += outcome.accepted;
             withheld += outcome.withheld.len();
@@ -182,10 +168,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
     let admin_token = std::env::var("CONFIANCE_ADMIN_TOKEN").unwrap_or_else(|_| {
         let mut bytes = [0u8; 18];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        format!(
-            "demo-{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )
+        format!("demo-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
     });
     eprintln!("Building the demo shop in {} …", dir.display());
     let started = std::time::Instant::now();

@@ -14,14 +14,8 @@ fn track(id: &str, user: &str) -> Value {
 fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert_eq!(
-        body["link"],
-        format!("https://confiance.dev/docs/errors#{code}")
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(body["link"], format!("https://confiance.dev/docs/errors#{code}"));
 }
 
 #[tokio::test]
@@ -99,10 +93,7 @@ async fn envelope_errors_fail_the_whole_request_with_a_named_limit() {
     assert_eq!(app.store.count_events().await.unwrap(), 0);
 
     let (status, body) = app
-        .post(
-            "/v1/batch",
-            &json!({"batch": [{"type": "track", "userId": "u"}]}),
-        )
+        .post("/v1/batch", &json!({"batch": [{"type": "track", "userId": "u"}]}))
         .await;
     assert_error(status, &body, 400, "no_valid_message");
     assert_eq!(body["rejected"][0]["code"], "missing_field");
@@ -114,9 +105,7 @@ async fn envelope_errors_fail_the_whole_request_with_a_named_limit() {
         )
         .await;
     assert_error(status, &body, 400, "invalid_timestamp");
-    let (status, body) = app
-        .post("/v1/track", &json!({"userId": "u", "properties": {}}))
-        .await;
+    let (status, body) = app.post("/v1/track", &json!({"userId": "u", "properties": {}})).await;
     assert_error(status, &body, 400, "missing_field");
     let (status, body) = app.post("/nowhere", &json!({})).await;
     assert_error(status, &body, 404, "not_found");
@@ -128,18 +117,10 @@ async fn write_keys_are_accepted_in_every_form_segment_clients_use() {
     let key = app.write_key.clone();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let cases: Vec<(&str, Option<String>, Option<&str>)> = vec![
-        (
-            "basic-colon",
-            Some(format!("Basic {}", b64(&format!("{key}:")))),
-            None,
-        ),
+        ("basic-colon", Some(format!("Basic {}", b64(&format!("{key}:")))), None),
         ("basic-no-colon", Some(format!("Basic {}", b64(&key))), None),
         ("body-only", None, Some(&key)),
-        (
-            "bearer-and-body",
-            Some("Bearer some-oauth-token".into()),
-            Some(&key),
-        ),
+        ("bearer-and-body", Some("Bearer some-oauth-token".into()), Some(&key)),
     ];
     for (user, header, body_key) in cases {
         let mut body = json!({"batch": [track(&format!("id-{user}"), user)]});
@@ -208,10 +189,7 @@ async fn gzip_bodies_explicit_nulls_batch_context_and_clock_skew() {
     let (status, resp) = read(resp).await;
     assert_eq!(status, 200, "{resp}");
     let stored = &app.events_of_user("léa").await[0];
-    assert_eq!(
-        stored.body["context"]["library"]["name"],
-        "analytics-python"
-    );
+    assert_eq!(stored.body["context"]["library"]["name"], "analytics-python");
     assert_eq!(stored.body["integrations"], json!({"All": true}));
     assert_eq!(stored.body["originalTimestamp"], "2020-01-01T00:00:00Z");
     // The client measured 10 s between the event and sending it: replayed on the server clock.
@@ -246,8 +224,7 @@ async fn gzip_bodies_explicit_nulls_batch_context_and_clock_skew() {
 #[tokio::test]
 async fn a_resent_batch_stores_nothing_twice() {
     let app = TestApp::spawn().await;
-    let batch =
-        json!({"batch": (0..50).map(|i| track(&format!("m{i}"), "bob")).collect::<Vec<_>>()});
+    let batch = json!({"batch": (0..50).map(|i| track(&format!("m{i}"), "bob")).collect::<Vec<_>>()});
     let (_, first) = app.post("/v1/batch", &batch).await;
     let (status, second) = app.post("/v1/batch", &batch).await;
     assert_eq!(status, 200);
@@ -272,10 +249,7 @@ async fn browsers_on_another_origin_can_post_and_beacon() {
         .request(reqwest::Method::OPTIONS, app.url("/v1/t"))
         .header("origin", "https://shop.example")
         .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "content-type,authorization",
-        )
+        .header("access-control-request-headers", "content-type,authorization")
         .send()
         .await
         .unwrap();
@@ -303,10 +277,7 @@ async fn browsers_on_another_origin_can_post_and_beacon() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        resp.headers()["access-control-allow-origin"],
-        "https://shop.example"
-    );
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://shop.example");
     assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
     assert_eq!(resp.status(), 200);
     let events = app
@@ -347,11 +318,7 @@ async fn the_admin_api_needs_an_admin_token() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"][0]["message_id"], "a");
     let next = body["next_after"].as_i64().unwrap();
-    let (_, body) = get(
-        Some(ADMIN_TOKEN),
-        &format!("user_id=carla&limit=1&after={next}"),
-    )
-    .await;
+    let (_, body) = get(Some(ADMIN_TOKEN), &format!("user_id=carla&limit=1&after={next}")).await;
     assert_eq!(body["events"][0]["message_id"], "b");
 
     let resp = app
@@ -373,12 +340,7 @@ async fn the_admin_api_needs_an_admin_token() {
         .await
         .unwrap();
     let (_, sources) = read(resp).await;
-    let web = sources
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap();
+    let web = sources.as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap();
     assert_eq!(web["counters"]["accepted"], 3);
 }
 
@@ -413,22 +375,10 @@ async fn health_metrics_and_openapi_describe_the_service() {
     }
     assert!(metrics.contains("confiance_store_duration_seconds_bucket"));
 
-    let (status, doc) = read(
-        app.http
-            .get(app.url("/api/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, doc) = read(app.http.get(app.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let paths: Vec<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     for path in [
         "/v1/batch",
         "/v1/identify",
@@ -443,9 +393,6 @@ async fn health_metrics_and_openapi_describe_the_service() {
         "/metrics",
         "/api/openapi.json",
     ] {
-        assert!(
-            paths.contains(&path),
-            "{path} missing from the OpenAPI document"
-        );
+        assert!(paths.contains(&path), "{path} missing from the OpenAPI document");
     }
 }

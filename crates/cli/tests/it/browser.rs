@@ -20,9 +20,7 @@ fn required_env(name: &str) -> String {
 }
 
 fn repo_dir(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
 /// The built-in catalog as a configuration file, with another notice version when given.
@@ -38,10 +36,7 @@ fn config_file(dir: &Path, notice_version: Option<&str>) -> PathBuf {
             CATALOG.replacen(line, &format!("notice_version = \"{version}\""), 1)
         }
     };
-    let path = dir.join(format!(
-        "confiance-{}.toml",
-        notice_version.unwrap_or("builtin")
-    ));
+    let path = dir.join(format!("confiance-{}.toml", notice_version.unwrap_or("builtin")));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -53,10 +48,7 @@ fn run_phase(server: &Server, args: &[&str]) {
         .arg(repo_dir("tests/clients/browser_consent.mjs"))
         .args(["--base", &server.base, "--admin-token", ADMIN_TOKEN])
         .args(args)
-        .env(
-            "CONFIANCE_TEST_CHROMIUM",
-            required_env("CONFIANCE_TEST_CHROMIUM"),
-        )
+        .env("CONFIANCE_TEST_CHROMIUM", required_env("CONFIANCE_TEST_CHROMIUM"))
         .env("NODE_PATH", required_env("CONFIANCE_TEST_NODE_MODULES"))
         .current_dir(repo_dir("tests/clients"))
         .output()
@@ -112,14 +104,7 @@ fn the_cookie_banner_asks_first_and_keeps_only_what_was_accepted() {
     );
     run_phase(
         &server,
-        &[
-            "--phase",
-            "main",
-            "--state",
-            state,
-            "--artifacts",
-            artifacts,
-        ],
+        &["--phase", "main", "--state", state, "--artifacts", artifacts],
     );
     drop(server);
 

@@ -128,11 +128,7 @@ Date = "timestamp"
     let first = run();
     let stdout = String::from_utf8_lossy(&first.stdout);
     let stderr = String::from_utf8_lossy(&first.stderr);
-    assert_eq!(
-        first.status.code(),
-        Some(3),
-        "some rows were rejected: {stderr}"
-    );
+    assert_eq!(first.status.code(), Some(3), "some rows were rejected: {stderr}");
     assert!(
         stdout.contains("5 rows read: 2 stored, 0 already imported, 3 rejected"),
         "{stdout}"
@@ -141,10 +137,7 @@ Date = "timestamp"
         stderr.contains("line 3: rejected: column `Montant` is not a number"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("line 4: rejected: column `Date`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 4: rejected: column `Date`"), "{stderr}");
     assert!(
         stderr.contains("line 5: rejected: has 5 fields; the header has 6"),
         "{stderr}"
@@ -158,9 +151,7 @@ Date = "timestamp"
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = confiance_store::Store::open_sqlite(dir.path())
-            .await
-            .unwrap();
+        let store = confiance_store::Store::open_sqlite(dir.path()).await.unwrap();
         assert_eq!(store.count_events().await.unwrap(), 2);
         let ana = store
             .events_of(

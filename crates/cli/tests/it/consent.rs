@@ -81,12 +81,7 @@ async fn decisions_are_recorded_with_their_proof_and_bad_ones_are_named() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["message"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|r| (r["index"].as_u64().unwrap(), r["message"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(rejected.len(), 5, "{rejected:?}");
     assert!(rejected[0].1.contains("unknown purpose `nope`"));
@@ -105,11 +100,7 @@ async fn decisions_are_recorded_with_their_proof_and_bad_ones_are_named() {
     let ip_hash = entry["ip_hash"].as_str().unwrap();
     assert_eq!(ip_hash.len(), 64);
     assert!(!ip_hash.contains("203.0.113.9"));
-    assert_eq!(
-        entry["recorded_at"],
-        app.clock_now(),
-        "dated by the server's clock"
-    );
+    assert_eq!(entry["recorded_at"], app.clock_now(), "dated by the server's clock");
 
     let (_, receipts) = app
         .admin_get("/api/v1/consents/receipts?type=email&value=ana@example.org")
@@ -120,19 +111,13 @@ async fn decisions_are_recorded_with_their_proof_and_bad_ones_are_named() {
     assert_eq!(r["collectionMethod"], "form");
     assert_eq!(r["state"], "given");
     assert_eq!(r["piiControllers"][0]["piiController"], "Vinyles & Cie SAS");
-    assert_eq!(
-        r["services"][0]["purposes"][0]["purposeId"],
-        "marketing_email"
-    );
+    assert_eq!(r["services"][0]["purposes"][0]["purposeId"], "marketing_email");
     assert_eq!(r["notice"]["version"], "form-3");
 
     let (status, body) = app
         .admin_post("/api/v1/consents", &json!({"consents": [{"purpose": "x"}]}))
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("no_valid_message"))
-    );
+    assert_eq!((status, body["code"].as_str()), (400, Some("no_valid_message")));
     let (status, _) = read(
         app.http
             .post(app.url("/api/v1/consents"))
@@ -161,17 +146,17 @@ async fn stats_count_current_decisions_by_source_and_touchpoint() {
     let mut consents = Vec::new();
     for i in 0..10 {
         let status = if i < 6 { "granted" } else { "denied" };
-        let touchpoint = if i % 2 == 0 {
-            "newsletter_signup"
-        } else {
-            "contest"
-        };
-        consents.push(json!({"subject": {"type": "email", "value": format!("p{i}@example.org")},
-            "purpose": "marketing_email", "status": status, "touchpoint": touchpoint, "source": "web"}));
+        let touchpoint = if i % 2 == 0 { "newsletter_signup" } else { "contest" };
+        consents.push(
+            json!({"subject": {"type": "email", "value": format!("p{i}@example.org")},
+            "purpose": "marketing_email", "status": status, "touchpoint": touchpoint, "source": "web"}),
+        );
     }
     // One person changes their mind: only the latest decision counts.
-    consents.push(json!({"subject": {"type": "email", "value": "p0@example.org"}, "purpose": "marketing_email",
-        "status": "withdrawn", "touchpoint": "contest", "source": "web"}));
+    consents.push(
+        json!({"subject": {"type": "email", "value": "p0@example.org"}, "purpose": "marketing_email",
+        "status": "withdrawn", "touchpoint": "contest", "source": "web"}),
+    );
     let (status, _) = app
         .admin_post("/api/v1/consents", &json!({ "consents": consents }))
         .await;
@@ -184,11 +169,7 @@ async fn stats_count_current_decisions_by_source_and_touchpoint() {
         .find(|p| p["purpose"] == "marketing_email")
         .unwrap();
     assert_eq!(
-        (
-            m["granted"].as_i64(),
-            m["denied"].as_i64(),
-            m["withdrawn"].as_i64()
-        ),
+        (m["granted"].as_i64(), m["denied"].as_i64(), m["withdrawn"].as_i64()),
         (Some(5), Some(4), Some(1))
     );
     assert_eq!(m["granted_rate"], 0.5);
@@ -228,16 +209,8 @@ async fn preference_links_refuse_tampered_expired_and_forged_tokens_alike() {
         html.contains("a…@example.org"),
         "the page names whose preferences these are, masked"
     );
-    assert!(
-        !html.contains("ana@example.org"),
-        "without spelling out the address"
-    );
-    for purpose in [
-        "marketing_email",
-        "marketing_sms",
-        "analytics",
-        "advertising",
-    ] {
+    assert!(!html.contains("ana@example.org"), "without spelling out the address");
+    for purpose in ["marketing_email", "marketing_sms", "analytics", "advertising"] {
         assert!(
             html.contains(&format!("data-purpose=\"{purpose}\"")),
             "{purpose} can be changed"
@@ -286,10 +259,7 @@ async fn preference_links_refuse_tampered_expired_and_forged_tokens_alike() {
     // Posting with a refused token changes nothing.
     let resp = app
         .http
-        .post(format!(
-            "{}/preferences?token={bob_payload}.{ana_sig}",
-            app.base
-        ))
+        .post(format!("{}/preferences?token={bob_payload}.{ana_sig}", app.base))
         .form(&[("purpose", "marketing_email"), ("action", "grant")])
         .send()
         .await
@@ -435,12 +405,8 @@ async fn a_choice_in_the_banner_then_a_withdrawal_in_the_preference_centre() {
         .unwrap()
         .trim_start_matches("confiance_consent=");
     use base64::Engine as _;
-    let consent: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(value)
-            .unwrap(),
-    )
-    .unwrap();
+    let consent: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).unwrap()).unwrap();
     assert_eq!(consent["c"]["analytics"], 0);
     assert_eq!(consent["a"], "browser-42");
     let page_again = http
@@ -476,11 +442,7 @@ async fn a_choice_in_the_banner_then_a_withdrawal_in_the_preference_centre() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        stored.len(),
-        1,
-        "the event after the withdrawal is not stored"
-    );
+    assert_eq!(stored.len(), 1, "the event after the withdrawal is not stored");
 }
 
 #[tokio::test]
@@ -507,14 +469,9 @@ async fn consent_signals_in_messages_are_recorded_once_and_obeyed() {
     assert!(history["state"]["analytics"]["ip_hash"].as_str().is_some());
 
     // Segment's empty preferences mean no consent at all: a withdrawal, and the page is withheld.
-    let (_, body) = app
-        .post("/v1/batch", &json!({"batch": [page(9, json!({}))]}))
-        .await;
+    let (_, body) = app.post("/v1/batch", &json!({"batch": [page(9, json!({}))]})).await;
     assert_eq!(
-        (
-            body["accepted"].as_i64(),
-            body["withheld"].as_array().unwrap().len()
-        ),
+        (body["accepted"].as_i64(), body["withheld"].as_array().unwrap().len()),
         (Some(0), 1)
     );
     assert_eq!(
@@ -542,8 +499,10 @@ async fn consent_signals_in_messages_are_recorded_once_and_obeyed() {
         .post(app.url("/v1/page"))
         .basic_auth(&app.write_key, Some(""))
         .header("sec-gpc", "1")
-        .json(&json!({"type": "page", "anonymousId": "visitor-3", "properties": {"path": "/"},
-                      "context": {"consent": {"categoryPreferences": {"Advertising": true, "Analytics": true}}}}))
+        .json(
+            &json!({"type": "page", "anonymousId": "visitor-3", "properties": {"path": "/"},
+                      "context": {"consent": {"categoryPreferences": {"Advertising": true, "Analytics": true}}}}),
+        )
         .send()
         .await
         .unwrap();

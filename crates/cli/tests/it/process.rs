@@ -12,10 +12,7 @@ async fn every_acknowledged_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let key = add_source(dir.path(), "backend", "server");
     let data_dir = dir.path().to_str().unwrap().to_owned();
-    let mut server = Server::start(
-        &["--data-dir", &data_dir],
-        &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
+    let mut server = Server::start(&["--data-dir", &data_dir], &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let mut streams = Vec::new();
     for task in 0..4 {
@@ -58,10 +55,7 @@ async fn every_acknowledged_message_survives_kill_9() {
         acked.len()
     );
 
-    let server = Server::start(
-        &["--data-dir", &data_dir],
-        &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
+    let server = Server::start(&["--data-dir", &data_dir], &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let mut stored = Vec::new();
     for task in 0..4 {
         stored.extend(message_ids_via_api(&server.base, &format!("stream-{task}")).await);
@@ -84,10 +78,7 @@ async fn logs_hold_no_personal_data_and_shutdown_is_graceful() {
     let data_dir = dir.path().to_str().unwrap().to_owned();
     let server = Server::start(
         &["--data-dir", &data_dir],
-        &[
-            ("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN),
-            ("CONFIANCE_LOG", "trace"),
-        ],
+        &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN), ("CONFIANCE_LOG", "trace")],
     );
     let secrets = [
         "zephyrine.quasimodo@example.org",
@@ -152,11 +143,7 @@ fn a_bad_configuration_stops_before_serving_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[server]\nlisten = \"nowhere\"\n").unwrap();
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = bin().args(["serve", "--config"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("[server]"),
@@ -164,13 +151,7 @@ fn a_bad_configuration_stops_before_serving_with_every_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = bin()
-        .args([
-            "serve",
-            "--data-dir",
-            "x",
-            "--database-url",
-            "postgres://localhost/x",
-        ])
+        .args(["serve", "--data-dir", "x", "--database-url", "postgres://localhost/x"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -200,19 +181,9 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .env("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN);
     let demo = Server::spawn(cmd, "confiance is listening");
     let log = demo.log();
-    assert!(
-        log.contains("messages generated for 10,000 customers"),
-        "{log}"
-    );
+    assert!(log.contains("messages generated for 10,000 customers"), "{log}");
     let http = reqwest::Client::new();
-    let home = http
-        .get(demo.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = http.get(demo.url("/")).send().await.unwrap().text().await.unwrap();
     assert!(home.contains("Vinyles &amp; Cie"));
     for event in [
         "Order Completed",
@@ -268,18 +239,12 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["accounts", "backend", "forms", "helpdesk", "tills", "web"]
-    );
+    assert_eq!(names, ["accounts", "backend", "forms", "helpdesk", "tills", "web"]);
     let customers = sources
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["counters"]["accepted"].as_i64().unwrap_or(0))
         .sum::<i64>();
-    assert!(
-        customers > 100_000,
-        "the demo holds its events: {customers}"
-    );
+    assert!(customers > 100_000, "the demo holds its events: {customers}");
 }

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which installs the SDKs")
-    })
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test, which installs the SDKs"))
 }
 
 fn clients_dir() -> PathBuf {
@@ -36,10 +35,7 @@ fn run_client(program: &str, script: &str, args: &[&str]) -> (Vec<Value>, String
         "{script} {args:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let messages = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let messages = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (messages, stdout)
 }
 
@@ -48,19 +44,12 @@ fn sdk_round_trip(program: &str, script: &str) {
     let dir = tempfile::tempdir().unwrap();
     let key = add_source(dir.path(), "backend", "server");
     let data_dir = dir.path().to_str().unwrap().to_owned();
-    let server = Server::start(
-        &["--data-dir", &data_dir],
-        &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
+    let server = Server::start(&["--data-dir", &data_dir], &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let common = ["--host", &server.base, "--write-key", &key];
     // The shop's visitors agreed to measurement and recommendations before being tracked, as
     // the cookie banner would have recorded; without it, page views and product views would be
     // withheld (see the consent tests).
-    let prefix = if script.ends_with(".py") {
-        "py"
-    } else {
-        "node"
-    };
+    let prefix = if script.ends_with(".py") { "py" } else { "node" };
     let mut consents = Vec::new();
     for run in ["plain", "gz"] {
         for i in 0..4 {
@@ -69,8 +58,10 @@ fn sdk_round_trip(program: &str, script: &str) {
                 ("anonymous_id", format!("{prefix}-anon-{run}-{i}")),
             ] {
                 for purpose in ["analytics", "personalisation"] {
-                    consents.push(serde_json::json!({"subject": {"type": kind, "value": id}, "purpose": purpose,
-                        "status": "granted", "method": "banner", "touchpoint": "site_visit"}));
+                    consents.push(
+                        serde_json::json!({"subject": {"type": kind, "value": id}, "purpose": purpose,
+                        "status": "granted", "method": "banner", "touchpoint": "site_visit"}),
+                    );
                 }
             }
         }
@@ -119,10 +110,7 @@ fn sdk_round_trip(program: &str, script: &str) {
         for m in &sent {
             let lookup = match m["userId"].as_str() {
                 Some(u) => ("user_id", u.to_owned()),
-                None => (
-                    "anonymous_id",
-                    m["anonymousId"].as_str().unwrap().to_owned(),
-                ),
+                None => ("anonymous_id", m["anonymousId"].as_str().unwrap().to_owned()),
             };
             if !seen_lookups.insert(lookup.clone()) {
                 continue;
@@ -144,11 +132,7 @@ fn sdk_round_trip(program: &str, script: &str) {
     for m in &sent {
         let id = m["messageId"].as_str().unwrap();
         let copies = stored.get(id).map_or(0, Vec::len);
-        assert_eq!(
-            copies, 1,
-            "message {id} ({}) stored {copies} times",
-            m["type"]
-        );
+        assert_eq!(copies, 1, "message {id} ({}) stored {copies} times", m["type"]);
         let e = &stored[id][0];
         assert_eq!(e["type"], m["type"]);
         if let Some(event) = m["event"].as_str() {

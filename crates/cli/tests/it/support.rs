@@ -48,8 +48,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let app =
-                confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let app = confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.unwrap()
         });
         TestApp {
@@ -121,9 +120,7 @@ impl Server {
     /// Starts `confiance serve` with `args` on a free port and waits until it listens.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = bin();
-        cmd.arg("serve")
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("serve").args(args).args(["--listen", "127.0.0.1:0"]);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -133,11 +130,7 @@ impl Server {
     /// Spawns `cmd` and waits for `ready` in its standard error, reading the listening address
     /// from the `addr=` field of that line.
     pub fn spawn(mut cmd: Command, ready: &str) -> Server {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -161,10 +154,7 @@ impl Server {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "the server did not start; its log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("the server did not start; its log:\n{}", log.lock().unwrap());
             }
         };
         Server {
@@ -197,11 +187,7 @@ pub fn add_source(data_dir: &Path, name: &str, kind: &str) -> String {
         .arg(data_dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -230,11 +216,7 @@ pub async fn events_via_api(base: &str, key: &str, value: &str) -> Vec<Value> {
         let resp = http
             .get(format!("{base}/api/v1/events"))
             .bearer_auth(ADMIN_TOKEN)
-            .query(&[
-                (key, value),
-                ("after", &after.to_string()),
-                ("limit", "1000"),
-            ])
+            .query(&[(key, value), ("after", &after.to_string()), ("limit", "1000")])
             .send()
             .await
             .unwrap();

@@ -44,11 +44,7 @@ struct RawBatch<'a> {
 fn json_error(e: &serde_json::Error) -> Error {
     Error::new(
         ErrorCode::InvalidJson,
-        format!(
-            "the body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
+        format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
     )
 }
 
@@ -75,20 +71,14 @@ impl<'a> Batch<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
         let raw: RawBatch<'a> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
-                Error::new(
-                    ErrorCode::InvalidJson,
-                    "a batch body is an object with a `batch` array",
-                )
+                Error::new(ErrorCode::InvalidJson, "a batch body is an object with a `batch` array")
             } else {
                 json_error(&e)
             }
         })?;
-        let messages = raw.batch.ok_or_else(|| {
-            Error::new(
-                ErrorCode::MissingField,
-                "a batch body requires a `batch` array",
-            )
-        })?;
+        let messages = raw
+            .batch
+            .ok_or_else(|| Error::new(ErrorCode::MissingField, "a batch body requires a `batch` array"))?;
         if messages.len() > MAX_BATCH_MESSAGES {
             return Err(Error::new(
                 ErrorCode::BatchTooLarge,
@@ -135,10 +125,7 @@ fn refuse_nul(text: &[u8]) -> Result<(), Error> {
         .iter()
         .enumerate()
         .filter(|(_, b)| **b == b'\\')
-        .any(|(i, _)| {
-            text.get(i + 1..i + 6)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"u0000"))
-        });
+        .any(|(i, _)| text.get(i + 1..i + 6).is_some_and(|w| w.eq_ignore_ascii_case(b"u0000")));
     if escaped_nul {
         return Err(Error::new(
             ErrorCode::InvalidField,
@@ -201,19 +188,10 @@ mod tests {
     #[test]
     fn envelope_errors() {
         assert_eq!(Batch::parse(b"{").unwrap_err().code, ErrorCode::InvalidJson);
-        assert_eq!(
-            Batch::parse(b"[]").unwrap_err().code,
-            ErrorCode::InvalidJson
-        );
-        assert_eq!(
-            Batch::parse(b"{}").unwrap_err().code,
-            ErrorCode::MissingField
-        );
+        assert_eq!(Batch::parse(b"[]").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(Batch::parse(b"{}").unwrap_err().code, ErrorCode::MissingField);
         let big = format!("{{\"batch\": [{}]}}", vec!["{}"; 2501].join(","));
-        assert_eq!(
-            Batch::parse(big.as_bytes()).unwrap_err().code,
-            ErrorCode::BatchTooLarge
-        );
+        assert_eq!(Batch::parse(big.as_bytes()).unwrap_err().code, ErrorCode::BatchTooLarge);
     }
 
     #[test]
@@ -228,20 +206,14 @@ mod tests {
     #[test]
     fn nul_characters_are_refused() {
         let b = Batch::parse(br#"{"batch": [{"userId": "a\u0000b"}, {"userId": "ok"}]}"#).unwrap();
-        assert_eq!(
-            parse_message(b.messages[0]).unwrap_err().code,
-            ErrorCode::InvalidField
-        );
+        assert_eq!(parse_message(b.messages[0]).unwrap_err().code, ErrorCode::InvalidField);
         assert!(parse_message(b.messages[1]).is_ok());
         assert!(Single::parse(br#"{"userId": "\u0000"}"#).is_err());
     }
 
     #[test]
     fn oversize_message_is_named() {
-        let big = format!(
-            "{{\"batch\": [{{\"p\": \"{}\"}}]}}",
-            "x".repeat(MAX_MESSAGE_BYTES)
-        );
+        let big = format!("{{\"batch\": [{{\"p\": \"{}\"}}]}}", "x".repeat(MAX_MESSAGE_BYTES));
         let b = Batch::parse(big.as_bytes()).unwrap();
         assert_eq!(
             parse_message(b.messages[0]).unwrap_err().code,

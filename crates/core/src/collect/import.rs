@@ -171,14 +171,9 @@ pub struct RowMapper<'a> {
 
 impl<'a> RowMapper<'a> {
     /// A mapper for imports into `source`.
-    pub fn new(
-        mapping: &'a Mapping,
-        catalog: &'a Catalog,
-        source: &'a str,
-    ) -> Result<Self, String> {
+    pub fn new(mapping: &'a Mapping, catalog: &'a Catalog, source: &'a str) -> Result<Self, String> {
         let tz_name = mapping.timezone.as_deref().unwrap_or("Europe/Paris");
-        let tz = jiff::tz::TimeZone::get(tz_name)
-            .map_err(|_| format!("unknown time zone `{tz_name}`"))?;
+        let tz = jiff::tz::TimeZone::get(tz_name).map_err(|_| format!("unknown time zone `{tz_name}`"))?;
         if mapping.kind == MappingKind::Track
             && mapping.event.is_none()
             && !mapping.columns.values().any(|t| t == "event")
@@ -233,11 +228,7 @@ impl<'a> RowMapper<'a> {
     /// Builds the raw message for one row, or the reason the row is rejected.
     pub fn message(&self, header: &[String], row: &csv::StringRecord) -> Result<Value, String> {
         if row.len() != header.len() {
-            return Err(format!(
-                "has {} fields; the header has {}",
-                row.len(),
-                header.len()
-            ));
+            return Err(format!("has {} fields; the header has {}", row.len(), header.len()));
         }
         if row.iter().any(|cell| cell.contains('\0')) {
             return Err("holds a NUL character, which is not stored".to_owned());
@@ -293,9 +284,7 @@ impl<'a> RowMapper<'a> {
                         msg.insert(target.clone(), cell.into());
                     }
                     other => {
-                        return Err(format!(
-                            "mapping target `{other}` for column `{column}` is unknown"
-                        ));
+                        return Err(format!("mapping target `{other}` for column `{column}` is unknown"));
                     }
                 }
             }
@@ -309,10 +298,7 @@ impl<'a> RowMapper<'a> {
             msg.insert("properties".into(), Value::Object(properties));
         }
         if !context_traits.is_empty() {
-            msg.insert(
-                "context".into(),
-                serde_json::json!({ "traits": context_traits }),
-            );
+            msg.insert("context".into(), serde_json::json!({ "traits": context_traits }));
         }
         if msg.get("userId").is_none() && msg.get("anonymousId").is_none() {
             // A row that names a person only by email is still about someone: the email is the id.
@@ -344,10 +330,7 @@ fn context_traits_email(msg: &Map<String, Value>) -> Option<String> {
         .get("context")
         .and_then(|c| c.get("traits"))
         .and_then(|t| t.get("email"));
-    from_traits
-        .or(from_context)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    from_traits.or(from_context).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -392,14 +375,7 @@ Date = "timestamp"
         let msg = mapper
             .message(
                 &header,
-                &record(&[
-                    "T-1",
-                    "C-9",
-                    "12,50",
-                    "Paris",
-                    "ana@example.org",
-                    "31/01/2026 18:30",
-                ]),
+                &record(&["T-1", "C-9", "12,50", "Paris", "ana@example.org", "31/01/2026 18:30"]),
             )
             .unwrap();
         assert_eq!(msg["properties"]["total"], 12.5);
@@ -408,14 +384,7 @@ Date = "timestamp"
         let again = mapper
             .message(
                 &header,
-                &record(&[
-                    "T-1",
-                    "C-9",
-                    "12,50",
-                    "Paris",
-                    "ana@example.org",
-                    "31/01/2026 18:30",
-                ]),
+                &record(&["T-1", "C-9", "12,50", "Paris", "ana@example.org", "31/01/2026 18:30"]),
             )
             .unwrap();
         assert_eq!(msg["messageId"], again["messageId"]);

@@ -283,10 +283,7 @@ fn minimise(
     kept
 }
 
-fn merge_under(
-    own: Option<Map<String, Value>>,
-    batch: Option<&Map<String, Value>>,
-) -> Option<Map<String, Value>> {
+fn merge_under(own: Option<Map<String, Value>>, batch: Option<&Map<String, Value>>) -> Option<Map<String, Value>> {
     match (own, batch) {
         (own, None) => own,
         (None, Some(b)) => Some(b.clone()),
@@ -317,10 +314,7 @@ pub fn normalize(
     received_at: Timestamp,
 ) -> Result<Normalized, Error> {
     if !raw.is_object() {
-        return Err(Error::new(
-            ErrorCode::InvalidJson,
-            "a message must be a JSON object",
-        ));
+        return Err(Error::new(ErrorCode::InvalidJson, "a message must be a JSON object"));
     }
     let incoming: Incoming = serde_json::from_value(raw)
         .map_err(|e| Error::new(ErrorCode::InvalidJson, format!("message is malformed: {e}")))?;
@@ -334,10 +328,7 @@ pub fn normalize(
             )
         })?,
         (None, None) => {
-            return Err(Error::new(
-                ErrorCode::MissingField,
-                "a message requires `type`",
-            ));
+            return Err(Error::new(ErrorCode::MissingField, "a message requires `type`"));
         }
     };
 
@@ -372,9 +363,7 @@ pub fn normalize(
     let timestamp = match (original, sent_at) {
         // Segment's clock-skew correction: the delay the client measured between the event and
         // sending it is replayed against the server's clock.
-        (Some(ts), Some(sent)) => received_at
-            .checked_sub(sent.duration_since(ts))
-            .unwrap_or(received_at),
+        (Some(ts), Some(sent)) => received_at.checked_sub(sent.duration_since(ts)).unwrap_or(received_at),
         (Some(ts), None) => ts,
         (None, _) => received_at,
     };
@@ -400,10 +389,7 @@ pub fn normalize(
                     return Err(missing("event", kind));
                 }
                 Some(_) => {
-                    return Err(Error::new(
-                        ErrorCode::InvalidField,
-                        "`event` must be a string",
-                    ));
+                    return Err(Error::new(ErrorCode::InvalidField, "`event` must be a string"));
                 }
             };
             let def = catalog.events.get(&name).ok_or_else(|| {
@@ -426,17 +412,10 @@ pub fn normalize(
         }
         MessageType::Identify | MessageType::Group => {
             let traits = object_field(incoming.traits, "traits")?.unwrap_or_default();
-            let traits = minimise(
-                traits,
-                trait_type,
-                "traits",
-                DropReason::UndeclaredTrait,
-                &mut dropped,
-            );
+            let traits = minimise(traits, trait_type, "traits", DropReason::UndeclaredTrait, &mut dropped);
             body.insert("traits".into(), Value::Object(traits));
             if kind == MessageType::Group {
-                let group = id_field(incoming.group_id, "groupId")?
-                    .ok_or_else(|| missing("groupId", kind))?;
+                let group = id_field(incoming.group_id, "groupId")?.ok_or_else(|| missing("groupId", kind))?;
                 body.insert("groupId".into(), group.clone().into());
                 Some(group)
             } else {
@@ -448,10 +427,7 @@ pub fn normalize(
                 Some(Value::String(s)) if !s.is_empty() => Some(s),
                 None | Some(Value::Null) | Some(Value::String(_)) => None,
                 Some(_) => {
-                    return Err(Error::new(
-                        ErrorCode::InvalidField,
-                        "`name` must be a string",
-                    ));
+                    return Err(Error::new(ErrorCode::InvalidField, "`name` must be a string"));
                 }
             };
             if let Some(Value::String(c)) = incoming.category {
@@ -472,8 +448,7 @@ pub fn normalize(
             name
         }
         MessageType::Alias => {
-            let previous = id_field(incoming.previous_id, "previousId")?
-                .ok_or_else(|| missing("previousId", kind))?;
+            let previous = id_field(incoming.previous_id, "previousId")?.ok_or_else(|| missing("previousId", kind))?;
             if user_id.is_none() {
                 return Err(missing("userId", kind));
             }
@@ -582,15 +557,8 @@ mod tests {
         .unwrap();
         let props = &n.message.body["properties"];
         assert_eq!(props, &json!({"order_id": "o1", "total": 42.5}));
-        assert_eq!(
-            n.message.body["context"]["traits"],
-            json!({"email": "ana@example.org"})
-        );
-        let mut fields: Vec<_> = n
-            .dropped
-            .iter()
-            .map(|d| (d.field.as_str(), d.reason))
-            .collect();
+        assert_eq!(n.message.body["context"]["traits"], json!({"email": "ana@example.org"}));
+        let mut fields: Vec<_> = n.dropped.iter().map(|d| (d.field.as_str(), d.reason)).collect();
         fields.sort();
         assert_eq!(
             fields,
@@ -627,10 +595,7 @@ mod tests {
     #[test]
     fn invalid_messages_name_their_problem() {
         let cases = [
-            (
-                json!({"type": "track", "userId": "u"}),
-                ErrorCode::MissingField,
-            ),
+            (json!({"type": "track", "userId": "u"}), ErrorCode::MissingField),
             (
                 json!({"type": "track", "event": "Order Completed"}),
                 ErrorCode::MissingField,
@@ -639,18 +604,9 @@ mod tests {
                 json!({"type": "track", "userId": "u", "event": "Hacked"}),
                 ErrorCode::UndeclaredEvent,
             ),
-            (
-                json!({"type": "jump", "userId": "u"}),
-                ErrorCode::UnknownMessageType,
-            ),
-            (
-                json!({"type": "alias", "userId": "u"}),
-                ErrorCode::MissingField,
-            ),
-            (
-                json!({"type": "group", "userId": "u"}),
-                ErrorCode::MissingField,
-            ),
+            (json!({"type": "jump", "userId": "u"}), ErrorCode::UnknownMessageType),
+            (json!({"type": "alias", "userId": "u"}), ErrorCode::MissingField),
+            (json!({"type": "group", "userId": "u"}), ErrorCode::MissingField),
             (
                 json!({"type": "page", "userId": "u", "timestamp": "yesterday"}),
                 ErrorCode::InvalidTimestamp,
@@ -659,10 +615,7 @@ mod tests {
                 json!({"type": "page", "userId": "u", "messageId": "x".repeat(101)}),
                 ErrorCode::InvalidField,
             ),
-            (
-                json!({"type": "page", "userId": ["u"]}),
-                ErrorCode::InvalidField,
-            ),
+            (json!({"type": "page", "userId": ["u"]}), ErrorCode::InvalidField),
             (json!(["not", "an", "object"]), ErrorCode::InvalidJson),
         ];
         for (raw, code) in cases {

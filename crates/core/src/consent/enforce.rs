@@ -46,12 +46,9 @@ pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentVie
             .and_then(|e| catalog.events.get(e))
             .map(|d| d.purposes.iter().filter(|p| allowed(p)).cloned().collect())
             .unwrap_or_default(),
-        MessageType::Page | MessageType::Screen => catalog
-            .page_purposes
-            .iter()
-            .filter(|p| allowed(p))
-            .cloned()
-            .collect(),
+        MessageType::Page | MessageType::Screen => {
+            catalog.page_purposes.iter().filter(|p| allowed(p)).cloned().collect()
+        }
         MessageType::Identify | MessageType::Group | MessageType::Alias => Vec::new(),
     };
     let serves_events = matches!(
@@ -156,19 +153,11 @@ mod tests {
             "email": "ana@example.org", "favorite_style": "jazz", "gender": "f"}});
         let (v, n) = run(identify.clone(), &view);
         assert_eq!(v, Verdict::Keep);
-        assert_eq!(
-            n.message.body["traits"],
-            json!({"email": "ana@example.org"})
-        );
+        assert_eq!(n.message.body["traits"], json!({"email": "ana@example.org"}));
         let fields: Vec<&str> = n.dropped.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(fields, ["traits.favorite_style", "traits.gender"]);
         // Consent given under the email counts for a message that carries that email.
-        granted(
-            &mut view,
-            IdKind::Email,
-            "ana@example.org",
-            "personalisation",
-        );
+        granted(&mut view, IdKind::Email, "ana@example.org", "personalisation");
         let (_, n) = run(identify, &view);
         assert_eq!(n.message.body["traits"]["favorite_style"], "jazz");
         assert!(n.message.purposes.contains(&"personalisation".to_owned()));

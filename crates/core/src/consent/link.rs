@@ -38,10 +38,7 @@ pub struct LinkKey([u8; 32]);
 impl LinkKey {
     /// Derives the link key from the instance secret.
     pub fn derive(instance_secret: &[u8]) -> Self {
-        Self(derive_key(
-            instance_secret,
-            b"confiance preference links v1",
-        ))
+        Self(derive_key(instance_secret, b"confiance preference links v1"))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -59,30 +56,20 @@ impl LinkKey {
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
         let tag = mac.finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag))
     }
 
     /// The subject of a valid token at `now`.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Subject, LinkError> {
         let (payload, tag) = token.split_once('.').ok_or(LinkError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| LinkError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Malformed)?;
         let mut mac = self.mac();
         mac.update(&payload);
-        mac.verify_slice(&tag)
-            .map_err(|_| LinkError::BadSignature)?;
+        mac.verify_slice(&tag).map_err(|_| LinkError::BadSignature)?;
         let payload = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
         let mut parts = payload.splitn(4, '|');
-        let (Some("1"), Some(exp), Some(kind), Some(value)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some("1"), Some(exp), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(LinkError::Malformed);
         };
@@ -97,8 +84,7 @@ impl LinkKey {
 
 /// A 32-byte key for one use, derived from the instance secret (HMAC-SHA256 as a PRF).
 pub fn derive_key(instance_secret: &[u8], label: &[u8]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(instance_secret).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(instance_secret).expect("HMAC takes any key length");
     mac.update(label);
     mac.finalize().into_bytes().into()
 }
@@ -125,14 +111,8 @@ mod tests {
         let key = LinkKey::derive(b"instance secret");
         let ana = Subject::parse(IdKind::Email, "ana@example.org").unwrap();
         let token = key.sign(&ana, at("2026-12-31T00:00:00Z"));
-        assert_eq!(
-            key.verify(&token, at("2026-12-01T00:00:00Z")),
-            Ok(ana.clone())
-        );
-        assert_eq!(
-            key.verify(&token, at("2026-12-31T00:00:00Z")),
-            Err(LinkError::Expired)
-        );
+        assert_eq!(key.verify(&token, at("2026-12-01T00:00:00Z")), Ok(ana.clone()));
+        assert_eq!(key.verify(&token, at("2026-12-31T00:00:00Z")), Err(LinkError::Expired));
         assert_eq!(
             LinkKey::derive(b"another instance").verify(&token, at("2026-12-01T00:00:00Z")),
             Err(LinkError::BadSignature)

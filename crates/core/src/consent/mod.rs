@@ -85,12 +85,7 @@ impl fmt::Debug for Subject {
 impl Subject {
     /// Parses and normalises an identifier of `kind`.
     pub fn parse(kind: IdKind, value: &str) -> Result<Self, Error> {
-        let invalid = |why: &str| {
-            Error::new(
-                ErrorCode::InvalidField,
-                format!("subject {}: {why}", kind.as_str()),
-            )
-        };
+        let invalid = |why: &str| Error::new(ErrorCode::InvalidField, format!("subject {}: {why}", kind.as_str()));
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err(invalid("the value is empty"));
@@ -101,16 +96,12 @@ impl Subject {
         let value = match kind {
             IdKind::Email => {
                 let lower = trimmed.to_lowercase();
-                if !crate::catalog::ValueType::Email
-                    .accepts(&serde_json::Value::String(lower.clone()))
-                {
+                if !crate::catalog::ValueType::Email.accepts(&serde_json::Value::String(lower.clone())) {
                     return Err(invalid("not an email address"));
                 }
                 lower
             }
-            IdKind::Phone => {
-                normalise_phone(trimmed).ok_or_else(|| invalid("not a phone number"))?
-            }
+            IdKind::Phone => normalise_phone(trimmed).ok_or_else(|| invalid("not a phone number"))?,
             IdKind::UserId | IdKind::AnonymousId => trimmed.to_owned(),
         };
         Ok(Self { kind, value })
@@ -175,8 +166,7 @@ pub fn normalise_phone(text: &str) -> Option<String> {
         return None;
     }
     let number = phonenumber::parse(Some(phonenumber::country::Id::FR), text).ok()?;
-    phonenumber::is_valid(&number)
-        .then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+    phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// A decision about one purpose.
@@ -375,10 +365,7 @@ impl ConsentView {
 
     /// The state of a purpose for one subject.
     pub fn get(&self, subject: &Subject, purpose: &str) -> Option<StateEntry> {
-        self.states
-            .get(&subject.key())
-            .and_then(|m| m.get(purpose))
-            .copied()
+        self.states.get(&subject.key()).and_then(|m| m.get(purpose)).copied()
     }
 
     /// The effective state of a purpose across several identifiers of one person: the latest
@@ -419,9 +406,7 @@ mod tests {
         assert_eq!(p.value(), "+33612345678");
         assert_eq!(Subject::parse(IdKind::Phone, "06 12 34 56 78").unwrap(), p);
         assert_eq!(
-            Subject::parse(IdKind::Phone, "+1 415 555 0132")
-                .unwrap()
-                .value(),
+            Subject::parse(IdKind::Phone, "+1 415 555 0132").unwrap().value(),
             "+14155550132"
         );
         assert!(Subject::parse(IdKind::Phone, "06 12 ab").is_err());
@@ -448,16 +433,10 @@ mod tests {
         view.insert(anon.key(), "analytics".into(), grant);
         view.insert(email.key(), "analytics".into(), withdraw);
         let both = [anon.clone(), email.clone()];
-        assert_eq!(
-            view.effective(&both, "analytics").unwrap().status,
-            Status::Withdrawn
-        );
+        assert_eq!(view.effective(&both, "analytics").unwrap().status, Status::Withdrawn);
         // An older entry never overrides a newer one, whatever the order they are read in.
         view.insert(email.key(), "analytics".into(), grant);
-        assert_eq!(
-            view.effective(&both, "analytics").unwrap().status,
-            Status::Withdrawn
-        );
+        assert_eq!(view.effective(&both, "analytics").unwrap().status, Status::Withdrawn);
         let catalog = Catalog::builtin();
         assert!(!has_basis(
             &catalog.purposes["analytics"],
@@ -475,10 +454,7 @@ mod tests {
     fn message_identifiers_include_trait_emails() {
         let body = serde_json::json!({"userId": "u1", "anonymousId": "a1",
             "context": {"traits": {"email": "Ana@Example.org", "phone": "+33 6 11 22 33 44"}}});
-        let keys: Vec<String> = Subject::of_message(&body)
-            .iter()
-            .map(Subject::key)
-            .collect();
+        let keys: Vec<String> = Subject::of_message(&body).iter().map(Subject::key).collect();
         assert_eq!(
             keys,
             [

@@ -68,23 +68,12 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
         }
     }
 
-    if let Some(tc) = consent
-        .and_then(|c| c.get("tcString"))
-        .and_then(Value::as_str)
-    {
+    if let Some(tc) = consent.and_then(|c| c.get("tcString")).and_then(Value::as_str) {
         match tcf::decode(tc) {
             Ok(model) => {
-                for p in catalog
-                    .purposes
-                    .values()
-                    .filter(|p| !p.signals.tcf.is_empty())
-                {
+                for p in catalog.purposes.values().filter(|p| !p.signals.tcf.is_empty()) {
                     let granted = p.signals.tcf.iter().all(|n| model.purpose_consented(*n));
-                    let status = if granted {
-                        Status::Granted
-                    } else {
-                        Status::Denied
-                    };
+                    let status = if granted { Status::Granted } else { Status::Denied };
                     push(
                         &mut out.decisions,
                         &p.id,
@@ -102,11 +91,7 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
         .and_then(|c| c.get("categoryPreferences"))
         .and_then(Value::as_object)
     {
-        for p in catalog
-            .purposes
-            .values()
-            .filter(|p| !p.signals.segment.is_empty())
-        {
+        for p in catalog.purposes.values().filter(|p| !p.signals.segment.is_empty()) {
             let mapped: Vec<bool> = p
                 .signals
                 .segment
@@ -147,11 +132,7 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
                 .unwrap_or_default()
         };
         let (allowed, denied) = (ids("allowedConsentIds"), ids("deniedConsentIds"));
-        for p in catalog
-            .purposes
-            .values()
-            .filter(|p| !p.signals.rudderstack.is_empty())
-        {
+        for p in catalog.purposes.values().filter(|p| !p.signals.rudderstack.is_empty()) {
             let status = if p.signals.rudderstack.iter().any(|id| allowed.contains(id)) {
                 Status::Granted
             } else if p.signals.rudderstack.iter().any(|id| denied.contains(id)) {
@@ -241,11 +222,7 @@ mod tests {
     #[test]
     fn a_bad_tc_string_is_reported_not_fatal() {
         let c = Catalog::builtin();
-        let s = read(
-            &json!({"context": {"consent": {"tcString": "%%%"}}}),
-            &c,
-            false,
-        );
+        let s = read(&json!({"context": {"consent": {"tcString": "%%%"}}}), &c, false);
         assert!(s.invalid_tc_string.is_some());
         assert!(s.decisions.is_empty());
     }

@@ -102,10 +102,7 @@ pub fn observations(e: &EventView<'_>, rectified: bool) -> Vec<(String, Observat
     let own = matches!(e.kind, MessageType::Identify)
         .then(|| e.body.get("traits"))
         .flatten();
-    for traits in [own, e.body.pointer("/context/traits")]
-        .into_iter()
-        .flatten()
-    {
+    for traits in [own, e.body.pointer("/context/traits")].into_iter().flatten() {
         if let Value::Object(map) = traits {
             for (name, value) in map {
                 out.push((
@@ -126,32 +123,20 @@ pub fn observations(e: &EventView<'_>, rectified: bool) -> Vec<(String, Observat
 }
 
 /// Chooses the golden value of each trait from its observations.
-pub fn survive(
-    lineage: &BTreeMap<String, Vec<Observation>>,
-    rules: &Survivorship,
-) -> BTreeMap<String, GoldenValue> {
+pub fn survive(lineage: &BTreeMap<String, Vec<Observation>>, rules: &Survivorship) -> BTreeMap<String, GoldenValue> {
     let mut out = BTreeMap::new();
     for (name, seen) in lineage {
         let candidates: Vec<&Observation> = seen.iter().filter(|o| !o.value.is_null()).collect();
         let best = candidates.iter().copied().max_by(|a, b| {
-            (
-                a.rectified,
-                std::cmp::Reverse(rules.rank(a.source_kind)),
-                a.at,
-                a.seq,
-            )
-                .cmp(&(
-                    b.rectified,
-                    std::cmp::Reverse(rules.rank(b.source_kind)),
-                    b.at,
-                    b.seq,
-                ))
+            (a.rectified, std::cmp::Reverse(rules.rank(a.source_kind)), a.at, a.seq).cmp(&(
+                b.rectified,
+                std::cmp::Reverse(rules.rank(b.source_kind)),
+                b.at,
+                b.seq,
+            ))
         });
         let Some(best) = best else { continue };
-        let same_kind = candidates
-            .iter()
-            .filter(|o| o.source_kind == best.source_kind)
-            .count();
+        let same_kind = candidates.iter().filter(|o| o.source_kind == best.source_kind).count();
         let distinct = {
             let mut values: Vec<&Value> = candidates.iter().map(|o| &o.value).collect();
             values.dedup();
@@ -233,17 +218,12 @@ pub fn computed(events: &[EventView<'_>]) -> Computed {
             }
             Some("Product Viewed" | "Product Added") => {
                 cart |= e.event == Some("Product Added");
-                if let Some(cat) = props
-                    .and_then(|p| p.get("category"))
-                    .and_then(Value::as_str)
-                {
+                if let Some(cat) = props.and_then(|p| p.get("category")).and_then(Value::as_str) {
                     *categories.entry(cat.to_owned()).or_default() += 1;
                 }
             }
             Some("Checkout Started") => cart = true,
-            Some("Order Delivered" | "Support Ticket Opened" | "Support Ticket Resolved") => {
-                delivered_or_after = true
-            }
+            Some("Order Delivered" | "Support Ticket Opened" | "Support Ticket Resolved") => delivered_or_after = true,
             _ => {}
         }
     }
@@ -290,31 +270,16 @@ mod tests {
         lineage.insert(
             "city".to_owned(),
             vec![
-                obs(
-                    json!("Lyon"),
-                    SourceKind::Account,
-                    "2025-01-01T00:00:00Z",
-                    1,
-                ),
+                obs(json!("Lyon"), SourceKind::Account, "2025-01-01T00:00:00Z", 1),
                 obs(json!("Paris"), SourceKind::Web, "2026-01-01T00:00:00Z", 2),
-                obs(
-                    json!("Lille"),
-                    SourceKind::Account,
-                    "2025-06-01T00:00:00Z",
-                    3,
-                ),
+                obs(json!("Lille"), SourceKind::Account, "2025-06-01T00:00:00Z", 3),
             ],
         );
         let rules = Survivorship::default();
         let g = survive(&lineage, &rules);
         assert_eq!(g["city"].value, json!("Lille"));
         assert!(g["city"].why.contains("from account"), "{}", g["city"].why);
-        let mut fixed = obs(
-            json!("Marseille"),
-            SourceKind::Web,
-            "2024-01-01T00:00:00Z",
-            4,
-        );
+        let mut fixed = obs(json!("Marseille"), SourceKind::Web, "2024-01-01T00:00:00Z", 4);
         fixed.rectified = true;
         lineage.get_mut("city").unwrap().push(fixed);
         let g = survive(&lineage, &rules);

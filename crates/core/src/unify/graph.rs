@@ -75,8 +75,7 @@ impl Guards {
     /// Why `id` may never link anything, if it may not.
     pub fn blocked(&self, id: &Identifier) -> bool {
         let v = id.value().to_lowercase();
-        let digits_of_nothing =
-            !v.is_empty() && v.chars().all(|c| c == '0' || c == '-' || c == '+');
+        let digits_of_nothing = !v.is_empty() && v.chars().all(|c| c == '0' || c == '-' || c == '+');
         digits_of_nothing
             || self.blocked.contains(&v)
             || self
@@ -184,12 +183,7 @@ pub fn resolve(
             ids.push(id);
         }
     }
-    ids.sort_by(|a, b| {
-        guards
-            .rank(a.kind())
-            .cmp(&guards.rank(b.kind()))
-            .then_with(|| a.cmp(b))
-    });
+    ids.sort_by(|a, b| guards.rank(a.kind()).cmp(&guards.rank(b.kind())).then_with(|| a.cmp(b)));
 
     // The profile built so far (`None`: a new one), its identifiers, and the anchor that every
     // link of this message hangs from: its most trusted identifier.
@@ -253,12 +247,8 @@ pub fn resolve(
 
 /// Profiles recomputed from links, for splitting: the connected components of `links` over
 /// `ids` (identifiers without links are components of their own), each as a sorted set.
-pub fn components(
-    ids: &BTreeSet<Identifier>,
-    links: &[(Identifier, Identifier)],
-) -> Vec<BTreeSet<Identifier>> {
-    let index: HashMap<&Identifier, usize> =
-        ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+pub fn components(ids: &BTreeSet<Identifier>, links: &[(Identifier, Identifier)]) -> Vec<BTreeSet<Identifier>> {
+    let index: HashMap<&Identifier, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
     let mut parent: Vec<usize> = (0..ids.len()).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
@@ -323,19 +313,11 @@ mod tests {
                 for i in &moved.ids {
                     self.owner.insert(i.clone(), *survivor);
                 }
-                self.profiles
-                    .entry(*survivor)
-                    .or_default()
-                    .ids
-                    .extend(moved.ids);
+                self.profiles.entry(*survivor).or_default().ids.extend(moved.ids);
             }
             for i in &r.attached {
                 self.owner.insert(i.clone(), profile);
-                self.profiles
-                    .entry(profile)
-                    .or_default()
-                    .ids
-                    .insert(i.clone());
+                self.profiles.entry(profile).or_default().ids.insert(i.clone());
             }
             (profile, r)
         }
@@ -351,10 +333,7 @@ mod tests {
         assert_eq!(p, p1.min(p2), "the older profile survives");
         assert_eq!(r.merges.len(), 1);
         assert_eq!(g.profiles[&p].ids.len(), 3);
-        assert_eq!(
-            r.links,
-            vec![(id("user_id", "u1"), id("anonymous_id", "a1"))]
-        );
+        assert_eq!(r.links, vec![(id("user_id", "u1"), id("anonymous_id", "a1"))]);
     }
 
     #[test]
@@ -375,15 +354,8 @@ mod tests {
         // Known first or not, the user id decides: the same holds when the user id is new.
         let (_, r) = g.feed(&[id("email", "famille@example.org"), id("user_id", "carla")]);
         assert_eq!(r.left_out[0].0, id("email", "famille@example.org"));
-        assert_ne!(
-            ana, bob,
-            "the lower-priority email is left out; the user id decides"
-        );
-        assert!(
-            !g.profiles[&bob]
-                .ids
-                .contains(&id("email", "famille@example.org"))
-        );
+        assert_ne!(ana, bob, "the lower-priority email is left out; the user id decides");
+        assert!(!g.profiles[&bob].ids.contains(&id("email", "famille@example.org")));
     }
 
     #[test]
@@ -399,13 +371,7 @@ mod tests {
             id("anonymous_id", "null"),
         ]);
         assert_ne!(a, b);
-        assert_eq!(
-            r.left_out
-                .iter()
-                .filter(|(_, w)| *w == LeftOut::Blocked)
-                .count(),
-            2
-        );
+        assert_eq!(r.left_out.iter().filter(|(_, w)| *w == LeftOut::Blocked).count(), 2);
         let (_, r) = g.feed(&[id("anonymous_id", "0000-0000"), id("user_id", "-1")]);
         assert_eq!(r.left_out.len(), 2);
     }

@@ -103,3 +103,45 @@ mod tests {
         assert!(!format!("{card:?}").contains("VC-PAR"));
     }
 }
+
+/// The identifiers a normalised message carries: its user and anonymous ids, the previous id of
+/// an alias, and the emails, phones and identifier traits of its traits and context traits.
+pub fn message_identifiers(body: &serde_json::Value, catalog: &crate::catalog::Catalog) -> Vec<Identifier> {
+    let mut out: Vec<Identifier> = Vec::new();
+    let mut push = |id: Option<Identifier>| {
+        if let Some(id) = id
+            && !out.contains(&id)
+        {
+            out.push(id);
+        }
+    };
+    let text = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map(str::to_owned);
+    if let Some(u) = text(body.get("userId")) {
+        push(Identifier::parse("user_id", &u));
+    }
+    if let Some(a) = text(body.get("anonymousId")) {
+        push(Identifier::parse("anonymous_id", &a));
+    }
+    // Segment's alias says a previous id (usually the anonymous one) is this user.
+    if body.get("type").and_then(serde_json::Value::as_str) == Some("alias")
+        && let Some(prev) = text(body.get("previousId"))
+    {
+        push(Identifier::parse("anonymous_id", &prev));
+    }
+    for traits in [body.get("traits"), body.pointer("/context/traits")]
+        .into_iter()
+        .flatten()
+    {
+        let Some(map) = traits.as_object() else { continue };
+        push(text(map.get("email")).and_then(|e| Identifier::parse("email", &e)));
+        push(text(map.get("phone")).and_then(|p| Identifier::parse("phone", &p)));
+        for (name, value) in map {
+            if catalog.traits.get(name).is_some_and(|t| t.identifier)
+                && let Some(v) = value.as_str()
+            {
+                push(Identifier::parse(name, v));
+            }
+        }
+    }
+    out
+}

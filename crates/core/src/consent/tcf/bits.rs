@@ -89,8 +89,7 @@ impl BitReader {
     /// The next `width` bits (at most 64) without consuming them.
     pub(super) fn peek(&self, width: u32, field: &'static str) -> Result<u64, TcfError> {
         self.require(width as usize, field)?;
-        Ok((self.pos..self.pos + width as usize)
-            .fold(0, |acc, i| (acc << 1) | u64::from(self.bit_at(i))))
+        Ok((self.pos..self.pos + width as usize).fold(0, |acc, i| (acc << 1) | u64::from(self.bit_at(i))))
     }
 
     /// The next `width` bits (at most 64) as an unsigned integer.
@@ -116,10 +115,7 @@ impl BitWriter {
     /// Appends the low `width` bits of `value`. Callers pass values their types already bound to
     /// `width` bits; higher bits would be dropped.
     pub(super) fn int(&mut self, value: u64, width: u32) {
-        debug_assert!(
-            width == 64 || value >> width == 0,
-            "{value} wider than {width} bits"
-        );
+        debug_assert!(width == 64 || value >> width == 0, "{value} wider than {width} bits");
         self.bits
             .extend((0..width).rev().map(|shift| (value >> shift) & 1 == 1));
     }
@@ -136,9 +132,7 @@ impl BitWriter {
         self.bits
             .chunks(6)
             .map(|chunk| {
-                let value = chunk
-                    .iter()
-                    .fold(0usize, |acc, &b| (acc << 1) | usize::from(b));
+                let value = chunk.iter().fold(0usize, |acc, &b| (acc << 1) | usize::from(b));
                 char::from(ALPHABET[value])
             })
             .collect()
@@ -199,9 +193,7 @@ mod tests {
         );
         assert!(matches!(
             BitReader::new("Aé", 0),
-            Err(TcfError::InvalidBase64 {
-                character: 'é', ..
-            })
+            Err(TcfError::InvalidBase64 { character: 'é', .. })
         ));
     }
 }

@@ -11,8 +11,8 @@
 
 use super::bits::{BitReader, BitWriter};
 use super::types::{
-    Alpha2, CustomPurposes, FixedSet, PublisherRestrictions, PublisherTc, RestrictionType,
-    TcfTimestamp, UInt, VendorSet,
+    Alpha2, CustomPurposes, FixedSet, PublisherRestrictions, PublisherTc, RestrictionType, TcfTimestamp, UInt,
+    VendorSet,
 };
 use super::{TcModel, TcfError};
 
@@ -131,8 +131,7 @@ fn restrictions(r: &mut BitReader) -> Result<PublisherRestrictions, TcfError> {
     for _ in 0..r.int(COUNT_BITS, "PubRestrictions.NumPubRestrictions")? {
         let purpose = r.int(6, "PubRestrictions.PurposeId")? as u8;
         let code = r.int(2, "PubRestrictions.RestrictionType")?;
-        let restriction_type = RestrictionType::from_code(code)
-            .ok_or(TcfError::ReservedRestrictionType { purpose })?;
+        let restriction_type = RestrictionType::from_code(code).ok_or(TcfError::ReservedRestrictionType { purpose })?;
         if purpose == 0 {
             return Err(TcfError::IdOutOfRange {
                 field: "PubRestrictions.PurposeId",
@@ -215,11 +214,7 @@ fn write_ranges(w: &mut BitWriter, runs: &[(u16, u16)]) {
 pub(super) fn write_vendors(w: &mut BitWriter, set: &VendorSet) {
     let max_id = set.max_id();
     let runs = set.runs();
-    let range_bits: usize = COUNT_BITS as usize
-        + runs
-            .iter()
-            .map(|(s, e)| if s == e { 17 } else { 33 })
-            .sum::<usize>();
+    let range_bits: usize = COUNT_BITS as usize + runs.iter().map(|(s, e)| if s == e { 17 } else { 33 }).sum::<usize>();
     w.int(max_id.into(), VENDOR_ID_BITS);
     // A range encoding shorter than a 65,535-bit field has far fewer than 4,096 entries.
     if range_bits < usize::from(max_id) {

@@ -61,8 +61,8 @@ pub mod types;
 mod tests;
 
 pub use types::{
-    Alpha2, CustomPurposes, FixedSet, PublisherRestrictions, PublisherTc, PurposeSet,
-    RestrictionType, SpecialFeatureSet, TcfTimestamp, UInt, VendorSet,
+    Alpha2, CustomPurposes, FixedSet, PublisherRestrictions, PublisherTc, PurposeSet, RestrictionType,
+    SpecialFeatureSet, TcfTimestamp, UInt, VendorSet,
 };
 
 use bits::{BitReader, BitWriter};
@@ -192,9 +192,7 @@ pub enum TcfError {
         character: char,
     },
     /// The first segment is not a core segment.
-    #[error(
-        "the TC string starts with a segment of type {segment_type}, not with its core segment"
-    )]
+    #[error("the TC string starts with a segment of type {segment_type}, not with its core segment")]
     MissingCore {
         /// The segment type found (its first 3 bits).
         segment_type: u8,
@@ -214,9 +212,7 @@ pub enum TcfError {
     #[error("the {0} segment appears more than once")]
     DuplicateSegment(SegmentKind),
     /// A field runs past the end of its segment.
-    #[error(
-        "the {segment} segment is truncated: {field} starts at bit {bit} but the segment has {length} bits"
-    )]
+    #[error("the {segment} segment is truncated: {field} starts at bit {bit} but the segment has {length} bits")]
     Truncated {
         /// The segment being read.
         segment: SegmentKind,

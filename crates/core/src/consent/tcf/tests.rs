@@ -8,9 +8,9 @@ use proptest::prelude::*;
 
 /// The example string of the IAB specification ("Consent string and vendor list formats v2"),
 /// core and publisher TC segments. Field values as decoded by @iabtechlabtcf/core 1.5.21.
-const SPEC_EXAMPLE: &str = "CLcVDxRMWfGmWAVAHCENAXCkAKDAADnAABRgA5mdfCKZuYJez-NQm0TBMYA4oCAAGQYIAAAAAAEAIAEgAA.argAC0gAAAAAAAAAAAA";
-const SPEC_EXAMPLE_CORE: &str =
-    "CLcVDxRMWfGmWAVAHCENAXCkAKDAADnAABRgA5mdfCKZuYJez-NQm0TBMYA4oCAAGQYIAAAAAAEAIAEgAA";
+const SPEC_EXAMPLE: &str =
+    "CLcVDxRMWfGmWAVAHCENAXCkAKDAADnAABRgA5mdfCKZuYJez-NQm0TBMYA4oCAAGQYIAAAAAAEAIAEgAA.argAC0gAAAAAAAAAAAA";
+const SPEC_EXAMPLE_CORE: &str = "CLcVDxRMWfGmWAVAHCENAXCkAKDAADnAABRgA5mdfCKZuYJez-NQm0TBMYA4oCAAGQYIAAAAAAEAIAEgAA";
 
 /// From iabtcf-es issue 201: a real CMP string whose publisher restrictions list the same
 /// purpose and type more than once.
@@ -35,10 +35,7 @@ fn ids<T: Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
 fn the_specification_example_decodes_field_for_field() {
     let m = decode(SPEC_EXAMPLE).unwrap();
     assert_eq!(m.created.deciseconds(), 12_286_442_577);
-    assert_eq!(
-        m.created.to_timestamp().to_string(),
-        "2008-12-07T10:04:17.7Z"
-    );
+    assert_eq!(m.created.to_timestamp().to_string(), "2008-12-07T10:04:17.7Z");
     assert_eq!(m.last_updated.deciseconds(), 13_262_154_134);
     assert_eq!(m.cmp_id.get(), 21);
     assert_eq!(m.cmp_version.get(), 7);
@@ -50,10 +47,7 @@ fn the_specification_example_decodes_field_for_field() {
     assert!(!m.use_non_standard_texts);
     assert_eq!(ids(m.special_feature_optins.iter()), [2]);
     assert_eq!(ids(m.purpose_consents.iter()), [1, 3, 9, 10]);
-    assert_eq!(
-        ids(m.purpose_legitimate_interests.iter()),
-        [3, 4, 5, 8, 9, 10]
-    );
+    assert_eq!(ids(m.purpose_legitimate_interests.iter()), [3, 4, 5, 8, 9, 10]);
     assert!(m.purpose_consented(1) && !m.purpose_consented(2));
     assert!(m.purpose_legitimate_interest(8));
     assert!(!m.purpose_one_treatment);
@@ -108,10 +102,7 @@ fn optional_segments_decode_in_any_order_and_allowed_vendors_are_skipped() {
     let with = |segments: &[&str]| decode(&[&[SPEC_EXAMPLE_CORE], segments].concat().join("."));
 
     let m = with(&[ALLOWED_1_2_3_10, DISCLOSED_5_6_700]).unwrap();
-    assert_eq!(
-        ids(m.disclosed_vendors.as_ref().unwrap().iter()),
-        [5, 6, 700]
-    );
+    assert_eq!(ids(m.disclosed_vendors.as_ref().unwrap().iter()), [5, 6, 700]);
     assert_eq!(
         TcModel {
             disclosed_vendors: None,
@@ -129,10 +120,7 @@ fn optional_segments_decode_in_any_order_and_allowed_vendors_are_skipped() {
 fn malformed_strings_are_refused_with_the_reason() {
     let cases: &[(&str, TcfError)] = &[
         ("", TcfError::Empty),
-        (
-            &format!("{SPEC_EXAMPLE_CORE}."),
-            TcfError::EmptySegment { index: 1 },
-        ),
+        (&format!("{SPEC_EXAMPLE_CORE}."), TcfError::EmptySegment { index: 1 }),
         (
             &format!("{SPEC_EXAMPLE_CORE}=="),
             TcfError::InvalidBase64 {
@@ -210,17 +198,8 @@ fn out_of_range_values_in_a_string_are_named() {
             value: 30
         })
     );
-    assert_eq!(
-        patched(108, 6, 4).len(),
-        codec::write_core(&base).unwrap().len()
-    );
-    assert_eq!(
-        decode(&patched(108, 6, 4))
-            .unwrap()
-            .consent_language
-            .as_str(),
-        "EN"
-    );
+    assert_eq!(patched(108, 6, 4).len(), codec::write_core(&base).unwrap().len());
+    assert_eq!(decode(&patched(108, 6, 4)).unwrap().consent_language.as_str(), "EN");
 }
 
 #[test]
@@ -264,10 +243,7 @@ fn a_restriction_with_too_many_ranges_is_an_encoding_error() {
 #[test]
 fn values_are_checked_where_they_are_made() {
     assert!(UInt::<6>::new(63).is_ok());
-    assert_eq!(
-        UInt::<6>::new(64),
-        Err(TcfError::TooWide { value: 64, bits: 6 })
-    );
+    assert_eq!(UInt::<6>::new(64), Err(TcfError::TooWide { value: 64, bits: 6 }));
     assert_eq!(Alpha2::parse("fr").unwrap().as_str(), "FR");
     assert!(Alpha2::parse("F1").is_err() && Alpha2::parse("FRA").is_err());
     assert!(PurposeSet::from_ids([24]).is_ok() && PurposeSet::from_ids([25]).is_err());
@@ -349,25 +325,16 @@ fn restrictions() -> impl Strategy<Value = PublisherRestrictions> {
 }
 
 fn publisher_tc() -> impl Strategy<Value = PublisherTc> {
-    (
-        any::<u64>(),
-        any::<u64>(),
-        0u64..64,
-        any::<u64>(),
-        any::<u64>(),
-    )
-        .prop_map(|(consents, li, count, custom_consents, custom_li)| {
+    (any::<u64>(), any::<u64>(), 0u64..64, any::<u64>(), any::<u64>()).prop_map(
+        |(consents, li, count, custom_consents, custom_li)| {
             let mask = (1u64 << count) - 1;
             PublisherTc {
                 purpose_consents: FixedSet::from_low_bits(consents),
                 purpose_legitimate_interests: FixedSet::from_low_bits(li),
-                custom: CustomPurposes::from_bits(
-                    UInt::from_bits(count),
-                    custom_consents & mask,
-                    custom_li & mask,
-                ),
+                custom: CustomPurposes::from_bits(UInt::from_bits(count), custom_consents & mask, custom_li & mask),
             }
-        })
+        },
+    )
 }
 
 prop_compose! {
@@ -418,8 +385,7 @@ fn decode_is_total(input: &str) {
     }
 }
 
-const BASE64URL_AND_DOT: &[u8] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+const BASE64URL_AND_DOT: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
 
 proptest! {
     #[test]

@@ -290,9 +290,7 @@ impl VendorSet {
     /// Whether `id` is in the set.
     pub fn contains(&self, id: u16) -> bool {
         let id = usize::from(id);
-        self.words
-            .get(id / 64)
-            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+        self.words.get(id / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 
     /// The highest id, or 0 for the empty set (the string's `MaxVendorId`).
@@ -481,12 +479,7 @@ impl PublisherRestrictions {
     }
 
     /// Restricts `purpose` (1 to 63) for each vendor of `vendors`.
-    pub fn add(
-        &mut self,
-        purpose: u8,
-        restriction_type: RestrictionType,
-        vendors: &VendorSet,
-    ) -> Result<(), TcfError> {
+    pub fn add(&mut self, purpose: u8, restriction_type: RestrictionType, vendors: &VendorSet) -> Result<(), TcfError> {
         if purpose == 0 || purpose > Self::MAX_PURPOSE {
             return Err(TcfError::IdOutOfRange {
                 field: "restricted purpose",
@@ -570,10 +563,7 @@ impl Serialize for CustomPurposes {
         let mut st = s.serialize_struct("CustomPurposes", 3)?;
         st.serialize_field("custom_purposes", &self.count)?;
         st.serialize_field("custom_purpose_consents", &self.consents)?;
-        st.serialize_field(
-            "custom_purpose_legitimate_interests",
-            &self.legitimate_interests,
-        )?;
+        st.serialize_field("custom_purpose_legitimate_interests", &self.legitimate_interests)?;
         st.end()
     }
 }
