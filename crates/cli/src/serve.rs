@@ -31,6 +31,9 @@ pub async fn serve(
 ) -> Result<()> {
     let backend = store.backend();
     let state = AppState::with_options(store, catalog, Arc::new(SystemClock), options);
+    // Identity resolution follows the event log beside the HTTP server.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let resolver = tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped));
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -42,6 +45,8 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
+    let _ = stop.send(true);
+    let _ = resolver.await;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

@@ -359,6 +359,9 @@ async fn ingest(
     };
     app.metrics.store("append", app.store.backend(), started.elapsed());
     outcome.accepted = appended.stored_count();
+    if outcome.accepted > 0 {
+        app.stored.notify_one();
+    }
     outcome.duplicates = total - outcome.accepted;
     let name = source.name.as_ref();
     app.metrics.events(name, "accepted", "", outcome.accepted as u64);

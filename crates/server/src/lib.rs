@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod preferences;
+pub mod profiles;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -49,6 +50,12 @@ pub struct AppState {
     notice_hash: std::sync::OnceLock<String>,
     /// Deployment options.
     pub options: Options,
+    /// Guards of identity resolution.
+    pub guards: Arc<confiance_core::unify::graph::Guards>,
+    /// Survivorship rules of golden records.
+    pub survivorship: confiance_core::unify::golden::Survivorship,
+    /// Signalled whenever ingestion stored something, to wake the resolver.
+    pub stored: tokio::sync::Notify,
 }
 
 /// Deployment options of the HTTP layer.
@@ -95,6 +102,9 @@ impl AppState {
             secret: tokio::sync::OnceCell::new(),
             notice_hash: std::sync::OnceLock::new(),
             options,
+            guards: Arc::new(Default::default()),
+            survivorship: Default::default(),
+            stored: tokio::sync::Notify::new(),
         })
     }
 
@@ -176,6 +186,7 @@ pub fn router(state: Shared) -> Router {
         .merge(banner::routes())
         .merge(consent::routes())
         .merge(preferences::routes())
+        .merge(profiles::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

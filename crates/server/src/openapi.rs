@@ -53,6 +53,16 @@ impl Modify for Security {
         crate::admin::list_events,
         crate::admin::list_sources,
         crate::admin::create_source,
+        crate::consent::record,
+        crate::consent::state_and_history,
+        crate::consent::receipts,
+        crate::consent::stats,
+        crate::consent::preference_link,
+        crate::profiles::lookup,
+        crate::profiles::profile,
+        crate::profiles::merges,
+        crate::profiles::undo,
+        crate::profiles::status,
         crate::ops::healthz,
         crate::ops::metrics,
         crate::ops::openapi_json,
@@ -61,6 +71,8 @@ impl Modify for Security {
     tags(
         (name = "tracking", description = "What Segment SDKs call"),
         (name = "admin", description = "Behind an admin bearer token"),
+        (name = "consent", description = "The consent ledger, behind an admin or DPO token"),
+        (name = "profiles", description = "Golden records and identity resolution, behind an admin or DPO token"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -461,6 +461,44 @@ impl Store {
         dispatch!(self, s => s.profile(id).await)
     }
 
+    /// Events of a profile — of every user id and anonymous id it holds — oldest first, after
+    /// `after_seq`, at most `limit`, as `access` allows: for a purpose, nothing unless the
+    /// latest decision across all the profile's identifiers gives a legal basis, and only
+    /// events collected for it. A merge never widens what a person agreed to.
+    pub async fn profile_events(
+        &self,
+        access: Access<'_>,
+        profile: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let purpose = match access {
+            Access::Purpose(p) => {
+                let subjects = self.profile_subjects(profile).await?;
+                let view = self.consent_view(&subjects).await?;
+                if !has_basis(p, view.effective(&subjects, &p.id)) {
+                    return Ok(Vec::new());
+                }
+                Some(p.id.clone())
+            }
+            Access::Administration | Access::DataSubject => None,
+        };
+        dispatch!(self, s => s.profile_events(profile, purpose.as_deref(), after_seq, limit).await)
+    }
+
+    /// The consent subjects among a profile's identifiers.
+    pub async fn profile_subjects(&self, profile: i64) -> Result<Vec<Subject>> {
+        let row = dispatch!(self, s => s.profile(profile).await)?;
+        Ok(row
+            .map(|p| {
+                p.identities
+                    .iter()
+                    .filter_map(|(k, _)| Identifier::from_key(k)?.subject())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// The merges a profile took part in, oldest first.
     pub async fn merges_of(&self, profile: i64) -> Result<Vec<MergeRow>> {
         dispatch!(self, s => s.merges_of(profile).await)

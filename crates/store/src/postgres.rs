@@ -110,7 +110,7 @@ const ADD_COUNTERS: &str = "INSERT INTO source_counters (source_id, counter, val
      GROUP BY c.counter ORDER BY c.counter COLLATE \"C\"
      ON CONFLICT (source_id, counter) DO UPDATE SET value = source_counters.value + EXCLUDED.value";
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
 
 const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
@@ -254,7 +254,7 @@ fn row_to_source(row: &tokio_postgres::Row) -> Result<Source> {
     })
 }
 
-fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
+pub(crate) fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
     Ok(StoredEvent {
         seq: row.try_get(0)?,
         source_id: row.try_get(1)?,

@@ -3,7 +3,7 @@
 
 use crate::postgres::PgStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch};
-use crate::{MergeRow, ProfileRow, Result, StoreError, from_micros};
+use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent, from_micros};
 use confiance_core::catalog::Catalog;
 use confiance_core::unify::graph::{Guards, components};
 use confiance_core::unify::identifier::Identifier;
@@ -250,6 +250,32 @@ impl PgStore {
             merged_into: row.try_get(2)?,
             identities,
         }))
+    }
+
+    pub(crate) async fn profile_events(
+        &self,
+        profile: i64,
+        purpose: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM events
+                     WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = $1 AND kind = 'user_id')
+                         OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = $1 AND kind = 'anonymous_id'))
+                       AND seq > $2 AND (purposes LIKE $4 OR purposes = ',')
+                     ORDER BY seq LIMIT $3",
+                    crate::postgres::EVENT_COLUMNS
+                ),
+                &[&profile, &after, &limit, &pattern],
+            )
+            .await?;
+        rows.iter().map(crate::postgres::row_to_event).collect()
     }
 
     pub(crate) async fn merges_of(&self, profile: i64) -> Result<Vec<MergeRow>> {

@@ -389,36 +389,12 @@ impl SqliteStore {
         let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
         self.read(move |c| {
             let sql = format!(
-                "SELECT seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes
-                 FROM events WHERE {column} = ?1 AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
                  ORDER BY seq LIMIT ?3"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![value, after_seq, limit as i64, pattern], |r| {
-                Ok((
-                    (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
-                    (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?),
-                    (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?),
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let ((seq, source_id, message_id, kind), (user_id, anonymous_id, event), (ts, rec, body, purposes)) = row?;
-                out.push(StoredEvent {
-                    seq,
-                    source_id,
-                    message_id,
-                    kind: kind_from_str(&kind)?,
-                    user_id,
-                    anonymous_id,
-                    event,
-                    timestamp: from_micros(ts),
-                    received_at: from_micros(rec),
-                    body: serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?,
-                    purposes: purposes_from_column(&purposes),
-                });
-            }
-            Ok(out)
+            let rows = stmt.query_map(params![value, after_seq, limit as i64, pattern], event_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(into_event)).collect()
         })
         .await
     }
@@ -685,6 +661,43 @@ fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<
         seqs.push(seq);
     }
     Ok(seqs)
+}
+
+/// The columns of an event, in the order [`event_row`] reads them.
+pub(crate) const EVENT_COLUMNS: &str =
+    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
+
+type EventParts = (
+    (i64, i64, String, String),
+    (Option<String>, Option<String>, Option<String>),
+    (i64, i64, String, String),
+);
+
+/// Reads the [`EVENT_COLUMNS`] of a row.
+pub(crate) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventParts> {
+    Ok((
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+        (r.get(4)?, r.get(5)?, r.get(6)?),
+        (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+    ))
+}
+
+/// Turns the columns of a row into an event.
+pub(crate) fn into_event(parts: EventParts) -> Result<StoredEvent> {
+    let ((seq, source_id, message_id, kind), (user_id, anonymous_id, event), (ts, rec, body, purposes)) = parts;
+    Ok(StoredEvent {
+        seq,
+        source_id,
+        message_id,
+        kind: kind_from_str(&kind)?,
+        user_id,
+        anonymous_id,
+        event,
+        timestamp: from_micros(ts),
+        received_at: from_micros(rec),
+        body: serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?,
+        purposes: purposes_from_column(&purposes),
+    })
 }
 
 fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use crate::sqlite::SqliteStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch, run_now};
-use crate::{MergeRow, ProfileRow, Result, StoreError};
+use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent};
 use confiance_core::catalog::Catalog;
 use confiance_core::unify::graph::{Guards, components};
 use confiance_core::unify::identifier::Identifier;
@@ -240,6 +240,30 @@ impl SqliteStore {
                 merged_into,
                 identities,
             }))
+        })
+        .await
+    }
+
+    pub(crate) async fn profile_events(
+        &self,
+        profile: i64,
+        purpose: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM events
+                 WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = ?1 AND kind = 'user_id')
+                     OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = ?1 AND kind = 'anonymous_id'))
+                   AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
+                 ORDER BY seq LIMIT ?3",
+                crate::sqlite::EVENT_COLUMNS
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params![profile, after, limit as i64, pattern], crate::sqlite::event_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(crate::sqlite::into_event)).collect()
         })
         .await
     }

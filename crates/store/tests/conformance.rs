@@ -1254,17 +1254,29 @@ async fn undoing_a_merge_restores_the_profiles_before_it(place: Place) {
     assert_eq!(before.len(), 2);
     // Someone types Bob's phone number on Ana's tablet: the guards cannot tell, the link is wrong.
     store
-        .append(web.id, vec![identify("3", None, Some("tablet"), json!({"phone": "06 12 34 56 78"}))], Vec::new())
+        .append(
+            web.id,
+            vec![identify("3", None, Some("tablet"), json!({"phone": "06 12 34 56 78"}))],
+            Vec::new(),
+        )
         .await
         .unwrap();
     resolve_all(&store).await;
     let ana = profile_of(&store, "email", "ana@example.org").await.unwrap();
-    assert_eq!(profile_of(&store, "anonymous_id", "phone-b").await, Some(ana), "the wrong merge happened");
+    assert_eq!(
+        profile_of(&store, "anonymous_id", "phone-b").await,
+        Some(ana),
+        "the wrong merge happened"
+    );
     let merge = store.merges_of(ana).await.unwrap().pop().unwrap();
     assert_eq!(merge.message_id.as_deref(), Some("3"));
     let after = store.undo_merge(merge, Timestamp::now()).await.unwrap();
     assert_eq!(after.len(), 2);
-    assert_eq!(store.profiles_snapshot().await.unwrap(), before, "exactly the profiles before the merge");
+    assert_eq!(
+        store.profiles_snapshot().await.unwrap(),
+        before,
+        "exactly the profiles before the merge"
+    );
     assert!(store.merges_of(ana).await.unwrap()[0].undone_at.is_some());
     // A rebuild from the log keeps it undone.
     store.reset_profiles().await.unwrap();

@@ -9,5 +9,6 @@ mod browser;
 mod cli;
 mod consent;
 mod process;
+mod profiles;
 mod sdk;
 mod support;

@@ -18,6 +18,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The application served in-process on port 0, over a fresh SQLite store.
 pub struct TestApp {
     pub base: String,
+    _stop: tokio::sync::watch::Sender<bool>,
     pub clock: ManualClock,
     pub store: Store,
     pub write_key: String,
@@ -45,6 +46,8 @@ impl TestApp {
             .unwrap();
         let clock = ManualClock::new(jiff::Timestamp::now());
         let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(clock.clone()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -53,6 +56,7 @@ impl TestApp {
         });
         TestApp {
             base: format!("http://{addr}"),
+            _stop: stop,
             clock,
             store,
             write_key: key.reveal().to_owned(),
@@ -63,6 +67,41 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Creates another source and returns its write key.
+    pub async fn add_source(&self, name: &str, kind: SourceKind) -> String {
+        let key = WriteKey::generate();
+        self.store
+            .create_source(&SourceName::parse(name).unwrap(), kind, &key.digest(), &key.prefix())
+            .await
+            .unwrap();
+        key.reveal().to_owned()
+    }
+
+    /// Posts JSON with another source's write key.
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .basic_auth(key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    /// Waits until identity resolution has read the whole log.
+    pub async fn resolved(&self) {
+        for _ in 0..500 {
+            let (cursor, head) = self.store.unify_status().await.unwrap();
+            if cursor == head {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("identity resolution did not catch up");
     }
 
     /// Posts JSON with the write key in a Basic header.
