@@ -41,6 +41,17 @@ pub struct Catalog {
     pub touchpoints: BTreeMap<String, Touchpoint>,
     /// Declared sources by name.
     pub sources: BTreeMap<String, SourceDecl>,
+    /// Identity resolution and golden-record rules.
+    pub unify: UnifySettings,
+}
+
+/// How identities are resolved and golden values chosen.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UnifySettings {
+    /// Guards against merging strangers.
+    pub guards: crate::unify::graph::Guards,
+    /// Which source wins a trait.
+    pub survivorship: crate::unify::golden::Survivorship,
 }
 
 /// The controller and its data protection officer.
@@ -457,6 +468,25 @@ struct RawCatalog {
     touchpoints: Vec<RawTouchpoint>,
     #[serde(default)]
     sources: Vec<RawSource>,
+    unify: Option<RawUnify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnify {
+    /// Values that identify no one, for every kind (added to the built-in list).
+    #[serde(default)]
+    blocked_values: Vec<String>,
+    /// Values blocked for one kind: `phone = ["+33 1 40 00 00 00"]` (the shop's own number).
+    #[serde(default)]
+    blocked: BTreeMap<String, Vec<String>>,
+    /// Most distinct values of a kind per profile.
+    #[serde(default)]
+    limits: BTreeMap<String, usize>,
+    default_limit: Option<usize>,
+    priority: Option<Vec<String>>,
+    max_identifiers: Option<usize>,
+    source_priority: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -925,6 +955,40 @@ impl Catalog {
             }
         }
 
+        let mut unify = UnifySettings::default();
+        if let Some(ru) = &raw.unify {
+            let g = &mut unify.guards;
+            g.blocked
+                .extend(ru.blocked_values.iter().map(|v| v.trim().to_lowercase()));
+            for (kind, values) in &ru.blocked {
+                // Compared with normalised identifiers: normalise the list the same way.
+                let normalised = values.iter().map(|v| {
+                    crate::unify::identifier::Identifier::parse(kind, v)
+                        .map_or_else(|| v.clone(), |id| id.value().to_owned())
+                });
+                g.blocked_by_kind.entry(kind.clone()).or_default().extend(normalised);
+            }
+            g.limits.extend(ru.limits.clone());
+            if let Some(n) = ru.default_limit {
+                g.default_limit = n;
+            }
+            if let Some(p) = &ru.priority {
+                g.priority = p.clone();
+            }
+            if let Some(n) = ru.max_identifiers {
+                g.max_identifiers = n;
+            }
+            if let Some(order) = &ru.source_priority {
+                let kinds: Vec<crate::source::SourceKind> = order
+                    .iter()
+                    .filter_map(|k| {
+                        parse_enum(&mut p, k, "source kind", "web, server, form, account, store or support")
+                    })
+                    .collect();
+                unify.survivorship.source_priority = kinds;
+            }
+        }
+
         let mut sources = BTreeMap::new();
         for rs in &raw.sources {
             let name = rs.name.get_ref().clone();
@@ -965,6 +1029,7 @@ impl Catalog {
                 consent,
                 touchpoints,
                 sources,
+                unify,
             })
         } else {
             p.found.sort_by_key(|e| (e.line, e.column));

@@ -92,9 +92,10 @@ impl AppState {
 
     /// State over `store` with `catalog` and `options`.
     pub fn with_options(store: Store, catalog: Catalog, clock: Arc<dyn Clock>, options: Options) -> Shared {
+        let catalog = Arc::new(catalog);
         Arc::new(Self {
             store,
-            catalog: Arc::new(catalog),
+            catalog: catalog.clone(),
             clock,
             metrics: metrics::Metrics::default(),
             sources: RwLock::default(),
@@ -102,8 +103,8 @@ impl AppState {
             secret: tokio::sync::OnceCell::new(),
             notice_hash: std::sync::OnceLock::new(),
             options,
-            guards: Arc::new(Default::default()),
-            survivorship: Default::default(),
+            guards: Arc::new(catalog.unify.guards.clone()),
+            survivorship: catalog.unify.survivorship.clone(),
             stored: tokio::sync::Notify::new(),
         })
     }
