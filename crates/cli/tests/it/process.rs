@@ -248,3 +248,131 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .sum::<i64>();
     assert!(customers > 100_000, "the demo holds its events: {customers}");
 }
+
+/// A fresh PostgreSQL database for one test, dropped afterwards.
+struct PgDatabase {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let admin_url = std::env::var("CONFIANCE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL is unreachable at {admin_url}: {e}; run the tests with scripts/test")
+            });
+        tokio::spawn(conn);
+        let name = format!(
+            "confiance_it_{}_{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_microsecond() % 1_000_000_000
+        );
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+
+    async fn drop_it(self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgresql_resolve_like_one() {
+    let db = PgDatabase::create().await;
+    let out = bin()
+        .args(["source", "add", "web", "--kind", "web", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let envs = [("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let nodes = [
+        Server::start(&["--database-url", &db.url], &envs),
+        Server::start(&["--database-url", &db.url], &envs),
+    ];
+
+    // The same people reach both nodes at once: browsing on one, signing up and logging in on
+    // the other, with shared family emails and devices.
+    let http = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for round in 0..8 {
+        for (n, node) in nodes.iter().enumerate() {
+            let mut batch = Vec::new();
+            for i in 0..25 {
+                let person = (round * 25 + i) % 120;
+                batch.push(if n == 0 {
+                    json!({"type": "identify", "anonymousId": format!("b{person}-{round}"), "userId": format!("u{person}")})
+                } else {
+                    json!({"type": "identify", "userId": format!("u{}", person), "anonymousId": format!("b{}-{}", person / 2, round),
+                           "traits": {"email": format!("family{}@example.org", person / 3)}})
+                });
+            }
+            let request = http
+                .post(node.url("/v1/batch"))
+                .basic_auth(&key, Some(""))
+                .json(&json!({"batch": batch}))
+                .send();
+            sends.push(request);
+        }
+    }
+    for response in futures_join(sends).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    // Both nodes follow the log; wait until it is resolved.
+    for _ in 0..600 {
+        let status: serde_json::Value = http
+            .get(nodes[0].url("/api/v1/unify/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["lag"] == 0 && status["head"].as_i64() > Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(nodes);
+    let store = confiance_store::Store::connect_postgres(&db.url).await.unwrap();
+    let concurrent = store.profiles_snapshot().await.unwrap();
+    assert!(concurrent.len() > 10, "{}", concurrent.len());
+    store.reset_profiles().await.unwrap();
+    let catalog = std::sync::Arc::new(confiance_core::catalog::Catalog::builtin());
+    let guards = std::sync::Arc::new(catalog.unify.guards.clone());
+    while store
+        .resolve_pending(catalog.clone(), guards.clone(), 1000)
+        .await
+        .unwrap()
+        .events
+        > 0
+    {}
+    let alone = store.profiles_snapshot().await.unwrap();
+    db.drop_it().await;
+    assert_eq!(concurrent, alone, "no lost merge, no duplicate profile");
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
