@@ -64,6 +64,11 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Works with the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Works with the data catalog.
     Catalog {
         #[command(subcommand)]
@@ -85,6 +90,15 @@ enum SourceCommand {
     },
     /// Lists sources with their collection counters.
     List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the whole hash chain; names the first entry that does not verify (exit status 1).
+    Verify {
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -253,6 +267,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(3)
             })
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { store },
+        } => {
+            let config = Config::load(&store)?;
+            let store = config.store.open().await?;
+            match store.verify_audit().await? {
+                Ok(n) => {
+                    println!("audit log verified: {n} entries, chain intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!("audit log BROKEN: {broken}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Catalog {
             command: CatalogCommand::Check { config },

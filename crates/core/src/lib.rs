@@ -10,6 +10,7 @@ pub mod clock;
 pub mod collect;
 pub mod consent;
 pub mod error;
+pub mod privacy;
 pub mod secret;
 pub mod source;
 pub mod unify;

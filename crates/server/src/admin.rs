@@ -56,7 +56,7 @@ pub struct EventsPage {
     security(("bearer" = []))
 )]
 pub async fn list_events(
-    _: Admin,
+    Admin(caller): Admin,
     State(app): State<Shared>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
@@ -84,6 +84,14 @@ pub async fn list_events(
         ),
     };
     let events = app.store.events_of(access, &who, q.after.unwrap_or(0), limit).await?;
+    let identifier = match &who {
+        Who::UserId(v) => confiance_core::unify::identifier::Identifier::parse("user_id", v),
+        Who::AnonymousId(v) => confiance_core::unify::identifier::Identifier::parse("anonymous_id", v),
+    };
+    let profile = app.profile_ref(identifier).await;
+    let details = serde_json::json!({"by": match who { Who::UserId(_) => "user_id", Who::AnonymousId(_) => "anonymous_id" },
+        "purpose": q.purpose, "events": events.len()});
+    app.audit_read(&caller, "events.read", profile, details).await?;
     let next_after = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
     Ok(Json(EventsPage { events, next_after }))
 }

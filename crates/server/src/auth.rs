@@ -64,61 +64,77 @@ impl AppState {
         Ok(source)
     }
 
-    async fn role_of(&self, token: &str) -> Result<Option<Role>, ApiError> {
+    async fn caller(&self, token: &str) -> Result<Option<Caller>, ApiError> {
         let digest = KeyDigest::of(token);
-        if let Some(role) = self.tokens.read().ok().and_then(|m| m.get(&digest).copied()) {
-            return Ok(Some(role));
+        if let Some(caller) = self.tokens.read().ok().and_then(|m| m.get(&digest).cloned()) {
+            return Ok(Some(caller));
         }
-        let role = self.store.token_role(&digest).await?;
-        if let (Some(role), Ok(mut cache)) = (role, self.tokens.write()) {
-            cache.insert(digest, role);
+        let caller = self
+            .store
+            .token(&digest)
+            .await?
+            .map(|(role, name)| Caller { role, name });
+        if let (Some(caller), Ok(mut cache)) = (&caller, self.tokens.write()) {
+            cache.insert(digest, caller.clone());
         }
-        Ok(role)
+        Ok(caller)
+    }
+}
+
+/// Who called, from their bearer token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token's role.
+    pub role: Role,
+    /// The token's name.
+    pub name: String,
+}
+
+impl Caller {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.name)
+    }
+}
+
+async fn authenticate(parts: &Parts, app: &Shared, allowed: &[Role], needs: &str) -> Result<Caller, ApiError> {
+    let token = bearer(&parts.headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingToken,
+            "this route needs `Authorization: Bearer <token>`",
+        )
+    })?;
+    match app.caller(token).await? {
+        Some(c) if allowed.contains(&c.role) => Ok(c),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this route needs {needs} token"),
+        )),
+        None => Err(ApiError::new(ErrorCode::InvalidToken, "the bearer token is unknown")),
     }
 }
 
 /// A request authenticated with an admin token.
-pub struct Admin;
+pub struct Admin(pub Caller);
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MissingToken,
-                "this route needs `Authorization: Bearer <token>`",
-            )
-        })?;
-        match app.role_of(token).await? {
-            Some(Role::Admin) => Ok(Admin),
-            Some(_) => Err(ApiError::new(ErrorCode::Forbidden, "this route needs an admin token")),
-            None => Err(ApiError::new(ErrorCode::InvalidToken, "the bearer token is unknown")),
-        }
+        authenticate(parts, app, &[Role::Admin], "an admin").await.map(Admin)
     }
 }
 
 /// A request authenticated with a staff token that may manage consent and privacy: admin or
 /// DPO.
-pub struct Staff(pub Role);
+pub struct Staff(pub Caller);
 
 impl FromRequestParts<Shared> for Staff {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MissingToken,
-                "this route needs `Authorization: Bearer <token>`",
-            )
-        })?;
-        match app.role_of(token).await? {
-            Some(role @ (Role::Admin | Role::Dpo)) => Ok(Staff(role)),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this route needs an admin or DPO token",
-            )),
-            None => Err(ApiError::new(ErrorCode::InvalidToken, "the bearer token is unknown")),
-        }
+        authenticate(parts, app, &[Role::Admin, Role::Dpo], "an admin or DPO")
+            .await
+            .map(Staff)
     }
 }

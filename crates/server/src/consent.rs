@@ -268,7 +268,7 @@ pub fn current_state(history: &[LedgerEntry]) -> BTreeMap<String, &LedgerEntry> 
     security(("bearer" = []))
 )]
 pub async fn state_and_history(
-    _: Staff,
+    Staff(caller): Staff,
     State(app): State<Shared>,
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -278,6 +278,9 @@ pub async fn state_and_history(
     }
     .parse()?;
     let history = app.store.consent_history(Access::Administration, &subject).await?;
+    let profile = app.profile_ref(Some((&subject).into())).await;
+    app.audit_read(&caller, "consent.read", profile, json!({"entries": history.len()}))
+        .await?;
     let state = current_state(&history);
     Ok(Json(json!({
         "subject": {"type": subject.kind().as_str(), "value": subject.value()},
@@ -294,7 +297,7 @@ pub async fn state_and_history(
     security(("bearer" = []))
 )]
 pub async fn receipts(
-    _: Staff,
+    Staff(caller): Staff,
     State(app): State<Shared>,
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -304,6 +307,9 @@ pub async fn receipts(
     }
     .parse()?;
     let history = app.store.consent_history(Access::Administration, &subject).await?;
+    let profile = app.profile_ref(Some((&subject).into())).await;
+    app.audit_read(&caller, "consent.receipts", profile, json!({"entries": history.len()}))
+        .await?;
     let receipts: Vec<Value> = history.iter().map(|e| receipt(e, &app.catalog)).collect();
     Ok(Json(json!({ "receipts": receipts })))
 }

@@ -25,7 +25,7 @@ use axum::response::Response;
 use confiance_core::catalog::Catalog;
 use confiance_core::clock::Clock;
 use confiance_core::source::{KeyDigest, Source};
-use confiance_store::{Role, Store};
+use confiance_store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -42,8 +42,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Sources by write-key digest, filled on first use.
     sources: RwLock<HashMap<KeyDigest, Source>>,
-    /// Token roles by digest, filled on first use.
-    tokens: RwLock<HashMap<KeyDigest, Role>>,
+    /// Callers by token digest, filled on first use.
+    tokens: RwLock<HashMap<KeyDigest, auth::Caller>>,
     /// The instance secret (keys hashes, signs links), read from the store on first use.
     secret: tokio::sync::OnceCell<Vec<u8>>,
     /// The hash of the banner's notice, computed on first use.
@@ -116,6 +116,29 @@ impl AppState {
             .get_or_try_init(|| async { self.store.instance_secret().await })
             .await?;
         Ok(secret)
+    }
+
+    /// Records in the audit log that `caller` read personal data, about a profile if known.
+    pub async fn audit_read(
+        &self,
+        caller: &auth::Caller,
+        action: &str,
+        profile: Option<i64>,
+        details: serde_json::Value,
+    ) -> Result<(), error::ApiError> {
+        let event = confiance_core::privacy::audit::AuditEvent::new(
+            caller.actor(),
+            action,
+            profile.map(|p| format!("profile:{p}")),
+            details,
+        );
+        self.store.audit(vec![event]).await?;
+        Ok(())
+    }
+
+    /// The profile an identifier belongs to, for the audit log's pseudonymous subject.
+    pub async fn profile_ref(&self, identifier: Option<confiance_core::unify::identifier::Identifier>) -> Option<i64> {
+        self.store.profile_of(&identifier?).await.ok().flatten()
     }
 
     /// A keyed hash of an IP address, for consent proofs.

@@ -146,7 +146,7 @@ fn view<'a>(e: &'a StoredEvent, sources: &'a HashMap<i64, (String, SourceKind)>)
     security(("bearer" = []))
 )]
 pub async fn lookup(
-    _: Staff,
+    Staff(caller): Staff,
     State(app): State<Shared>,
     Query(q): Query<LookupQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -171,7 +171,10 @@ pub async fn lookup(
         .profile_of(&id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no profile holds this identifier (yet)"))?;
-    Ok(Json(app.profile_view(profile).await?))
+    let view = app.profile_view(profile).await?;
+    app.audit_read(&caller, "profile.read", Some(profile), json!({"by": id.kind()}))
+        .await?;
+    Ok(Json(view))
 }
 
 /// Paging of a timeline.
@@ -190,7 +193,7 @@ pub struct TimelineQuery {
     security(("bearer" = []))
 )]
 pub async fn profile(
-    _: Staff,
+    Staff(caller): Staff,
     State(app): State<Shared>,
     Path(id): Path<i64>,
     Query(q): Query<TimelineQuery>,
@@ -208,6 +211,8 @@ pub async fn profile(
         let next = (timeline.len() == limit)
             .then(|| timeline.last().map(|e| e.seq))
             .flatten();
+        app.audit_read(&caller, "profile.read", Some(id), json!({"timeline": timeline.len()}))
+            .await?;
         view["timeline"] = json!(timeline);
         view["next_after"] = json!(next);
     }

@@ -24,6 +24,7 @@ pub use unify::{GAP_PATIENCE_US, Resolved};
 use confiance_core::catalog::{Catalog, LegalBasis, Purpose};
 use confiance_core::collect::{Message, MessageType};
 use confiance_core::consent::{ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis};
+use confiance_core::privacy::audit::{AuditEntry, AuditEvent, Broken};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use confiance_core::unify::graph::Guards;
 use confiance_core::unify::identifier::Identifier;
@@ -166,7 +167,7 @@ pub struct MergeRow {
     pub undone_at: Option<jiff::Timestamp>,
 }
 
-type MergeParts = (
+pub(crate) type MergeParts = (
     i64,
     i64,
     i64,
@@ -528,6 +529,29 @@ impl Store {
         dispatch!(self, s => s.reset_profiles().await)
     }
 
+    /// Appends events to the audit log.
+    pub async fn audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        dispatch!(self, s => s.audit(events.clone()).await)
+    }
+
+    /// Audit entries after position `after`, at most `limit`, in order.
+    pub async fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        dispatch!(self, s => s.audit_log(after, limit).await)
+    }
+
+    /// Walks the whole audit chain: how many entries verify, or the first that does not.
+    pub async fn verify_audit(&self) -> Result<std::result::Result<usize, Broken>> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit_log(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            all.extend(page);
+        }
+        Ok(confiance_core::privacy::audit::verify(&all))
+    }
+
     /// The secret of this instance (created on first use), which keys IP hashes and signs
     /// preference links. Several nodes on one PostgreSQL share it.
     pub async fn instance_secret(&self) -> Result<Vec<u8>> {
@@ -581,7 +605,12 @@ impl Store {
 
     /// The role of a token, if it is known.
     pub async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
-        dispatch!(self, s => s.token_role(digest).await)
+        Ok(self.token(digest).await?.map(|(role, _)| role))
+    }
+
+    /// The role and name of a token, if it is known.
+    pub async fn token(&self, digest: &KeyDigest) -> Result<Option<(Role, String)>> {
+        dispatch!(self, s => s.token(digest).await)
     }
 }
 
@@ -646,4 +675,23 @@ pub(crate) fn ledger_entry(
         ua_hash,
         proof,
     })
+}
+
+/// The audit event of a recorded consent decision: who acted, and the ledger position as the
+/// pseudonymous subject.
+pub(crate) fn consent_audit(d: &Decision, ledger_seq: i64) -> AuditEvent {
+    use confiance_core::consent::Method::*;
+    let actor = match d.method {
+        Api | Import => "staff".to_owned(),
+        Banner | PreferenceCentre | Unsubscribe => "subject".to_owned(),
+        Form | Signal | TcString | Gpc => {
+            format!("collect:{}", d.source_id.map_or_else(|| "-".into(), |s| s.to_string()))
+        }
+    };
+    AuditEvent::new(
+        actor,
+        "consent.recorded",
+        Some(format!("ledger:{ledger_seq}")),
+        serde_json::json!({"purpose": d.purpose, "status": d.status.as_str(), "method": d.method.as_str()}),
+    )
 }

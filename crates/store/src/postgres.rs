@@ -44,6 +44,7 @@ use crate::{
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
+use confiance_core::privacy::audit::{self, AuditEvent};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use jiff::Timestamp;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "consent", include_str!("../migrations/postgres/0002_consent.sql")),
     (3, "unify", include_str!("../migrations/postgres/0003_unify.sql")),
+    (4, "audit", include_str!("../migrations/postgres/0004_audit.sql")),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this
@@ -270,6 +272,55 @@ pub(crate) fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
     })
 }
 
+/// The advisory lock that serialises appends to the audit chain ("Confaudt").
+const AUDIT_LOCK: i64 = 0x436f_6e66_6175_6474;
+
+/// Appends events to the audit chain; the lock, held until commit, keeps the chain's head from
+/// moving under another node's transaction.
+pub(crate) async fn append_audit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    at: Timestamp,
+    events: Vec<AuditEvent>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
+    let head = tx
+        .query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[])
+        .await?;
+    let (mut seq, mut prev) = match head {
+        Some(r) => (r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?),
+        None => (0, audit::GENESIS.to_owned()),
+    };
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    for event in events {
+        let e = audit::chain(seq, &prev, at, event);
+        let details = e.details.to_string();
+        tx.execute(
+            &insert,
+            &[
+                &e.seq,
+                &to_micros(e.at),
+                &e.actor,
+                &e.action,
+                &e.subject,
+                &details,
+                &e.prev_hash,
+                &e.hash,
+            ],
+        )
+        .await?;
+        seq = e.seq;
+        prev = e.hash;
+    }
+    Ok(())
+}
+
 /// Appends decisions to the ledger and moves the current state to each one that is the latest.
 async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[Decision]) -> Result<Vec<i64>> {
     if decisions.is_empty() {
@@ -321,6 +372,12 @@ async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[
         .await?;
         seqs.push(seq);
     }
+    let audits = decisions
+        .iter()
+        .zip(&seqs)
+        .map(|(d, seq)| crate::consent_audit(d, *seq))
+        .collect();
+    append_audit(tx, Timestamp::now(), audits).await?;
     Ok(seqs)
 }
 
@@ -742,13 +799,50 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
+    pub(crate) async fn token(&self, digest: &KeyDigest) -> Result<Option<(Role, String)>> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached("SELECT role FROM api_tokens WHERE digest = $1")
+            .prepare_cached("SELECT role, name FROM api_tokens WHERE digest = $1")
             .await?;
         let row = client.query_opt(&statement, &[&digest.to_hex()]).await?;
-        let role: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
-        Ok(role.as_deref().and_then(Role::parse))
+        let Some(row) = row else { return Ok(None) };
+        let (role, name): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(Role::parse(&role).map(|r| (r, name)))
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        append_audit(&tx, Timestamp::now(), events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<audit::AuditEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let details: String = r.try_get(5)?;
+                Ok(audit::AuditEntry {
+                    seq: r.try_get(0)?,
+                    at: from_micros(r.try_get(1)?),
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    subject: r.try_get(4)?,
+                    details: serde_json::from_str(&details).map_err(|e| StoreError::Database(e.to_string()))?,
+                    prev_hash: r.try_get(6)?,
+                    hash: r.try_get(7)?,
+                })
+            })
+            .collect()
     }
 }

@@ -5,6 +5,7 @@ use crate::postgres::PgStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch};
 use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent, from_micros};
 use confiance_core::catalog::Catalog;
+use confiance_core::privacy::audit::AuditEvent;
 use confiance_core::unify::graph::{Guards, components};
 use confiance_core::unify::identifier::Identifier;
 use deadpool_postgres::Transaction;
@@ -161,6 +162,10 @@ impl GraphTx for PgGraph<'_, '_> {
             )
             .await?;
         Ok(row.try_get(0)?)
+    }
+
+    async fn add_audit(&mut self, event: AuditEvent) -> Result<()> {
+        crate::postgres::append_audit(self.tx, jiff::Timestamp::now(), vec![event]).await
     }
 
     async fn add_left_out(&mut self, seq: i64, key: &str, reason: &str) -> Result<()> {
@@ -379,6 +384,13 @@ impl PgStore {
             .await?;
             result.push(id);
         }
+        let event = AuditEvent::new(
+            "staff",
+            "profile.split",
+            Some(format!("profile:{profile}")),
+            serde_json::json!({"merge": merge.id, "profiles": result}),
+        );
+        crate::postgres::append_audit(&tx, from_micros(at), vec![event]).await?;
         tx.commit().await?;
         Ok(result)
     }

@@ -20,6 +20,7 @@ use crate::{
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
+use confiance_core::privacy::audit::{self, AuditEvent};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "consent", include_str!("../migrations/sqlite/0002_consent.sql")),
     (3, "unify", include_str!("../migrations/sqlite/0003_unify.sql")),
+    (4, "audit", include_str!("../migrations/sqlite/0004_audit.sql")),
 ];
 
 /// How many operations one group commit takes at most.
@@ -596,13 +598,15 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn token_role(&self, digest: &KeyDigest) -> Result<Option<Role>> {
+    pub(crate) async fn token(&self, digest: &KeyDigest) -> Result<Option<(Role, String)>> {
         let digest = digest.to_hex();
         self.read(move |c| {
-            let role: Option<String> = c
-                .query_row("SELECT role FROM api_tokens WHERE digest = ?1", [digest], |r| r.get(0))
+            let row: Option<(String, String)> = c
+                .query_row("SELECT role, name FROM api_tokens WHERE digest = ?1", [digest], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            Ok(role.as_deref().and_then(Role::parse))
+            Ok(row.and_then(|(role, name)| Some((Role::parse(&role)?, name))))
         })
         .await
     }
@@ -660,6 +664,15 @@ fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<
         ])?;
         seqs.push(seq);
     }
+    append_audit(
+        tx,
+        jiff::Timestamp::now(),
+        decisions
+            .iter()
+            .zip(&seqs)
+            .map(|(d, seq)| crate::consent_audit(d, *seq))
+            .collect(),
+    )?;
     Ok(seqs)
 }
 
@@ -700,6 +713,39 @@ pub(crate) fn into_event(parts: EventParts) -> Result<StoredEvent> {
     })
 }
 
+/// Appends events to the audit chain inside the writer's transaction (the only writer, so the
+/// chain's head cannot move under it).
+pub(crate) fn append_audit(tx: &Transaction<'_>, at: jiff::Timestamp, events: Vec<AuditEvent>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> = tx
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (mut seq, mut prev) = head.unwrap_or((0, audit::GENESIS.to_owned()));
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for event in events {
+        let e = audit::chain(seq, &prev, at, event);
+        insert.execute(params![
+            e.seq,
+            to_micros(e.at),
+            e.actor,
+            e.action,
+            e.subject,
+            e.details.to_string(),
+            e.prev_hash,
+            e.hash
+        ])?;
+        seq = e.seq;
+        prev = e.hash;
+    }
+    Ok(())
+}
+
 fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO source_counters (source_id, counter, value) VALUES (?1, ?2, ?3)
@@ -709,4 +755,38 @@ fn add_counters(tx: &Transaction<'_>, source_id: i64, counters: &Counters) -> Re
         stmt.execute(params![source_id, name, value])?;
     }
     Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        self.write(move |tx| append_audit(tx, jiff::Timestamp::now(), events))
+            .await
+    }
+
+    pub(crate) async fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<audit::AuditEntry>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?, r.get(6)?, r.get(7)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at, actor, action, subject, details, prev_hash, hash) = row?;
+                out.push(audit::AuditEntry {
+                    seq,
+                    at: from_micros(at),
+                    actor,
+                    action,
+                    subject,
+                    details: serde_json::from_str(&details).map_err(|e| StoreError::Database(e.to_string()))?,
+                    prev_hash,
+                    hash,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
 }

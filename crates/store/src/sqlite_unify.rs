@@ -4,6 +4,7 @@ use crate::sqlite::SqliteStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch, run_now};
 use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent};
 use confiance_core::catalog::Catalog;
+use confiance_core::privacy::audit::AuditEvent;
 use confiance_core::unify::graph::{Guards, components};
 use confiance_core::unify::identifier::Identifier;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -143,6 +144,10 @@ impl GraphTx for SqliteGraph<'_, '_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    async fn add_audit(&mut self, event: AuditEvent) -> Result<()> {
+        crate::sqlite::append_audit(self.tx, jiff::Timestamp::now(), vec![event])
+    }
+
     async fn add_left_out(&mut self, seq: i64, key: &str, reason: &str) -> Result<()> {
         self.tx
             .prepare_cached("INSERT INTO left_out (seq, identifier, reason) VALUES (?1, ?2, ?3)")?
@@ -151,21 +156,7 @@ impl GraphTx for SqliteGraph<'_, '_> {
     }
 }
 
-fn merge_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
-    i64,
-    i64,
-    i64,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-    i64,
-    String,
-    String,
-    Option<i64>,
-)> {
+fn merge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::MergeParts> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -312,7 +303,15 @@ impl SqliteStore {
                 params![source_id, message_id],
             )?;
             tx.execute("UPDATE merges SET undone_at = ?1 WHERE id = ?2", params![at, merge.id])?;
-            split(tx, merge.survivor, at)
+            let profiles = split(tx, merge.survivor, at)?;
+            let event = AuditEvent::new(
+                "staff",
+                "profile.split",
+                Some(format!("profile:{}", merge.survivor)),
+                serde_json::json!({"merge": merge.id, "profiles": profiles}),
+            );
+            crate::sqlite::append_audit(tx, crate::from_micros(at), vec![event])?;
+            Ok(profiles)
         })
         .await
     }

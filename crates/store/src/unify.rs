@@ -21,6 +21,7 @@
 
 use crate::Result;
 use confiance_core::catalog::Catalog;
+use confiance_core::privacy::audit::AuditEvent;
 use confiance_core::unify::graph::{Guards, LeftOut, ProfileIds, resolve};
 use confiance_core::unify::identifier::{Identifier, message_identifiers};
 use serde_json::{Value, json};
@@ -76,6 +77,7 @@ pub(crate) trait GraphTx {
     ) -> Result<()>;
     async fn add_merge(&mut self, merge: NewMerge<'_>) -> Result<i64>;
     async fn add_left_out(&mut self, seq: i64, key: &str, reason: &str) -> Result<()>;
+    async fn add_audit(&mut self, event: AuditEvent) -> Result<()>;
 }
 
 /// What one run of the processor did.
@@ -162,17 +164,25 @@ async fn resolve_event<T: GraphTx>(tx: &mut T, catalog: &Catalog, guards: &Guard
             tx.absorb(*survivor, *absorbed).await?;
             let evidence =
                 json!({"rule": "deterministic", "identifier_kind": via.kind(), "message_id": event.message_id});
-            tx.add_merge(NewMerge {
-                survivor: *survivor,
-                absorbed: *absorbed,
-                via: &via.key(),
-                seq: event.seq,
-                source_id: Some(event.source_id),
-                message_id: Some(&event.message_id),
-                at: event.received_at,
-                origin: "message",
-                evidence,
-            })
+            let merge_id = tx
+                .add_merge(NewMerge {
+                    survivor: *survivor,
+                    absorbed: *absorbed,
+                    via: &via.key(),
+                    seq: event.seq,
+                    source_id: Some(event.source_id),
+                    message_id: Some(&event.message_id),
+                    at: event.received_at,
+                    origin: "message",
+                    evidence,
+                })
+                .await?;
+            tx.add_audit(AuditEvent::new(
+                "system",
+                "profile.merged",
+                Some(format!("profile:{survivor}")),
+                json!({"absorbed": absorbed, "merge": merge_id, "rule": "deterministic", "seq": event.seq}),
+            ))
             .await?;
         }
         for id in &r.attached {

@@ -188,6 +188,7 @@ conformance!(
     rebuilding_from_the_log_gives_the_same_profiles,
     undoing_a_merge_restores_the_profiles_before_it,
     several_nodes_resolving_at_once_match_one,
+    the_audit_chain_verifies_and_names_the_first_altered_entry,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -1330,4 +1331,82 @@ async fn resolve_all_quietly(store: &Store) {
         .events
         > 0
     {}
+}
+
+// ---- audit ---------------------------------------------------------------------------------
+
+impl Place {
+    /// Runs SQL on the store's database behind its back, as an attacker with file access would.
+    async fn tamper(&self, sql: &str) {
+        match self {
+            Place::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.join("confiance.db")).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Place::Postgres(url) => pg_connect(url).await.batch_execute(sql).await.unwrap(),
+        }
+    }
+}
+
+async fn the_audit_chain_verifies_and_names_the_first_altered_entry(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let node = place.open().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let who = subject(IdKind::Email, &format!("w{w}-{i}@example.org"));
+                node.record_consents(vec![decision(
+                    &who,
+                    "marketing_email",
+                    Status::Granted,
+                    Timestamp::now(),
+                )])
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    store
+        .append(
+            web.id,
+            vec![
+                identify("1", None, Some("tablet"), json!({"email": "ana@example.org"})),
+                identify("2", None, Some("phone-b"), json!({"phone": "+33 6 12 34 56 78"})),
+                identify("3", None, Some("tablet"), json!({"phone": "06 12 34 56 78"})),
+            ],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    resolve_all(&store).await;
+    let ana = profile_of(&store, "email", "ana@example.org").await.unwrap();
+    let merge = store.merges_of(ana).await.unwrap().pop().unwrap();
+    store.undo_merge(merge, Timestamp::now()).await.unwrap();
+
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        Ok(42),
+        "40 consents, a merge, a split — all chained"
+    );
+    let log = store.audit_log(0, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "consent.recorded").count(), 40);
+    assert_eq!(&actions[40..], ["profile.merged", "profile.split"]);
+    assert!(
+        log.iter().all(|e| !e.details.to_string().contains("example.org")),
+        "no personal data in the log"
+    );
+
+    place
+        .tamper("UPDATE audit_log SET actor = 'someone else' WHERE seq = 30")
+        .await;
+    assert_eq!(store.verify_audit().await.unwrap().unwrap_err().seq, 30);
+    place.tamper("UPDATE audit_log SET details = '{\"purpose\":\"analytics\",\"status\":\"granted\",\"method\":\"api\"}' WHERE seq = 17").await;
+    let broken = store.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 17, "the first altered entry is named: {broken}");
 }

@@ -168,3 +168,49 @@ Date = "timestamp"
         assert_eq!(ana[0].timestamp.to_string(), "2026-01-31T17:30:00Z");
     });
 }
+
+#[test]
+fn audit_verify_names_the_first_altered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use confiance_core::consent::{Decision, IdKind, Method, Status, Subject};
+        let store = confiance_store::Store::open_sqlite(dir.path()).await.unwrap();
+        for i in 0..5 {
+            let decision = Decision {
+                subject: Subject::parse(IdKind::Email, &format!("p{i}@example.org")).unwrap(),
+                purpose: "marketing_email".into(),
+                status: Status::Granted,
+                method: Method::Api,
+                recorded_at: jiff::Timestamp::now(),
+                notice: None,
+                source_id: None,
+                touchpoint: None,
+                ip_hash: None,
+                ua_hash: None,
+                proof: serde_json::Value::Null,
+            };
+            store.record_consents(vec![decision]).await.unwrap();
+        }
+    });
+    let verify = || {
+        bin()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(ok.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "audit log verified: 5 entries, chain intact"
+    );
+    let db = rusqlite::Connection::open(dir.path().join("confiance.db")).unwrap();
+    db.execute("UPDATE audit_log SET action = 'consent.deleted' WHERE seq = 3", [])
+        .unwrap();
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert!(out.contains("audit entry 3 does not verify"), "{out}");
+}

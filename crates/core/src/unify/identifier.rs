@@ -85,25 +85,6 @@ fn is_kind(kind: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_share_consent_keys() {
-        let e = Identifier::parse("email", " Ana@Example.ORG").unwrap();
-        assert_eq!(e.key(), "email:ana@example.org");
-        assert_eq!(e.subject().unwrap().key(), e.key());
-        let p = Identifier::parse("phone", "06 12 34 56 78").unwrap();
-        assert_eq!(p.key(), "phone:+33612345678");
-        assert_eq!(Identifier::parse("phone", "+33 6 12 34 56 78").unwrap(), p);
-        let card = Identifier::parse("loyalty_card", " VC-PAR-000123 ").unwrap();
-        assert_eq!(card.key(), "loyalty_card:VC-PAR-000123");
-        assert!(Identifier::parse("Loyalty Card", "x").is_none());
-        assert!(!format!("{card:?}").contains("VC-PAR"));
-    }
-}
-
 /// The identifiers a normalised message carries: its user and anonymous ids, the previous id of
 /// an alias, and the emails, phones and identifier traits of its traits and context traits.
 pub fn message_identifiers(body: &serde_json::Value, catalog: &crate::catalog::Catalog) -> Vec<Identifier> {
@@ -144,4 +125,23 @@ pub fn message_identifiers(body: &serde_json::Value, catalog: &crate::catalog::C
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_share_consent_keys() {
+        let e = Identifier::parse("email", " Ana@Example.ORG").unwrap();
+        assert_eq!(e.key(), "email:ana@example.org");
+        assert_eq!(e.subject().unwrap().key(), e.key());
+        let p = Identifier::parse("phone", "06 12 34 56 78").unwrap();
+        assert_eq!(p.key(), "phone:+33612345678");
+        assert_eq!(Identifier::parse("phone", "+33 6 12 34 56 78").unwrap(), p);
+        let card = Identifier::parse("loyalty_card", " VC-PAR-000123 ").unwrap();
+        assert_eq!(card.key(), "loyalty_card:VC-PAR-000123");
+        assert!(Identifier::parse("Loyalty Card", "x").is_none());
+        assert!(!format!("{card:?}").contains("VC-PAR"));
+    }
 }

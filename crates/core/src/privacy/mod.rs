@@ -1,0 +1,3 @@
+//! Privacy operations across the pipeline: the tamper-evident audit log.
+
+pub mod audit;
