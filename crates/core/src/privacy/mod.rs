@@ -1,3 +1,5 @@
-//! Privacy operations across the pipeline: the tamper-evident audit log.
+//! Privacy operations across the pipeline: the tamper-evident audit log and data-subject
+//! requests with their legal deadlines.
 
 pub mod audit;
+pub mod requests;

@@ -1,0 +1,282 @@
+//! Data-subject requests (GDPR Art. 12, 15–21): their workflow and their legal deadlines.
+//!
+//! # Design
+//!
+//! A request is a persisted task that moves through `received → verifying → in_progress →
+//! done`, or ends `refused` (with reasons and the right to complain). Its deadline is one
+//! *calendar month* after receipt (Art. 12(3)), computed in the controller's time zone with
+//! calendar arithmetic: a request received on 31 January is due at the end of February (28th or
+//! 29th), not on 3 March. The deadline may be extended once, by up to two more months, only
+//! with a recorded reason and only while the first month is still running (the subject must be
+//! told within it). Every step is kept, so the request can prove it was handled on time.
+
+use crate::error::{Error, ErrorCode};
+use jiff::{Span, Timestamp, tz::TimeZone};
+use serde::{Deserialize, Serialize};
+
+/// The rights a request exercises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Right {
+    /// Art. 15: a copy of the data and how it is used.
+    Access,
+    /// Art. 20: the data in a machine-readable form.
+    Portability,
+    /// Art. 16: correct inaccurate data.
+    Rectification,
+    /// Art. 17: erase the data.
+    Erasure,
+    /// Art. 18: keep the data but stop using it.
+    Restriction,
+    /// Art. 21: stop a processing, marketing first of all.
+    Objection,
+}
+
+impl Right {
+    /// Every right.
+    pub const ALL: [Right; 6] = [
+        Self::Access,
+        Self::Portability,
+        Self::Rectification,
+        Self::Erasure,
+        Self::Restriction,
+        Self::Objection,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Portability => "portability",
+            Self::Rectification => "rectification",
+            Self::Erasure => "erasure",
+            Self::Restriction => "restriction",
+            Self::Objection => "objection",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "unknown request type `{s}`: access, portability, rectification, erasure, restriction or objection"
+                ),
+            )
+        })
+    }
+}
+
+/// Where a request is in its workflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Received, not yet looked at.
+    Received,
+    /// Waiting for the subject to prove who they are.
+    Verifying,
+    /// Identity established; being carried out.
+    InProgress,
+    /// Carried out, and the subject told.
+    Done,
+    /// Refused, with reasons and the right to complain to the CNIL.
+    Refused,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Verifying => "verifying",
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Refused => "refused",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Received,
+            Self::Verifying,
+            Self::InProgress,
+            Self::Done,
+            Self::Refused,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    /// Whether the request is closed.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Refused)
+    }
+}
+
+/// The controller's time zone, in which calendar months are counted.
+pub fn controller_tz() -> TimeZone {
+    TimeZone::get("Europe/Paris").unwrap_or(TimeZone::UTC)
+}
+
+fn add_months(t: Timestamp, months: i64, tz: &TimeZone) -> Timestamp {
+    // jiff clamps to the last day of a shorter month: 31 January + 1 month = 28/29 February.
+    t.to_zoned(tz.clone())
+        .checked_add(Span::new().months(months))
+        .map_or(t, |z| z.timestamp())
+}
+
+/// The deadline of a request received at `received`: one calendar month later (Art. 12(3)).
+pub fn due_at(received: Timestamp, tz: &TimeZone) -> Timestamp {
+    add_months(received, 1, tz)
+}
+
+/// The latest deadline an extension may set: two more months (Art. 12(3)).
+pub fn max_extended_due(received: Timestamp, tz: &TimeZone) -> Timestamp {
+    add_months(received, 3, tz)
+}
+
+/// Checks an extension asked at `now` for a request received at `received`, to `until`.
+pub fn check_extension(
+    received: Timestamp,
+    now: Timestamp,
+    until: Timestamp,
+    reason: &str,
+    tz: &TimeZone,
+) -> Result<(), Error> {
+    let invalid = |m: &str| Error::new(ErrorCode::InvalidField, m);
+    if reason.trim().len() < 10 {
+        return Err(invalid(
+            "an extension needs its reason, told to the subject (Art. 12(3))",
+        ));
+    }
+    if now >= due_at(received, tz) {
+        return Err(invalid(
+            "an extension must be decided, and the subject told, within the first month",
+        ));
+    }
+    if until <= due_at(received, tz) || until > max_extended_due(received, tz) {
+        return Err(invalid(
+            "an extension adds at most two months to the one-month deadline",
+        ));
+    }
+    Ok(())
+}
+
+/// How close a deadline is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// Past its deadline and still open.
+    Overdue,
+    /// Due within the next `days`.
+    DueSoon,
+    /// Neither.
+    OnTime,
+}
+
+/// How close an open request is to its deadline at `now`; "soon" is within `soon_days` days.
+pub fn urgency(due: Timestamp, now: Timestamp, soon_days: i64) -> Urgency {
+    if now > due {
+        Urgency::Overdue
+    } else if due.as_second() - now.as_second() <= soon_days * 86_400 {
+        Urgency::DueSoon
+    } else {
+        Urgency::OnTime
+    }
+}
+
+/// Whether a request may move from `from` to `to`.
+pub fn may_move(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (Received, Verifying)
+            | (Received, InProgress)
+            | (Verifying, InProgress)
+            | (InProgress, Done)
+            | (Received | Verifying | InProgress, Refused)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paris(s: &str) -> Timestamp {
+        s.parse::<jiff::civil::DateTime>()
+            .unwrap()
+            .to_zoned(controller_tz())
+            .unwrap()
+            .timestamp()
+    }
+
+    #[test]
+    fn one_calendar_month_clamped_at_month_ends() {
+        let tz = controller_tz();
+        assert_eq!(due_at(paris("2026-01-31T10:00"), &tz), paris("2026-02-28T10:00"));
+        assert_eq!(
+            due_at(paris("2028-01-31T10:00"), &tz),
+            paris("2028-02-29T10:00"),
+            "leap year"
+        );
+        assert_eq!(due_at(paris("2026-03-31T10:00"), &tz), paris("2026-04-30T10:00"));
+        assert_eq!(due_at(paris("2026-02-15T10:00"), &tz), paris("2026-03-15T10:00"));
+        // Across the change to summer time, the local hour is kept.
+        assert_eq!(due_at(paris("2026-03-10T09:00"), &tz), paris("2026-04-10T09:00"));
+        assert_eq!(
+            max_extended_due(paris("2026-11-30T10:00"), &tz),
+            paris("2027-02-28T10:00")
+        );
+    }
+
+    #[test]
+    fn an_extension_needs_a_reason_and_the_first_month() {
+        let tz = controller_tz();
+        let received = paris("2026-01-31T10:00");
+        let until = paris("2026-04-30T10:00");
+        assert!(
+            check_extension(
+                received,
+                paris("2026-02-20T10:00"),
+                until,
+                "many requests this month",
+                &tz
+            )
+            .is_ok()
+        );
+        assert!(check_extension(received, paris("2026-02-20T10:00"), until, "", &tz).is_err());
+        assert!(
+            check_extension(
+                received,
+                paris("2026-02-28T10:00"),
+                until,
+                "many requests this month",
+                &tz
+            )
+            .is_err()
+        );
+        assert!(
+            check_extension(
+                received,
+                paris("2026-02-20T10:00"),
+                paris("2026-05-01T10:00"),
+                "many requests this month",
+                &tz
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn urgency_and_moves() {
+        let due = paris("2026-03-01T00:00");
+        assert_eq!(urgency(due, paris("2026-03-02T00:00"), 7), Urgency::Overdue);
+        assert_eq!(urgency(due, paris("2026-02-25T00:00"), 7), Urgency::DueSoon);
+        assert_eq!(urgency(due, paris("2026-02-01T00:00"), 7), Urgency::OnTime);
+        assert!(may_move(Status::Received, Status::Verifying));
+        assert!(!may_move(Status::Done, Status::InProgress));
+        assert!(!may_move(Status::Refused, Status::Done));
+    }
+}
