@@ -257,6 +257,9 @@ async fn apply_consent(
                 for subject in &ids {
                     let current = view.get(subject, &signal.purpose).map(|s| s.status);
                     let status = match (signal.status, current) {
+                        // A signal sent automatically never overrides an objection or a
+                        // restriction the person asked for.
+                        (_, Some(Status::Objected | Status::Restricted)) => continue,
                         (Status::Granted, Some(Status::Granted)) => continue,
                         (Status::Granted, _) => Status::Granted,
                         (_, Some(Status::Granted)) => Status::Withdrawn,

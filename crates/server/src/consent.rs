@@ -327,6 +327,8 @@ struct Tally {
     granted: i64,
     denied: i64,
     withdrawn: i64,
+    objected: i64,
+    restricted: i64,
 }
 
 impl Tally {
@@ -335,16 +337,19 @@ impl Tally {
             Status::Granted => self.granted += n,
             Status::Denied => self.denied += n,
             Status::Withdrawn => self.withdrawn += n,
+            Status::Objected => self.objected += n,
+            Status::Restricted => self.restricted += n,
         }
     }
 
     fn view(&self) -> Value {
-        let total = self.granted + self.denied + self.withdrawn;
+        let total = self.granted + self.denied + self.withdrawn + self.objected + self.restricted;
         let rate = |n: i64| {
             if total == 0 { 0.0 } else { n as f64 / total as f64 }
         };
         json!({
-            "granted": self.granted, "denied": self.denied, "withdrawn": self.withdrawn, "total": total,
+            "granted": self.granted, "denied": self.denied, "withdrawn": self.withdrawn,
+            "objected": self.objected, "restricted": self.restricted, "total": total,
             "granted_rate": rate(self.granted), "denied_rate": rate(self.denied), "withdrawn_rate": rate(self.withdrawn),
         })
     }

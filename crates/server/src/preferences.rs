@@ -124,6 +124,11 @@ fn status_label(lang: Lang, status: Option<Status>) -> (&'static str, &'static s
         Some(Status::Granted) => (lang.t("Accepté", "Accepted"), "on"),
         Some(Status::Denied) => (lang.t("Refusé", "Refused"), "off"),
         Some(Status::Withdrawn) => (lang.t("Retiré", "Withdrawn"), "off"),
+        Some(Status::Objected) => (lang.t("Opposition enregistrée", "Objected"), "off"),
+        Some(Status::Restricted) => (
+            lang.t("Usage limité (conservé seulement)", "Restricted (kept only)"),
+            "off",
+        ),
         None => (
             lang.t("Jamais demandé — refusé par défaut", "Never asked — refused by default"),
             "off",

@@ -682,7 +682,7 @@ pub(crate) fn ledger_entry(
 pub(crate) fn consent_audit(d: &Decision, ledger_seq: i64) -> AuditEvent {
     use confiance_core::consent::Method::*;
     let actor = match d.method {
-        Api | Import => "staff".to_owned(),
+        Api | Import | Request => "staff".to_owned(),
         Banner | PreferenceCentre | Unsubscribe => "subject".to_owned(),
         Form | Signal | TcString | Gpc => {
             format!("collect:{}", d.source_id.map_or_else(|| "-".into(), |s| s.to_string()))

@@ -742,7 +742,8 @@ impl PgStore {
              ORDER BY subject COLLATE \"C\" LIMIT $4"
         } else {
             "SELECT DISTINCT subject COLLATE \"C\" AS subject FROM consent_state
-             WHERE $1::TEXT IS NOT NULL AND subject COLLATE \"C\" > $3 AND starts_with(subject, $2)
+             WHERE subject COLLATE \"C\" > $3 AND starts_with(subject, $2)
+               AND subject NOT IN (SELECT subject FROM consent_state WHERE purpose = $1 AND status IN ('objected', 'restricted'))
              ORDER BY subject LIMIT $4"
         };
         let rows = client.query(sql, &[&purpose, &prefix, &after, &limit]).await?;

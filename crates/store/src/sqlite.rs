@@ -540,7 +540,8 @@ impl SqliteStore {
                  ORDER BY subject LIMIT ?4"
             } else {
                 "SELECT DISTINCT subject FROM consent_state
-                 WHERE ?1 = ?1 AND subject > ?3 AND substr(subject, 1, length(?2)) = ?2
+                 WHERE subject > ?3 AND substr(subject, 1, length(?2)) = ?2
+                   AND subject NOT IN (SELECT subject FROM consent_state WHERE purpose = ?1 AND status IN ('objected', 'restricted'))
                  ORDER BY subject LIMIT ?4"
             };
             let mut stmt = c.prepare(sql)?;

@@ -179,6 +179,11 @@ pub enum Status {
     Denied,
     /// The subject took back an earlier consent.
     Withdrawn,
+    /// The subject objected to the processing (GDPR Art. 21): it stops, and for direct
+    /// marketing for good unless they opt in again themself.
+    Objected,
+    /// The processing is restricted (GDPR Art. 18): the data is kept but not used.
+    Restricted,
 }
 
 impl Status {
@@ -188,14 +193,22 @@ impl Status {
             Self::Granted => "granted",
             Self::Denied => "denied",
             Self::Withdrawn => "withdrawn",
+            Self::Objected => "objected",
+            Self::Restricted => "restricted",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Granted, Self::Denied, Self::Withdrawn]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            Self::Granted,
+            Self::Denied,
+            Self::Withdrawn,
+            Self::Objected,
+            Self::Restricted,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 }
 
@@ -221,11 +234,13 @@ pub enum Method {
     Signal,
     /// A one-click unsubscribe from a message (RFC 8058).
     Unsubscribe,
+    /// A data-subject request: objection (Art. 21) or restriction (Art. 18) and their lifting.
+    Request,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Self::Banner,
         Self::Form,
         Self::PreferenceCentre,
@@ -235,6 +250,7 @@ impl Method {
         Self::Gpc,
         Self::Signal,
         Self::Unsubscribe,
+        Self::Request,
     ];
 
     /// The wire name.
@@ -249,6 +265,7 @@ impl Method {
             Self::Gpc => "gpc",
             Self::Signal => "signal",
             Self::Unsubscribe => "unsubscribe",
+            Self::Request => "request",
         }
     }
 
@@ -378,13 +395,31 @@ impl ConsentView {
     }
 }
 
-/// Whether data may be used for `purpose` given the subject's effective consent state: purposes
-/// based on consent need a standing grant; the other bases need none.
+/// Whether data may be used for `purpose` given the subject's effective state for it: nothing
+/// is used while restricted (Art. 18); purposes based on consent need a standing grant; a
+/// legitimate interest yields to an objection (Art. 21); a contract or a legal obligation needs
+/// nothing more.
 pub fn has_basis(purpose: &Purpose, state: Option<StateEntry>) -> bool {
-    match purpose.legal_basis {
-        LegalBasis::Consent => state.is_some_and(|s| s.status == Status::Granted),
-        LegalBasis::Contract | LegalBasis::LegalObligation | LegalBasis::LegitimateInterest => true,
+    let status = state.map(|s| s.status);
+    if status == Some(Status::Restricted) {
+        return false;
     }
+    match purpose.legal_basis {
+        LegalBasis::Consent => status == Some(Status::Granted),
+        LegalBasis::LegitimateInterest => status != Some(Status::Objected),
+        LegalBasis::Contract | LegalBasis::LegalObligation => true,
+    }
+}
+
+/// The purposes an objection to direct marketing covers (Art. 21(2–3)): every marketing channel,
+/// targeted advertising, and the profiling related to it (personalised recommendations).
+pub fn direct_marketing_purposes(catalog: &crate::catalog::Catalog) -> Vec<String> {
+    catalog
+        .purposes
+        .values()
+        .filter(|p| p.channel.is_some() || p.id == "advertising" || p.id == "personalisation")
+        .map(|p| p.id.clone())
+        .collect()
 }
 
 #[cfg(test)]

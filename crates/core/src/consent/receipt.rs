@@ -68,6 +68,8 @@ pub fn receipt(entry: &LedgerEntry, catalog: &Catalog) -> Value {
             Status::Granted => "given",
             Status::Denied => "refused",
             Status::Withdrawn => "withdrawn",
+            Status::Objected => "objected",
+            Status::Restricted => "restricted",
         },
         "notice": {"version": entry.notice_version, "sha256": entry.notice_hash},
         "touchpoint": entry.touchpoint,
