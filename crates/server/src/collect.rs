@@ -8,9 +8,9 @@
 //!
 //! A 2xx is only sent once the store has committed the messages durably.
 
-use crate::Shared;
 use crate::banner::ClientIp;
 use crate::error::ApiError;
+use crate::{AppState, Shared};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, header};
@@ -191,7 +191,7 @@ struct Outcome {
 /// ones that change a subject's state), then keeps each message, or part of it, only for the
 /// purposes that have a legal basis. Returns the messages to store and the decisions to record.
 async fn apply_consent(
-    app: &Shared,
+    app: &AppState,
     source: &Source,
     request: &RequestInfo,
     items: &mut [(usize, Normalized)],
@@ -309,7 +309,7 @@ async fn apply_consent(
 /// Applies consent, stores what may be stored with the decisions it carried, and tallies
 /// everything per source, in the store and in the metrics.
 async fn ingest(
-    app: &Shared,
+    app: &AppState,
     source: &Source,
     request: &RequestInfo,
     parsed: Vec<(usize, Result<Normalized, Error>)>,
@@ -511,7 +511,7 @@ single_endpoint!(alias, MessageType::Alias, "/v1/alias", "Two ids are the same u
 /// pipeline as the tracking API: normalisation against the catalog, consent signals and
 /// enforcement, durable storage, counters. `raw` are Segment-shaped messages.
 pub async fn ingest_messages(
-    app: &Shared,
+    app: &AppState,
     source: &Source,
     raw: Vec<Value>,
     received_at: jiff::Timestamp,

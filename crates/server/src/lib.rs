@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod ops;
 pub mod preferences;
 pub mod profiles;
+pub mod requests;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -211,6 +212,7 @@ pub fn router(state: Shared) -> Router {
         .merge(consent::routes())
         .merge(preferences::routes())
         .merge(profiles::routes())
+        .merge(requests::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -58,7 +58,7 @@ impl AppState {
 
     /// The full view of a profile: golden record with lineage, identities, consent, history
     /// traits.
-    async fn profile_view(&self, id: i64) -> Result<Value, ApiError> {
+    pub(crate) async fn profile_view(&self, id: i64) -> Result<Value, ApiError> {
         let row = self
             .store
             .profile(Access::Administration, id)
@@ -75,7 +75,7 @@ impl AppState {
         let views: Vec<EventView<'_>> = events.iter().filter_map(|e| view(e, &sources)).collect();
         let mut lineage: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
         for v in &views {
-            for (name, o) in observations(v, false) {
+            for (name, o) in observations(v, v.source == crate::requests::RECTIFICATIONS) {
                 lineage.entry(name).or_default().push(o);
             }
         }

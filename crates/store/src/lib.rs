@@ -13,6 +13,7 @@
 
 mod postgres;
 mod postgres_unify;
+mod requests;
 mod sqlite;
 mod sqlite_unify;
 mod unify;
@@ -25,6 +26,7 @@ use confiance_core::catalog::{Catalog, LegalBasis, Purpose};
 use confiance_core::collect::{Message, MessageType};
 use confiance_core::consent::{ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis};
 use confiance_core::privacy::audit::{AuditEntry, AuditEvent, Broken};
+use confiance_core::privacy::requests::Request;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use confiance_core::unify::graph::Guards;
 use confiance_core::unify::identifier::Identifier;
@@ -527,6 +529,36 @@ impl Store {
     /// stay undone).
     pub async fn reset_profiles(&self) -> Result<()> {
         dispatch!(self, s => s.reset_profiles().await)
+    }
+
+    /// Records a new data-subject request (audited); returns it with its id.
+    pub async fn insert_request(&self, request: Request) -> Result<Request> {
+        dispatch!(self, s => s.insert_request(request.clone()).await)
+    }
+
+    /// Saves a request after a step of its workflow, auditing it as `action`.
+    pub async fn update_request(&self, request: &Request, action: &str) -> Result<()> {
+        dispatch!(self, s => s.update_request(request.clone(), action.to_owned()).await)
+    }
+
+    /// One request.
+    pub async fn request(&self, id: i64) -> Result<Option<Request>> {
+        dispatch!(self, s => s.request(id).await)
+    }
+
+    /// Requests by deadline, the open ones only if asked.
+    pub async fn requests(&self, open_only: bool, limit: usize) -> Result<Vec<Request>> {
+        dispatch!(self, s => s.requests(open_only, limit).await)
+    }
+
+    /// Keeps what carrying out a request produced.
+    pub async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
+        dispatch!(self, s => s.put_request_result(id, result.clone()).await)
+    }
+
+    /// What carrying out a request produced.
+    pub async fn request_result(&self, id: i64) -> Result<Option<String>> {
+        dispatch!(self, s => s.request_result(id).await)
     }
 
     /// Appends events to the audit log.

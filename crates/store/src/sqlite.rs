@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "consent", include_str!("../migrations/sqlite/0002_consent.sql")),
     (3, "unify", include_str!("../migrations/sqlite/0003_unify.sql")),
     (4, "audit", include_str!("../migrations/sqlite/0004_audit.sql")),
+    (5, "requests", include_str!("../migrations/sqlite/0005_requests.sql")),
 ];
 
 /// How many operations one group commit takes at most.

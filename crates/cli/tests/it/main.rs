@@ -10,5 +10,6 @@ mod cli;
 mod consent;
 mod process;
 mod profiles;
+mod requests;
 mod sdk;
 mod support;

@@ -280,3 +280,170 @@ mod tests {
         assert!(!may_move(Status::Refused, Status::Done));
     }
 }
+
+/// One step of a request's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// When.
+    pub at: Timestamp,
+    /// The status it moved to (or kept, for a note).
+    pub status: Status,
+    /// Who: `token:<name>`, `subject`, `system`.
+    pub actor: String,
+    /// What happened, in plain words.
+    pub note: String,
+}
+
+/// A deadline extension (Art. 12(3)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Extension {
+    /// The new deadline.
+    pub until: Timestamp,
+    /// Why, as told to the subject.
+    pub reason: String,
+    /// When it was decided (and the subject told).
+    pub decided_at: Timestamp,
+}
+
+/// A data-subject request, as persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Store-assigned id.
+    pub id: i64,
+    /// Which right.
+    #[serde(rename = "type")]
+    pub right: Right,
+    /// The subject's identifier kind.
+    pub subject_type: crate::consent::IdKind,
+    /// The subject's identifier (personal data).
+    pub subject_value: String,
+    /// Where it is.
+    pub status: Status,
+    /// How it came in: `api`, `staff`, `preference_centre`.
+    pub origin: String,
+    /// Whether the subject's identity is established.
+    pub verified: bool,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// When it is due (one calendar month, or the extension's date).
+    pub due_at: Timestamp,
+    /// The extension, if one was decided.
+    pub extension: Option<Extension>,
+    /// Why it was refused, if it was.
+    pub refusal: Option<String>,
+    /// What the request asks precisely (purposes objected to, traits to rectify…).
+    pub details: serde_json::Value,
+    /// Every step, oldest first.
+    pub steps: Vec<Step>,
+}
+
+impl Request {
+    /// A request received now. Entered by staff, or through a signed preference-centre link,
+    /// it counts as verified and goes straight to work; otherwise the subject must first prove
+    /// who they are.
+    #[allow(clippy::too_many_arguments)]
+    pub fn receive(
+        right: Right,
+        subject: &crate::consent::Subject,
+        origin: &str,
+        verified: bool,
+        details: serde_json::Value,
+        actor: &str,
+        now: Timestamp,
+        tz: &TimeZone,
+    ) -> Request {
+        let status = if verified {
+            Status::InProgress
+        } else {
+            Status::Verifying
+        };
+        let note = if verified {
+            format!("received from {origin}; identity established")
+        } else {
+            format!("received from {origin}; waiting for the subject to confirm who they are")
+        };
+        Request {
+            id: 0,
+            right,
+            subject_type: subject.kind(),
+            subject_value: subject.value().to_owned(),
+            status,
+            origin: origin.to_owned(),
+            verified,
+            received_at: now,
+            due_at: due_at(now, tz),
+            extension: None,
+            refusal: None,
+            details,
+            steps: vec![Step {
+                at: now,
+                status,
+                actor: actor.to_owned(),
+                note,
+            }],
+        }
+    }
+
+    /// Moves the request, recording the step; refuses moves the workflow does not allow.
+    pub fn advance(&mut self, to: Status, actor: &str, note: impl Into<String>, now: Timestamp) -> Result<(), Error> {
+        if !may_move(self.status, to) {
+            return Err(Error::new(
+                ErrorCode::InvalidField,
+                format!("a request {} cannot become {}", self.status.as_str(), to.as_str()),
+            ));
+        }
+        self.status = to;
+        self.steps.push(Step {
+            at: now,
+            status: to,
+            actor: actor.to_owned(),
+            note: note.into(),
+        });
+        Ok(())
+    }
+
+    /// Extends the deadline, with the reason told to the subject.
+    pub fn extend(
+        &mut self,
+        until: Timestamp,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+        tz: &TimeZone,
+    ) -> Result<(), Error> {
+        if self.status.is_final() || self.extension.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidField,
+                "only an open request, once, can be extended",
+            ));
+        }
+        check_extension(self.received_at, now, until, reason, tz)?;
+        self.extension = Some(Extension {
+            until,
+            reason: reason.to_owned(),
+            decided_at: now,
+        });
+        self.due_at = until;
+        self.steps.push(Step {
+            at: now,
+            status: self.status,
+            actor: actor.to_owned(),
+            note: format!("deadline extended to {until}: {reason}"),
+        });
+        Ok(())
+    }
+
+    /// Refuses the request, with reasons and the right to complain to the CNIL (Art. 12(4)).
+    pub fn refuse(&mut self, reason: &str, actor: &str, now: Timestamp) -> Result<(), Error> {
+        if reason.trim().len() < 10 {
+            return Err(Error::new(
+                ErrorCode::InvalidField,
+                "a refusal states its reasons (Art. 12(4))",
+            ));
+        }
+        self.refusal = Some(format!(
+            "{reason} — You may lodge a complaint with the CNIL (www.cnil.fr) and seek a judicial remedy."
+        ));
+        self.advance(Status::Refused, actor, format!("refused: {reason}"), now)
+    }
+}

@@ -1,0 +1,407 @@
+//! Data-subject requests as a DPO and a customer notice them: deadlines, access archives,
+//! objection, restriction and rectification carried out and provable.
+
+use crate::support::{ADMIN_TOKEN, TestApp, read};
+use confiance_core::catalog::Catalog;
+use confiance_core::consent::IdKind;
+use confiance_store::Access;
+use serde_json::{Value, json};
+
+impl TestApp {
+    async fn staff(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    async fn request(&self, kind: &str, email: &str, details: Value) -> Value {
+        let (status, body) = self
+            .staff(
+                reqwest::Method::POST,
+                "/api/v1/requests",
+                Some(json!({"type": kind, "subject": {"type": "email", "value": email}, "details": details})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    async fn process(&self, id: &Value) -> Value {
+        let (status, body) = self
+            .staff(reqwest::Method::POST, &format!("/api/v1/requests/{id}/process"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "done");
+        body
+    }
+}
+
+#[tokio::test]
+async fn requests_follow_their_legal_deadlines() {
+    let app = TestApp::spawn().await;
+    app.clock.set("2026-01-31T09:00:00Z".parse().unwrap());
+    let staff = app.request("access", "ana@example.org", Value::Null).await;
+    assert_eq!(
+        (staff["status"].as_str(), staff["verified"].as_bool()),
+        (Some("in_progress"), Some(true)),
+        "staff-entered counts as verified"
+    );
+    assert_eq!(
+        staff["due_at"], "2026-02-28T09:00:00Z",
+        "one calendar month, clamped to February's end"
+    );
+    let (status, public) = read(
+        app.http
+            .post(app.url("/api/v1/requests"))
+            .json(&json!({"type": "erasure", "subject": {"type": "email", "value": "bob@example.org"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        public["status"], "verifying",
+        "the subject must first prove who they are"
+    );
+    let (status, body) = read(
+        app.http
+            .post(app.url("/api/v1/requests"))
+            .json(&json!({"type": "forget", "subject": {"type": "email", "value": "x@example.org"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_field")));
+
+    let id = &staff["id"];
+    app.clock.set("2026-02-10T09:00:00Z".parse().unwrap());
+    let (status, _) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{id}/extend"),
+            Some(json!({"until": "2026-04-30T08:00:00Z", "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, 400, "an extension needs its reason");
+    let (status, extended) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{id}/extend"),
+            Some(json!({"until": "2026-04-30T08:00:00Z", "reason": "many requests after the data breach notice"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    assert_eq!(extended["due_at"], "2026-04-30T08:00:00Z");
+    let (status, _) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{id}/extend"),
+            Some(json!({"until": "2026-04-30T08:00:00Z", "reason": "once more, please"})),
+        )
+        .await;
+    assert_eq!(status, 400, "only once");
+
+    app.clock.set("2026-03-05T09:00:00Z".parse().unwrap());
+    let (_, overdue) = app
+        .staff(reqwest::Method::GET, "/api/v1/requests?urgency=overdue", None)
+        .await;
+    let ids: Vec<i64> = overdue["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [public["id"].as_i64().unwrap()],
+        "the unverified erasure is overdue; the extended access is not"
+    );
+    app.clock.set("2026-04-25T09:00:00Z".parse().unwrap());
+    let (_, soon) = app
+        .staff(reqwest::Method::GET, "/api/v1/requests?urgency=due_soon", None)
+        .await;
+    assert_eq!(soon["requests"][0]["id"], *id);
+
+    let (status, refused) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/refuse", public["id"]),
+            Some(json!({"reason": "the requester never confirmed their identity"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        refused["refusal"].as_str().unwrap().contains("CNIL"),
+        "the right to complain is stated"
+    );
+    let (status, _) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/process", public["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "a refused request is closed");
+    let steps = app
+        .staff(reqwest::Method::GET, &format!("/api/v1/requests/{id}"), None)
+        .await
+        .1["steps"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(steps, 2, "received, extended");
+    let audit = app.store.audit_log(0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for a in ["request.received", "request.extended", "request.refused"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_access_archive_holds_everything_held_about_the_subject() {
+    let app = TestApp::spawn().await;
+    let till = app.add_source("tills", confiance_core::source::SourceKind::Store).await;
+    let consent = json!({"consent": {"categoryPreferences": {"Analytics": true}}});
+    app.post("/v1/batch", &json!({"batch": [
+        {"type": "page", "anonymousId": "b-1", "properties": {"path": "/"}, "context": consent},
+        {"type": "identify", "userId": "vc-9", "anonymousId": "b-1", "traits": {"email": "ana@example.org", "first_name": "Ana"}},
+    ]}))
+    .await;
+    app.post_as(
+        &till,
+        "/v1/track",
+        &json!({"anonymousId": "VC-PAR-9", "event": "Order Completed",
+        "properties": {"order_id": "T-9", "total": 20.0}, "context": {"traits": {"email": "ana@example.org"}}}),
+    )
+    .await;
+    app.staff(
+        reqwest::Method::POST,
+        "/api/v1/consents",
+        Some(json!({"subject": {"type": "email", "value": "ana@example.org"},
+        "purpose": "marketing_email", "status": "granted", "method": "form"})),
+    )
+    .await;
+    app.resolved().await;
+    let request = app.request("access", "ana@example.org", Value::Null).await;
+    app.process(&request["id"]).await;
+    let id = &request["id"];
+    let (status, archive) = app
+        .staff(reqwest::Method::GET, &format!("/api/v1/requests/{id}/archive"), None)
+        .await;
+    assert_eq!(status, 200, "{archive}");
+
+    // Every table that holds something about Ana is in the archive.
+    let profile = app
+        .store
+        .profile_of(&confiance_core::unify::identifier::Identifier::parse("email", "ana@example.org").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let events = app
+        .store
+        .profile_events(Access::Administration, profile, 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(archive["events"].as_array().unwrap().len(), events.len());
+    assert_eq!(events.len(), 3, "web page, identify, till order");
+    let row = app
+        .store
+        .profile(Access::Administration, profile)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(archive["identities"].as_array().unwrap().len(), row.identities.len());
+    let mut ledger = 0;
+    for (key, _) in &row.identities {
+        if let Some(s) = confiance_core::unify::identifier::Identifier::from_key(key).and_then(|i| i.subject()) {
+            ledger += app
+                .store
+                .consent_history(Access::Administration, &s)
+                .await
+                .unwrap()
+                .len();
+        }
+    }
+    assert_eq!(archive["consents"].as_array().unwrap().len(), ledger);
+    assert!(ledger >= 2, "the analytics signal and the newsletter opt-in");
+    assert_eq!(archive["requests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        archive["merges"].as_array().unwrap().len(),
+        app.store.merges_of(profile).await.unwrap().len()
+    );
+    assert_eq!(archive["profile"]["traits"]["first_name"]["value"], "Ana");
+
+    let csv = app
+        .http
+        .get(app.url(&format!("/api/v1/requests/{id}/archive?format=csv&kind=events")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 4, "a header and one row per event");
+    let html = app
+        .http
+        .get(app.url(&format!("/api/v1/requests/{id}/archive?format=html")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [
+        "3 événements",
+        "Base légale",
+        "Conservation",
+        "tills",
+        "CNIL",
+        "Offres par e-mail",
+    ] {
+        assert!(html.contains(text), "the summary says `{text}`");
+    }
+}
+
+#[tokio::test]
+async fn an_objection_to_marketing_removes_the_subject_from_every_marketing_read() {
+    let app = TestApp::spawn().await;
+    let catalog = Catalog::builtin();
+    for email in ["ana@example.org", "bob@example.org"] {
+        for purpose in ["marketing_email", "marketing_sms", "advertising"] {
+            app.staff(
+                reqwest::Method::POST,
+                "/api/v1/consents",
+                Some(json!({"subject": {"type": "email", "value": email}, "purpose": purpose, "status": "granted"})),
+            )
+            .await;
+        }
+    }
+    app.post(
+        "/v1/identify",
+        &json!({"userId": "vc-1", "traits": {"email": "ana@example.org"}}),
+    )
+    .await;
+    app.resolved().await;
+    let emails = |purpose: &'static str| {
+        let store = app.store.clone();
+        let catalog = catalog.clone();
+        async move {
+            store
+                .subjects_for(&catalog.purposes[purpose], IdKind::Email, "", 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.value().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(emails("marketing_email").await, ["ana@example.org", "bob@example.org"]);
+    let request = app.request("objection", "ana@example.org", Value::Null).await;
+    let done = app.process(&request["id"]).await;
+    assert!(
+        done["steps"][1]["note"].as_str().unwrap().contains("marketing_postal"),
+        "{done}"
+    );
+    for purpose in ["marketing_email", "marketing_sms", "advertising"] {
+        assert_eq!(emails(purpose).await, ["bob@example.org"], "{purpose}");
+    }
+    assert_eq!(
+        emails("marketing_postal").await,
+        ["bob@example.org"],
+        "a legitimate interest yields to the objection"
+    );
+    // A browser signal sent afterwards does not undo it.
+    app.post("/v1/page", &json!({"userId": "vc-1", "context": {"consent": {"categoryPreferences": {"Advertising": true, "Analytics": true}}}})).await;
+    let profile = app.lookup_profile("ana@example.org").await;
+    assert_eq!(profile["consent"]["advertising"]["status"], "objected");
+    assert_eq!(profile["consent"]["marketing_email"]["legal_basis"], false);
+}
+
+impl TestApp {
+    async fn lookup_profile(&self, email: &str) -> Value {
+        self.resolved().await;
+        self.staff(
+            reqwest::Method::GET,
+            &format!("/api/v1/profiles/lookup?type=email&value={email}"),
+            None,
+        )
+        .await
+        .1
+    }
+}
+
+#[tokio::test]
+async fn restriction_keeps_the_data_but_stops_every_use_and_rectification_wins() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/v1/identify",
+        &json!({"userId": "vc-2", "traits": {"email": "carla@example.org", "city": "Lille"}}),
+    )
+    .await;
+    app.post(
+        "/v1/track",
+        &json!({"userId": "vc-2", "event": "Order Completed", "properties": {"order_id": "W-1", "total": 12.0}}),
+    )
+    .await;
+    let profile = app.lookup_profile("carla@example.org").await["id"].as_i64().unwrap();
+    let catalog = Catalog::builtin();
+    let service = Access::Purpose(&catalog.purposes["service"]);
+    assert_eq!(
+        app.store.profile_events(service, profile, 0, 100).await.unwrap().len(),
+        2
+    );
+
+    let rectify = app
+        .request(
+            "rectification",
+            "carla@example.org",
+            json!({"traits": {"city": "Roubaix"}}),
+        )
+        .await;
+    app.process(&rectify["id"]).await;
+    let golden = app.lookup_profile("carla@example.org").await;
+    assert_eq!(golden["traits"]["city"]["value"], "Roubaix");
+    assert_eq!(golden["traits"]["city"]["why"], "rectified by the subject");
+    assert_eq!(
+        golden["lineage"]["city"].as_array().unwrap().len(),
+        2,
+        "the old value stays in the lineage"
+    );
+    let bad = app
+        .request(
+            "rectification",
+            "carla@example.org",
+            json!({"traits": {"shoe_size": 38}}),
+        )
+        .await;
+    let (status, _) = app
+        .staff(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/process", bad["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "only declared traits are rectified");
+
+    let restrict = app.request("restriction", "carla@example.org", Value::Null).await;
+    app.process(&restrict["id"]).await;
+    assert!(
+        app.store
+            .profile_events(service, profile, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not even the contract reads it"
+    );
+    let kept = app
+        .store
+        .profile_events(Access::Administration, profile, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 3, "the data is kept");
+}

@@ -1,0 +1,597 @@
+//! Data-subject requests over HTTP: receiving them, following them against their legal
+//! deadlines, and carrying them out — access and portability (one archive: JSON, a CSV per kind,
+//! a plain-language HTML summary), rectification, restriction and objection.
+
+use crate::auth::Staff;
+use crate::consent::SubjectInput;
+use crate::error::ApiError;
+use crate::ops::escape;
+use crate::{AppState, Shared};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use confiance_core::ErrorCode;
+use confiance_core::catalog::LegalBasis;
+use confiance_core::consent::{Decision, IdKind, Method, Status as ConsentStatus, Subject, direct_marketing_purposes};
+use confiance_core::privacy::requests::{Request, Right, Status, Urgency, controller_tz, urgency};
+use confiance_core::source::{SourceKind, SourceName, WriteKey};
+use confiance_core::unify::identifier::Identifier;
+use confiance_store::Access;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The name of the internal source rectifications are recorded under.
+pub const RECTIFICATIONS: &str = "rectifications";
+
+/// The requests routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/requests", post(receive).get(list))
+        .route("/api/v1/requests/{id}", get(show))
+        .route("/api/v1/requests/{id}/extend", post(extend))
+        .route("/api/v1/requests/{id}/refuse", post(refuse))
+        .route("/api/v1/requests/{id}/process", post(process))
+        .route("/api/v1/requests/{id}/archive", get(archive))
+}
+
+/// A request as sent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewRequest {
+    /// access, portability, rectification, erasure, restriction or objection.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whose data.
+    pub subject: SubjectInput,
+    /// For rectification `{"traits": {…}}`; for restriction and objection `{"purposes": […]}`
+    /// (objection defaults to every direct-marketing purpose, restriction to every purpose).
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("the body is malformed: {e}")))
+}
+
+/// Receives a request. Entered with an admin or DPO token it counts as verified and is in
+/// progress at once; otherwise it waits for the subject to confirm who they are.
+#[utoipa::path(
+    post, path = "/api/v1/requests", tag = "requests", request_body = NewRequest,
+    responses((status = 201, description = "The request with its `id`, `status` and `due_at`"), (status = 400, description = "Invalid type or subject", body = crate::openapi::ErrorSchema))
+)]
+pub async fn receive(
+    State(app): State<Shared>,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Request>), ApiError> {
+    let mut parts = parts;
+    let staff = if parts.headers.contains_key(header::AUTHORIZATION) {
+        Some(Staff::from_request_parts(&mut parts, &app).await?)
+    } else {
+        None
+    };
+    let new: NewRequest = json_body(&body)?;
+    let right = Right::parse(&new.kind)?;
+    let subject = new.subject.parse()?;
+    let (origin, actor) = match &staff {
+        Some(Staff(caller)) => ("staff", caller.actor()),
+        None => ("api", "subject".to_owned()),
+    };
+    let request = Request::receive(
+        right,
+        &subject,
+        origin,
+        staff.is_some(),
+        new.details.unwrap_or(Value::Null),
+        &actor,
+        app.clock.now(),
+        &controller_tz(),
+    );
+    let request = app.store.insert_request(request).await?;
+    tracing::info!(request = request.id, right = right.as_str(), "request received");
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+/// A request and every step it took.
+#[utoipa::path(get, path = "/api/v1/requests/{id}", tag = "requests", params(("id" = i64, Path, description = "Request id")),
+    responses((status = 200, description = "The request"), (status = 404, description = "No such request", body = crate::openapi::ErrorSchema)),
+    security(("bearer" = [])))]
+pub async fn show(_: Staff, State(app): State<Shared>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let r = load(&app, id).await?;
+    let mut v = json!(r);
+    v["urgency"] = json!(if r.status.is_final() {
+        None
+    } else {
+        Some(urgency(r.due_at, app.clock.now(), 7))
+    });
+    Ok(Json(v))
+}
+
+async fn load(app: &AppState, id: i64) -> Result<Request, ApiError> {
+    app.store
+        .request(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no request {id}")))
+}
+
+/// Which requests to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `overdue` or `due_soon` (within 7 days); open requests only.
+    pub urgency: Option<String>,
+    /// Include closed requests.
+    pub all: Option<bool>,
+}
+
+/// Requests by deadline; `?urgency=overdue` or `due_soon` for what needs attention.
+#[utoipa::path(get, path = "/api/v1/requests", tag = "requests", params(ListQuery),
+    responses((status = 200, description = "`{requests: […]}` by deadline")), security(("bearer" = [])))]
+pub async fn list(_: Staff, State(app): State<Shared>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let wanted = match q.urgency.as_deref() {
+        None => None,
+        Some("overdue") => Some(Urgency::Overdue),
+        Some("due_soon") => Some(Urgency::DueSoon),
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("unknown urgency `{other}`: overdue or due_soon"),
+            ));
+        }
+    };
+    let open_only = wanted.is_some() || !q.all.unwrap_or(false);
+    let now = app.clock.now();
+    let requests: Vec<Request> = app
+        .store
+        .requests(open_only, 10_000)
+        .await?
+        .into_iter()
+        .filter(|r| wanted.is_none_or(|w| urgency(r.due_at, now, 7) == w))
+        .collect();
+    Ok(Json(json!({ "requests": requests })))
+}
+
+/// An extension to decide.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ExtendBody {
+    /// The new deadline (at most two more months).
+    pub until: String,
+    /// Why, as told to the subject.
+    pub reason: String,
+}
+
+/// Extends a request's deadline by up to two months, with its reason (Art. 12(3)).
+#[utoipa::path(post, path = "/api/v1/requests/{id}/extend", tag = "requests", request_body = ExtendBody, params(("id" = i64, Path, description = "Request id")),
+    responses((status = 200, description = "The request"), (status = 400, description = "Too late, too long, or no reason", body = crate::openapi::ErrorSchema)), security(("bearer" = [])))]
+pub async fn extend(
+    Staff(caller): Staff,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Request>, ApiError> {
+    let b: ExtendBody = json_body(&body)?;
+    let until = confiance_core::collect::parse_time(&b.until)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidTimestamp, "`until` is not an ISO-8601 date-time"))?;
+    let mut r = load(&app, id).await?;
+    r.extend(until, &b.reason, &caller.actor(), app.clock.now(), &controller_tz())?;
+    app.store.update_request(&r, "request.extended").await?;
+    Ok(Json(r))
+}
+
+/// A refusal to record.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RefuseBody {
+    /// Why, as told to the subject.
+    pub reason: String,
+}
+
+/// Refuses a request with its reasons and the right to complain (Art. 12(4)).
+#[utoipa::path(post, path = "/api/v1/requests/{id}/refuse", tag = "requests", request_body = RefuseBody, params(("id" = i64, Path, description = "Request id")),
+    responses((status = 200, description = "The request")), security(("bearer" = [])))]
+pub async fn refuse(
+    Staff(caller): Staff,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Request>, ApiError> {
+    let b: RefuseBody = json_body(&body)?;
+    let mut r = load(&app, id).await?;
+    r.refuse(&b.reason, &caller.actor(), app.clock.now())?;
+    app.store.update_request(&r, "request.refused").await?;
+    Ok(Json(r))
+}
+
+/// Carries out a verified request and closes it.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/process", tag = "requests", params(("id" = i64, Path, description = "Request id")),
+    responses((status = 200, description = "The request, done"), (status = 400, description = "Not verified, already closed, or not carried out automatically", body = crate::openapi::ErrorSchema)),
+    security(("bearer" = [])))]
+pub async fn process(
+    Staff(caller): Staff,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+) -> Result<Json<Request>, ApiError> {
+    let mut r = load(&app, id).await?;
+    if r.status != Status::InProgress {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!(
+                "request {id} is {}: only a verified request in progress is carried out",
+                r.status.as_str()
+            ),
+        ));
+    }
+    let subject = Subject::parse(r.subject_type, &r.subject_value)?;
+    let actor = caller.actor();
+    let note = match r.right {
+        Right::Access | Right::Portability => {
+            let archive = app.archive_of(&subject, &r).await?;
+            app.store.put_request_result(r.id, archive.to_string()).await?;
+            "archive ready: JSON, a CSV per kind and a plain-language summary".to_owned()
+        }
+        Right::Objection | Right::Restriction => app.object_or_restrict(&subject, &r).await?,
+        Right::Rectification => app.rectify(&subject, &r).await?,
+        Right::Erasure => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "erasure is not carried out automatically yet: the request is tracked against its deadline",
+            ));
+        }
+    };
+    r.advance(Status::Done, &actor, note, app.clock.now())?;
+    app.store.update_request(&r, "request.done").await?;
+    Ok(Json(r))
+}
+
+impl AppState {
+    /// Every identifier of the subject's profile that is a consent subject (or the subject
+    /// alone when no profile holds it).
+    async fn subjects_of(&self, subject: &Subject) -> Result<(Option<i64>, Vec<Subject>), ApiError> {
+        let profile = self.store.profile_of(&Identifier::from(subject)).await?;
+        let mut subjects = match profile {
+            Some(p) => self.store.profile_subjects(p).await?,
+            None => Vec::new(),
+        };
+        if !subjects.contains(subject) {
+            subjects.push(subject.clone());
+        }
+        Ok((profile, subjects))
+    }
+
+    async fn object_or_restrict(&self, subject: &Subject, r: &Request) -> Result<String, ApiError> {
+        let listed: Option<Vec<String>> = r
+            .details
+            .get("purposes")
+            .and_then(|p| serde_json::from_value(p.clone()).ok());
+        let purposes: Vec<String> = match (r.right, listed) {
+            (_, Some(list)) => list,
+            (Right::Objection, None) => direct_marketing_purposes(&self.catalog),
+            _ => self.catalog.purposes.keys().cloned().collect(),
+        };
+        for p in &purposes {
+            let purpose = self
+                .catalog
+                .purposes
+                .get(p)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("unknown purpose `{p}`")))?;
+            if r.right == Right::Objection
+                && matches!(purpose.legal_basis, LegalBasis::Contract | LegalBasis::LegalObligation)
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "purpose `{p}` rests on a contract or a legal obligation: objection does not apply (Art. 21)"
+                    ),
+                ));
+            }
+        }
+        let status = if r.right == Right::Objection {
+            ConsentStatus::Objected
+        } else {
+            ConsentStatus::Restricted
+        };
+        let (_, subjects) = self.subjects_of(subject).await?;
+        let now = self.clock.now();
+        let decisions: Vec<Decision> = subjects
+            .iter()
+            .flat_map(|s| {
+                purposes.iter().map(move |p| Decision {
+                    subject: s.clone(),
+                    purpose: p.clone(),
+                    status,
+                    method: Method::Request,
+                    recorded_at: now,
+                    notice: None,
+                    source_id: None,
+                    touchpoint: None,
+                    ip_hash: None,
+                    ua_hash: None,
+                    proof: json!({"request": r.id}),
+                })
+            })
+            .collect();
+        self.store.record_consents(decisions).await?;
+        Ok(format!(
+            "{} for {} on {} identifier(s): {}",
+            status.as_str(),
+            purposes.len(),
+            subjects.len(),
+            purposes.join(", ")
+        ))
+    }
+
+    async fn rectify(&self, subject: &Subject, r: &Request) -> Result<String, ApiError> {
+        let traits = r
+            .details
+            .get("traits")
+            .and_then(Value::as_object)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingField,
+                    "a rectification names the traits to correct: `details.traits`",
+                )
+            })?;
+        for (name, value) in traits {
+            let def =
+                self.catalog.traits.get(name).ok_or_else(|| {
+                    ApiError::new(ErrorCode::InvalidField, format!("`{name}` is not a declared trait"))
+                })?;
+            if !def.value_type.accepts(value) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("`{name}` must be of type {}", def.value_type.name()),
+                ));
+            }
+        }
+        // The correction is a message in the log like any other, from a source of its own that
+        // survivorship ranks above every other: the golden record shows it as rectified.
+        let (profile, subjects) = self.subjects_of(subject).await?;
+        let anchor = subjects
+            .iter()
+            .find(|s| s.kind() == IdKind::UserId)
+            .or_else(|| subjects.iter().find(|s| s.kind() == IdKind::AnonymousId))
+            .cloned();
+        let mut message = json!({"type": "identify", "messageId": format!("rectification-{}", r.id), "traits": traits});
+        match anchor {
+            Some(a) if a.kind() == IdKind::UserId => message["userId"] = json!(a.value()),
+            Some(a) => message["anonymousId"] = json!(a.value()),
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    "no profile holds this subject: there is nothing to rectify",
+                ));
+            }
+        }
+        let source = self.internal_source(RECTIFICATIONS).await?;
+        let outcome = crate::collect::ingest_messages(self, &source, vec![message], self.clock.now()).await?;
+        if outcome.accepted + outcome.duplicates == 0 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "the correction could not be recorded",
+            ));
+        }
+        Ok(format!(
+            "rectified {} trait(s) of profile {}",
+            traits.len(),
+            profile.map_or_else(|| "-".into(), |p| p.to_string())
+        ))
+    }
+
+    /// An internal source (rectifications), created on first use. Its write key is never shown:
+    /// nothing outside Confiance writes as it.
+    async fn internal_source(&self, name: &str) -> Result<confiance_core::source::Source, ApiError> {
+        let name = SourceName::parse(name)?;
+        if let Some(s) = self.store.source_by_name(&name).await? {
+            return Ok(s);
+        }
+        let key = WriteKey::generate();
+        match self
+            .store
+            .create_source(&name, SourceKind::Account, &key.digest(), &key.prefix())
+            .await
+        {
+            Ok(s) => Ok(s),
+            // Another node created it meanwhile.
+            Err(confiance_store::StoreError::Conflict(_)) => self
+                .store
+                .source_by_name(&name)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the rectification source vanished")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Everything held about a subject, for access (Art. 15) and portability (Art. 20).
+    async fn archive_of(&self, subject: &Subject, r: &Request) -> Result<Value, ApiError> {
+        let (profile, subjects) = self.subjects_of(subject).await?;
+        let profile_view = match profile {
+            Some(p) => Some(self.profile_view(p).await?),
+            None => None,
+        };
+        let events = match profile {
+            Some(p) => self.store.profile_events(Access::DataSubject, p, 0, 1_000_000).await?,
+            None => Vec::new(),
+        };
+        let mut ledger = Vec::new();
+        for s in &subjects {
+            ledger.extend(self.store.consent_history(Access::DataSubject, s).await?);
+        }
+        let merges = match profile {
+            Some(p) => self.store.merges_of(p).await?,
+            None => Vec::new(),
+        };
+        let keys: Vec<String> = subjects.iter().map(Subject::key).collect();
+        let requests: Vec<Request> = self
+            .store
+            .requests(false, 100_000)
+            .await?
+            .into_iter()
+            .filter(|q| keys.contains(&format!("{}:{}", q.subject_type.as_str(), q.subject_value)))
+            .collect();
+        let sources: std::collections::BTreeMap<i64, String> = self
+            .store
+            .list_sources()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.name.to_string()))
+            .collect();
+        let purposes: Vec<Value> = self
+            .catalog
+            .purposes
+            .values()
+            .map(|p| {
+                json!({"purpose": p.id, "name": p.name, "description": p.description, "legal_basis": p.legal_basis,
+                            "retention": p.retention.to_string(), "recipients": p.recipients})
+            })
+            .collect();
+        let data = json!({
+            "request": r.id,
+            "generated_at": self.clock.now(),
+            "subject": {"type": subject.kind().as_str(), "value": subject.value()},
+            "identities": subjects.iter().map(|s| json!({"type": s.kind().as_str(), "value": s.value()})).collect::<Vec<_>>(),
+            "profile": profile_view,
+            "events": events,
+            "consents": ledger,
+            "merges": merges,
+            "requests": requests,
+            "messages_sent": [],
+            "segments": [],
+            "purposes": purposes,
+        });
+        let csv = json!({
+            "events": to_csv(&["seq", "timestamp", "type", "event", "source", "message_id", "purposes", "body"], events.iter().map(|e| vec![
+                e.seq.to_string(), e.timestamp.to_string(), e.kind.as_str().into(), e.event.clone().unwrap_or_default(),
+                sources.get(&e.source_id).cloned().unwrap_or_default(), e.message_id.clone(), e.purposes.join(" "), e.body.to_string()])),
+            "consents": to_csv(&["seq", "recorded_at", "identifier_type", "identifier", "purpose", "status", "method", "touchpoint"], ledger.iter().map(|c| vec![
+                c.seq.to_string(), c.recorded_at.to_string(), c.subject_type.as_str().into(), c.subject_value.clone(), c.purpose.clone(),
+                c.status.as_str().into(), c.method.as_str().into(), c.touchpoint.clone().unwrap_or_default()])),
+            "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),
+            "traits": to_csv(&["trait", "value", "source", "observed_at"], data["profile"]["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
+                name.clone(), g["value"].to_string(), g["source"].as_str().unwrap_or_default().into(), g["at"].as_str().unwrap_or_default().into()])),
+        });
+        let html = self.summary_html(&data, &sources);
+        Ok(json!({"json": data, "csv": csv, "html": html}))
+    }
+
+    fn summary_html(&self, data: &Value, sources: &std::collections::BTreeMap<i64, String>) -> String {
+        let mut used: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for e in data["events"].as_array().into_iter().flatten() {
+            let source = e["source_id"]
+                .as_i64()
+                .and_then(|id| sources.get(&id))
+                .cloned()
+                .unwrap_or_default();
+            *used.entry(source).or_default() += 1;
+        }
+        let mut rows = String::new();
+        for p in self.catalog.purposes.values() {
+            let basis = match p.legal_basis {
+                LegalBasis::Consent => "votre consentement",
+                LegalBasis::Contract => "le contrat qui nous lie (compte, commandes)",
+                LegalBasis::LegalObligation => "une obligation légale",
+                LegalBasis::LegitimateInterest => "notre intérêt légitime (vous pouvez vous y opposer)",
+            };
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.name),
+                escape(&p.description),
+                basis,
+                escape(&p.recipients.join(", ")),
+                p.retention
+            ));
+        }
+        let from: Vec<String> = used
+            .iter()
+            .map(|(s, n)| format!("{} ({n} événements)", escape(s)))
+            .collect();
+        let traits = data["profile"]["traits"].as_object().map_or(0, |t| t.len());
+        format!(
+            r#"<!doctype html><html lang="fr"><head><meta charset="utf-8"><title>Vos données — {controller}</title></head><body>
+<h1>Les données que nous détenons sur vous</h1>
+<p>Nous conservons {events} événements (visites, commandes, échanges…), {traits} informations sur vous (nom, préférences…), {consents} décisions de consentement et {ids} identifiants qui vous désignent. Le détail complet est dans les fichiers JSON et CSV joints.</p>
+<p>Ces données proviennent de : {from}.</p>
+<h2>Pourquoi, sur quelle base, qui les reçoit, combien de temps</h2>
+<table><thead><tr><th>Finalité</th><th>Ce que nous en faisons</th><th>Base légale</th><th>Destinataires</th><th>Conservation</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Vos droits</h2><p>Vous pouvez à tout moment demander la rectification ou l'effacement de vos données, en limiter l'usage, vous opposer à leur traitement (notamment à la prospection), et recevoir vos données dans un format lisible par machine. Vous pouvez aussi saisir la CNIL (www.cnil.fr). Contact : {dpo}.</p>
+</body></html>"#,
+            controller = escape(&self.catalog.controller.name),
+            events = data["events"].as_array().map_or(0, Vec::len),
+            consents = data["consents"].as_array().map_or(0, Vec::len),
+            ids = data["identities"].as_array().map_or(0, Vec::len),
+            from = if from.is_empty() {
+                "aucune source".to_owned()
+            } else {
+                from.join(", ")
+            },
+            dpo = escape(&self.catalog.controller.dpo_contact),
+        )
+    }
+}
+
+fn to_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(header);
+    for row in rows {
+        let _ = w.write_record(&row);
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Which part of an archive.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ArchiveQuery {
+    /// `json` (default), `html`, or `csv` with `kind`.
+    pub format: Option<String>,
+    /// For CSV: `events`, `consents`, `identities` or `traits`.
+    pub kind: Option<String>,
+}
+
+/// The archive of a completed access or portability request.
+#[utoipa::path(get, path = "/api/v1/requests/{id}/archive", tag = "requests", params(("id" = i64, Path, description = "Request id"), ArchiveQuery),
+    responses((status = 200, description = "JSON, HTML or CSV"), (status = 404, description = "No archive for this request", body = crate::openapi::ErrorSchema)),
+    security(("bearer" = [])))]
+pub async fn archive(
+    Staff(caller): Staff,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    Query(q): Query<ArchiveQuery>,
+) -> Result<Response, ApiError> {
+    let raw = app
+        .store
+        .request_result(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("request {id} has no archive (yet)")))?;
+    let archive: Value = serde_json::from_str(&raw).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    app.audit_read(
+        &caller,
+        "request.archive.read",
+        None,
+        json!({"request": id, "format": q.format}),
+    )
+    .await?;
+    Ok(match q.format.as_deref().unwrap_or("json") {
+        "json" => Json(archive["json"].clone()).into_response(),
+        "html" => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            archive["html"].as_str().unwrap_or_default().to_owned(),
+        )
+            .into_response(),
+        "csv" => {
+            let kind = q.kind.as_deref().unwrap_or("events");
+            let body = archive["csv"][kind].as_str().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("no CSV `{kind}`: events, consents, identities or traits"),
+                )
+            })?;
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body.to_owned()).into_response()
+        }
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("unknown format `{other}`: json, html or csv"),
+            ));
+        }
+    })
+}
