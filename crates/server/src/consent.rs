@@ -133,6 +133,17 @@ impl AppState {
             }
         };
         let secret = self.secret().await?;
+        // A person who asked to be erased is not added back from an old list: only their own new
+        // act (a form, the banner, the preference centre) can grant again.
+        if status == Status::Granted
+            && matches!(method, Method::Api | Method::Import)
+            && self
+                .store
+                .suppressed(vec![self.suppression_hash(secret, &subject.key())])
+                .await?
+        {
+            return Err(invalid("this person asked to be erased: only their own new consent can add them back").into());
+        }
         Ok(Decision {
             subject,
             purpose: purpose.id.clone(),

@@ -232,10 +232,10 @@ pub async fn process(
         Right::Objection | Right::Restriction => app.object_or_restrict(&subject, &r).await?,
         Right::Rectification => app.rectify(&subject, &r).await?,
         Right::Erasure => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "erasure is not carried out automatically yet: the request is tracked against its deadline",
-            ));
+            let note = app.erase(&subject).await?;
+            // The record of the request stays, without whom it was about.
+            r.subject_value = "erased".into();
+            note
         }
     };
     r.advance(Status::Done, &actor, note, app.clock.now())?;
@@ -256,6 +256,39 @@ impl AppState {
             subjects.push(subject.clone());
         }
         Ok((profile, subjects))
+    }
+
+    /// Erases the subject everywhere (Art. 17), keeping the request records, pseudonymised, and
+    /// a suppression entry.
+    async fn erase(&self, subject: &Subject) -> Result<String, ApiError> {
+        let identifier = Identifier::from(subject);
+        let profile = self.store.profile_of(&identifier).await?;
+        let mut keys = vec![identifier.key()];
+        if let Some(p) = profile
+            && let Some(row) = self.store.profile(Access::DataSubject, p).await?
+        {
+            keys.extend(row.identities.into_iter().map(|(k, _)| k));
+        }
+        keys.sort();
+        keys.dedup();
+        let secret = self.secret().await?;
+        let suppression = keys.iter().map(|k| self.suppression_hash(secret, k)).collect();
+        let erasure = confiance_store::Erasure {
+            keys,
+            profile,
+            suppression,
+            at: self.clock.now(),
+        };
+        let erased = self.store.erase(erasure).await?;
+        Ok(format!(
+            "erased {} event(s), {} consent decision(s), {} identifier(s); {} request record(s) kept, pseudonymised",
+            erased.events, erased.consents, erased.identities, erased.requests
+        ))
+    }
+
+    /// The keyed hash an erased identifier is remembered by on the suppression list.
+    pub fn suppression_hash(&self, secret: &[u8], key: &str) -> String {
+        confiance_core::consent::link::keyed_hash(secret, "suppression", key)
     }
 
     async fn object_or_restrict(&self, subject: &Subject, r: &Request) -> Result<String, ApiError> {

@@ -11,6 +11,7 @@
 //! counters) can be rebuilt from it. [`Store::append`] returns only once the messages are
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
+mod erasure;
 mod postgres;
 mod postgres_unify;
 mod requests;
@@ -18,6 +19,7 @@ mod sqlite;
 mod sqlite_unify;
 mod unify;
 
+pub use erasure::{Erased, Erasure};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use unify::{GAP_PATIENCE_US, Resolved};
@@ -559,6 +561,17 @@ impl Store {
     /// What carrying out a request produced.
     pub async fn request_result(&self, id: i64) -> Result<Option<String>> {
         dispatch!(self, s => s.request_result(id).await)
+    }
+
+    /// Erases a person everywhere, keeping only the pseudonymised request records and a
+    /// suppression entry (see the `erasure` module).
+    pub async fn erase(&self, erasure: Erasure) -> Result<Erased> {
+        dispatch!(self, s => s.erase(erasure.clone()).await)
+    }
+
+    /// Whether any of these keyed hashes is on the suppression list.
+    pub async fn suppressed(&self, hashes: Vec<String>) -> Result<bool> {
+        dispatch!(self, s => s.suppressed(hashes.clone()).await)
     }
 
     /// Appends events to the audit log.

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "unify", include_str!("../migrations/sqlite/0003_unify.sql")),
     (4, "audit", include_str!("../migrations/sqlite/0004_audit.sql")),
     (5, "requests", include_str!("../migrations/sqlite/0005_requests.sql")),
+    (6, "erasure", include_str!("../migrations/sqlite/0006_erasure.sql")),
 ];
 
 /// How many operations one group commit takes at most.
@@ -103,6 +104,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;
          PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)

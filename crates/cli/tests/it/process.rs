@@ -376,3 +376,72 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() {
+    let db = PgDatabase::create().await;
+    let out = bin()
+        .args(["source", "add", "web", "--kind", "web", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = Server::start(&["--database-url", &db.url], &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let http = reqwest::Client::new();
+    let batch = json!({"batch": [
+        {"type": "identify", "userId": "vc-pg-erase", "traits": {"email": "pg.erasure@example.org", "first_name": "Philomène", "phone": "06 11 22 33 99"}},
+        {"type": "track", "userId": "vc-pg-erase", "event": "Order Completed", "properties": {"order_id": "P-1", "total": 5.0}},
+        {"type": "identify", "userId": "vc-pg-keep", "traits": {"email": "pg.keep@example.org"}},
+    ]});
+    let resp = http
+        .post(server.url("/v1/batch"))
+        .basic_auth(&key, Some(""))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for _ in 0..200 {
+        let status: serde_json::Value = http
+            .get(server.url("/api/v1/unify/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["lag"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request: serde_json::Value = http
+        .post(server.url("/api/v1/requests"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"type": "erasure", "subject": {"type": "email", "value": "pg.erasure@example.org"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let done = http
+        .post(server.url(&format!("/api/v1/requests/{}/process", request["id"])))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200, "{}", done.text().await.unwrap());
+    drop(server);
+    let dump = std::process::Command::new("pg_dump")
+        .args(["--data-only", &db.url])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let text = String::from_utf8_lossy(&dump.stdout).into_owned();
+    db.drop_it().await;
+    assert!(text.contains("pg.keep@example.org"), "the dump holds the other subject");
+    for secret in ["pg.erasure@example.org", "Philomène", "vc-pg-erase", "+33611223399"] {
+        assert!(!text.contains(secret), "the dump still holds `{secret}`");
+    }
+}

@@ -405,3 +405,114 @@ async fn restriction_keeps_the_data_but_stops_every_use_and_rectification_wins()
         .unwrap();
     assert_eq!(kept.len(), 3, "the data is kept");
 }
+
+fn files_contain(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_plaintext_and_does_not_come_back() {
+    let app = TestApp::spawn().await;
+    let secrets = ["zoe.erasure@example.org", "Zoéline", "vc-erase-77", "VC-LYO-777"];
+    let consent = json!({"consent": {"categoryPreferences": {"Analytics": true}}});
+    app.post("/v1/batch", &json!({"batch": [
+        {"type": "identify", "userId": "vc-erase-77", "anonymousId": "b-erase",
+         "traits": {"email": "zoe.erasure@example.org", "first_name": "Zoéline", "phone": "06 98 76 54 32", "loyalty_card": "VC-LYO-777"}},
+        {"type": "page", "anonymousId": "b-erase", "properties": {"path": "/"}, "context": consent},
+        {"type": "track", "userId": "vc-erase-77", "event": "Order Completed", "properties": {"order_id": "Z-1", "total": 9.5}},
+        {"type": "identify", "userId": "vc-keep-1", "traits": {"email": "keep.me@example.org", "first_name": "Gardée"}},
+    ]}))
+    .await;
+    app.staff(
+        reqwest::Method::POST,
+        "/api/v1/consents",
+        Some(json!({"subject": {"type": "email", "value": "zoe.erasure@example.org"},
+        "purpose": "marketing_email", "status": "granted", "method": "import"})),
+    )
+    .await;
+    let access = app.request("access", "zoe.erasure@example.org", Value::Null).await;
+    app.resolved().await;
+    app.process(&access["id"]).await;
+    for s in secrets {
+        assert!(
+            !files_contain(app.data_dir(), s).is_empty(),
+            "`{s}` is stored before the erasure"
+        );
+    }
+
+    let erasure = app.request("erasure", "zoe.erasure@example.org", Value::Null).await;
+    let done = app.process(&erasure["id"]).await;
+    let note = done["steps"][1]["note"].as_str().unwrap();
+    assert!(note.contains("erased 3 event(s)"), "{note}");
+    for s in secrets.iter().chain(&["+33698765432"]) {
+        assert_eq!(
+            files_contain(app.data_dir(), s),
+            Vec::<String>::new(),
+            "`{s}` is found in the database files after the erasure"
+        );
+    }
+    assert!(
+        !files_contain(app.data_dir(), "keep.me@example.org").is_empty(),
+        "other subjects are intact"
+    );
+    let (status, _) = app
+        .staff(
+            reqwest::Method::GET,
+            "/api/v1/profiles/lookup?type=email&value=zoe.erasure@example.org",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, kept) = app
+        .staff(
+            reqwest::Method::GET,
+            &format!("/api/v1/requests/{}", erasure["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (kept["status"].as_str(), kept["subject_value"].as_str()),
+        (Some("done"), Some("erased")),
+        "the request record stays, pseudonymised"
+    );
+    assert!(
+        app.store.verify_audit().await.unwrap().is_ok(),
+        "the audit log still verifies"
+    );
+
+    // She comes back: a new message makes a new profile, without her old consent or history.
+    app.post(
+        "/v1/identify",
+        &json!({"userId": "vc-erase-77", "traits": {"email": "zoe.erasure@example.org"}}),
+    )
+    .await;
+    let again = app.lookup_profile("zoe.erasure@example.org").await;
+    assert_eq!(again["events"], 1);
+    assert_eq!(again["consent"]["marketing_email"]["status"], "not_asked");
+    let (status, body) = app
+        .staff(
+            reqwest::Method::POST,
+            "/api/v1/consents",
+            Some(json!({"subject": {"type": "email", "value": "zoe.erasure@example.org"},
+        "purpose": "marketing_email", "status": "granted", "method": "import"})),
+        )
+        .await;
+    assert_eq!(status, 400, "an old list cannot add her back: {body}");
+    let (status, _) = app
+        .staff(
+            reqwest::Method::POST,
+            "/api/v1/consents",
+            Some(json!({"subject": {"type": "email", "value": "zoe.erasure@example.org"},
+        "purpose": "marketing_email", "status": "granted", "method": "form"})),
+        )
+        .await;
+    assert_eq!(status, 201, "her own new consent can");
+}

@@ -69,6 +69,11 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// The directory of the SQLite store.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Creates another source and returns its write key.
     pub async fn add_source(&self, name: &str, kind: SourceKind) -> String {
         let key = WriteKey::generate();

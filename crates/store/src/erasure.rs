@@ -1,0 +1,206 @@
+//! Erasure (GDPR Art. 17) in both stores: everything about a person goes, in one transaction,
+//! except what the law requires to keep — the request record, pseudonymised, and a suppression
+//! entry (a keyed hash) that keeps them from being added back to marketing.
+//!
+//! On SQLite, `secure_delete` overwrites what is deleted and the write-ahead log is truncated
+//! afterwards, so the plaintext does not linger in the database files; PostgreSQL's dumps carry
+//! only live rows.
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::{Result, StoreError, to_micros};
+use confiance_core::privacy::audit::AuditEvent;
+use rusqlite::params_from_iter;
+
+/// What to erase.
+#[derive(Clone, Debug)]
+pub struct Erasure {
+    /// Every identifier (`kind:value`) of the person.
+    pub keys: Vec<String>,
+    /// Their profile, if one holds them.
+    pub profile: Option<i64>,
+    /// Keyed hashes of the identifiers, for the suppression list.
+    pub suppression: Vec<String>,
+    /// When.
+    pub at: jiff::Timestamp,
+}
+
+/// What an erasure removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Events deleted from the log.
+    pub events: u64,
+    /// Consent decisions deleted from the ledger.
+    pub consents: u64,
+    /// Identifiers deleted from the identity graph.
+    pub identities: u64,
+    /// Requests whose subject was pseudonymised (their records are kept).
+    pub requests: u64,
+}
+
+fn values(keys: &[String], prefix: &str) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn redact(doc: &str) -> Result<String> {
+    let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| StoreError::Database(e.to_string()))?;
+    v["subject_value"] = serde_json::json!("erased");
+    Ok(v.to_string())
+}
+
+fn audit(e: &Erasure, erased: &Erased) -> AuditEvent {
+    AuditEvent::new(
+        "staff",
+        "subject.erased",
+        e.profile.map(|p| format!("profile:{p}")),
+        serde_json::json!({"events": erased.events, "consents": erased.consents, "identities": erased.identities, "requests": erased.requests}),
+    )
+}
+
+impl SqliteStore {
+    pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
+        let erased = self
+            .write(move |tx| {
+                let keys = serde_json::to_string(&e.keys).map_err(|x| StoreError::Database(x.to_string()))?;
+                let users = serde_json::to_string(&values(&e.keys, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
+                let anons = serde_json::to_string(&values(&e.keys, "anonymous_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
+                let mut out = Erased {
+                    events: tx.execute(
+                        "DELETE FROM events WHERE user_id IN (SELECT value FROM json_each(?1)) OR anonymous_id IN (SELECT value FROM json_each(?2))",
+                        [&users, &anons],
+                    )? as u64,
+                    ..Erased::default()
+                };
+                out.consents = tx.execute("DELETE FROM consent_ledger WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])? as u64;
+                tx.execute("DELETE FROM consent_state WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])?;
+                tx.execute(
+                    "DELETE FROM identity_links WHERE a IN (SELECT value FROM json_each(?1)) OR b IN (SELECT value FROM json_each(?1))",
+                    [&keys],
+                )?;
+                tx.execute("DELETE FROM left_out WHERE identifier IN (SELECT value FROM json_each(?1))", [&keys])?;
+                tx.execute("UPDATE merges SET via = 'erased' WHERE via IN (SELECT value FROM json_each(?1))", [&keys])?;
+                out.identities = tx.execute("DELETE FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))", [&keys])? as u64;
+                let docs: Vec<(i64, String)> = {
+                    let mut stmt = tx.prepare("SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1))")?;
+                    stmt.query_map([&keys], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+                };
+                for (id, doc) in &docs {
+                    tx.execute(
+                        "UPDATE requests SET subject = ?1, doc = ?2 WHERE id = ?3",
+                        rusqlite::params![format!("erased:{id}"), redact(doc)?, id],
+                    )?;
+                    tx.execute("DELETE FROM request_results WHERE request_id = ?1", [id])?;
+                }
+                out.requests = docs.len() as u64;
+                let mut insert = tx.prepare("INSERT INTO suppression (hash, at) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING")?;
+                for h in &e.suppression {
+                    insert.execute(rusqlite::params![h, to_micros(e.at)])?;
+                }
+                crate::sqlite::append_audit(tx, e.at, vec![audit(&e, &out)])?;
+                Ok(out)
+            })
+            .await?;
+        // Old pages of the erased rows stay in the write-ahead log until it is checkpointed and
+        // truncated, which waits for readers of older snapshots to finish: retry briefly.
+        for _ in 0..200 {
+            let busy: i64 = self
+                .read(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?))
+                .await?;
+            if busy == 0 {
+                return Ok(erased);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Err(StoreError::Database(
+            "erased, but the write-ahead log could not be truncated: readers kept it busy; run the erasure again"
+                .into(),
+        ))
+    }
+
+    pub(crate) async fn suppressed(&self, hashes: Vec<String>) -> Result<bool> {
+        if hashes.is_empty() {
+            return Ok(false);
+        }
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT EXISTS(SELECT 1 FROM suppression WHERE hash IN ({}))",
+                vec!["?"; hashes.len()].join(",")
+            );
+            Ok(c.query_row(&sql, params_from_iter(hashes.iter()), |r| r.get(0))?)
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
+        let users = values(&e.keys, "user_id:");
+        let anons = values(&e.keys, "anonymous_id:");
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        let mut out = Erased {
+            events: tx
+                .execute(
+                    "DELETE FROM events WHERE user_id = ANY($1) OR anonymous_id = ANY($2)",
+                    &[&users, &anons],
+                )
+                .await?,
+            ..Erased::default()
+        };
+        out.consents = tx
+            .execute("DELETE FROM consent_ledger WHERE subject = ANY($1)", &[&e.keys])
+            .await?;
+        tx.execute("DELETE FROM consent_state WHERE subject = ANY($1)", &[&e.keys])
+            .await?;
+        tx.execute(
+            "DELETE FROM identity_links WHERE a = ANY($1) OR b = ANY($1)",
+            &[&e.keys],
+        )
+        .await?;
+        tx.execute("DELETE FROM left_out WHERE identifier = ANY($1)", &[&e.keys])
+            .await?;
+        tx.execute("UPDATE merges SET via = 'erased' WHERE via = ANY($1)", &[&e.keys])
+            .await?;
+        out.identities = tx
+            .execute("DELETE FROM identities WHERE identifier = ANY($1)", &[&e.keys])
+            .await?;
+        let docs = tx
+            .query("SELECT id, doc FROM requests WHERE subject = ANY($1)", &[&e.keys])
+            .await?;
+        for row in &docs {
+            let (id, doc): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+            tx.execute(
+                "UPDATE requests SET subject = $1, doc = $2 WHERE id = $3",
+                &[&format!("erased:{id}"), &redact(&doc)?, &id],
+            )
+            .await?;
+            tx.execute("DELETE FROM request_results WHERE request_id = $1", &[&id])
+                .await?;
+        }
+        out.requests = docs.len() as u64;
+        for h in &e.suppression {
+            tx.execute(
+                "INSERT INTO suppression (hash, at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                &[h, &to_micros(e.at)],
+            )
+            .await?;
+        }
+        crate::postgres::append_audit(&tx, e.at, vec![audit(&e, &out)]).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn suppressed(&self, hashes: Vec<String>) -> Result<bool> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS(SELECT 1 FROM suppression WHERE hash = ANY($1))",
+                &[&hashes],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
