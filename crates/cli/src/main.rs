@@ -64,6 +64,14 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Applies the retention rules now (the server also runs them daily).
+    Retention {
+        /// Report what would be deleted or anonymised, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Works with the tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -267,6 +275,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(3)
             })
+        }
+        Command::Retention { dry_run, store } => {
+            let config = Config::load(&store)?;
+            let db = config.store.open().await?;
+            let app = confiance_server::AppState::new(
+                db,
+                config.catalog,
+                std::sync::Arc::new(confiance_core::clock::SystemClock),
+            );
+            let report = confiance_server::retention::run_retention(&app, dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.into_error()))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             command: AuditCommand::Verify { store },

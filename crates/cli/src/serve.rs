@@ -33,7 +33,8 @@ pub async fn serve(
     let state = AppState::with_options(store, catalog, Arc::new(SystemClock), options);
     // Identity resolution follows the event log beside the HTTP server.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let resolver = tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped));
+    let resolver = tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));
+    let retention = tokio::spawn(confiance_server::retention::run_daily(state.clone(), stopped));
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -47,6 +48,7 @@ pub async fn serve(
         .context("serving")?;
     let _ = stop.send(true);
     let _ = resolver.await;
+    let _ = retention.await;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

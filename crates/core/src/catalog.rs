@@ -43,6 +43,31 @@ pub struct Catalog {
     pub sources: BTreeMap<String, SourceDecl>,
     /// Identity resolution and golden-record rules.
     pub unify: UnifySettings,
+    /// How long people are kept.
+    pub retention: PeopleRetention,
+}
+
+/// How long people are kept (CNIL figures by default).
+#[derive(Clone, Debug, Serialize)]
+pub struct PeopleRetention {
+    /// A prospect, after the last contact they initiated (CNIL NS-048: 3 years).
+    pub prospects: Retention,
+    /// A customer, after the end of the relationship (CNIL: 3 years).
+    pub customers: Retention,
+}
+
+impl Default for PeopleRetention {
+    fn default() -> Self {
+        let three = Retention {
+            years: 3,
+            months: 0,
+            days: 0,
+        };
+        Self {
+            prospects: three,
+            customers: three,
+        }
+    }
 }
 
 /// How identities are resolved and golden values chosen.
@@ -316,6 +341,9 @@ pub struct EventDef {
     pub touchpoints: Vec<String>,
     /// Declared properties and their types.
     pub properties: BTreeMap<String, ValueType>,
+    /// Whether the subject starts it (a visit, a purchase) rather than the business (a
+    /// delivery notice, a questionnaire sent): only the former extend a prospect's retention.
+    pub subject_initiated: bool,
 }
 
 /// Phases of the customer journey.
@@ -469,6 +497,14 @@ struct RawCatalog {
     #[serde(default)]
     sources: Vec<RawSource>,
     unify: Option<RawUnify>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    prospects: Option<Spanned<String>>,
+    customers: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -550,6 +586,7 @@ struct RawEvent {
     touchpoints: Vec<Spanned<String>>,
     #[serde(default)]
     properties: BTreeMap<String, Spanned<String>>,
+    subject_initiated: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -910,6 +947,7 @@ impl Catalog {
                         purposes: event_purposes,
                         touchpoints: event_touchpoints,
                         properties,
+                        subject_initiated: re.subject_initiated.unwrap_or(true),
                     },
                 );
             }
@@ -989,6 +1027,21 @@ impl Catalog {
             }
         }
 
+        let mut retention = PeopleRetention::default();
+        if let Some(rr) = &raw.retention {
+            for (field, target) in [
+                (&rr.prospects, &mut retention.prospects),
+                (&rr.customers, &mut retention.customers),
+            ] {
+                if let Some(v) = field {
+                    match Retention::parse(v.get_ref()) {
+                        Ok(r) => *target = r,
+                        Err(msg) => p.at(v.span(), msg),
+                    }
+                }
+            }
+        }
+
         let mut sources = BTreeMap::new();
         for rs in &raw.sources {
             let name = rs.name.get_ref().clone();
@@ -1030,6 +1083,7 @@ impl Catalog {
                 touchpoints,
                 sources,
                 unify,
+                retention,
             })
         } else {
             p.found.sort_by_key(|e| (e.line, e.column));

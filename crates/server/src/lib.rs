@@ -18,6 +18,7 @@ pub mod ops;
 pub mod preferences;
 pub mod profiles;
 pub mod requests;
+pub mod retention;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -213,6 +214,7 @@ pub fn router(state: Shared) -> Router {
         .merge(preferences::routes())
         .merge(profiles::routes())
         .merge(requests::routes())
+        .merge(retention::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

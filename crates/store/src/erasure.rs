@@ -204,3 +204,104 @@ impl PgStore {
         Ok(row.try_get(0)?)
     }
 }
+
+impl SqliteStore {
+    pub(crate) async fn events_page(&self, after: i64, limit: usize) -> Result<Vec<crate::StoredEvent>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                crate::sqlite::EVENT_COLUMNS
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params![after, limit as i64], crate::sqlite::event_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(crate::sqlite::into_event))
+                .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn expire_events(
+        &self,
+        delete: Vec<i64>,
+        rewrite: Vec<(i64, serde_json::Value)>,
+        at: jiff::Timestamp,
+        report: serde_json::Value,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            for seq in &delete {
+                tx.execute("DELETE FROM events WHERE seq = ?1", [seq])?;
+            }
+            for (seq, body) in &rewrite {
+                tx.execute(
+                    "UPDATE events SET body = ?1 WHERE seq = ?2",
+                    rusqlite::params![body.to_string(), seq],
+                )?;
+            }
+            crate::sqlite::append_audit(
+                tx,
+                at,
+                vec![AuditEvent::new("system", "retention.applied", None, report)],
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn profile_ids(&self) -> Result<Vec<i64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT DISTINCT profile_id FROM identities ORDER BY profile_id")?;
+            Ok(stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?)
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn events_page(&self, after: i64, limit: usize) -> Result<Vec<crate::StoredEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    crate::postgres::EVENT_COLUMNS
+                ),
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(crate::postgres::row_to_event).collect()
+    }
+
+    pub(crate) async fn expire_events(
+        &self,
+        delete: Vec<i64>,
+        rewrite: Vec<(i64, serde_json::Value)>,
+        at: jiff::Timestamp,
+        report: serde_json::Value,
+    ) -> Result<()> {
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM events WHERE seq = ANY($1)", &[&delete]).await?;
+        for (seq, body) in &rewrite {
+            tx.execute("UPDATE events SET body = $1 WHERE seq = $2", &[body, seq])
+                .await?;
+        }
+        crate::postgres::append_audit(
+            &tx,
+            at,
+            vec![AuditEvent::new("system", "retention.applied", None, report)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn profile_ids(&self) -> Result<Vec<i64>> {
+        let client = self.pool().get().await?;
+        let rows = client
+            .query("SELECT DISTINCT profile_id FROM identities ORDER BY profile_id", &[])
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}

@@ -569,6 +569,28 @@ impl Store {
         dispatch!(self, s => s.erase(erasure.clone()).await)
     }
 
+    /// The whole log, page by page, for jobs that scan it (retention): administration access.
+    pub async fn events_page(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        dispatch!(self, s => s.events_page(after_seq, limit).await)
+    }
+
+    /// Applies retention to events: deletes `delete`, replaces the bodies of `rewrite` (traits
+    /// past their time removed), and audits `report`, in one transaction.
+    pub async fn expire_events(
+        &self,
+        delete: Vec<i64>,
+        rewrite: Vec<(i64, Value)>,
+        at: jiff::Timestamp,
+        report: Value,
+    ) -> Result<()> {
+        dispatch!(self, s => s.expire_events(delete.clone(), rewrite.clone(), at, report.clone()).await)
+    }
+
+    /// Every profile that holds identifiers.
+    pub async fn profile_ids(&self) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.profile_ids().await)
+    }
+
     /// Whether any of these keyed hashes is on the suppression list.
     pub async fn suppressed(&self, hashes: Vec<String>) -> Result<bool> {
         dispatch!(self, s => s.suppressed(hashes.clone()).await)

@@ -516,3 +516,64 @@ async fn erasure_leaves_no_plaintext_and_does_not_come_back() {
         .await;
     assert_eq!(status, 201, "her own new consent can");
 }
+
+#[tokio::test]
+async fn retention_erases_past_prospects_and_customers_and_trims_the_rest() {
+    let app = TestApp::spawn().await;
+    app.clock.set("2026-11-29T10:00:00Z".parse().unwrap());
+    let analytics = json!({"consent": {"categoryPreferences": {"Analytics": true}}});
+    let (status, body) = app.post("/v1/batch", &json!({"batch": [
+        // A prospect last seen in 2023; a questionnaire we sent since does not count.
+        {"type": "identify", "userId": "old-prospect", "timestamp": "2023-06-01T10:00:00Z", "traits": {"email": "old.prospect@example.org"}},
+        {"type": "track", "userId": "old-prospect", "event": "Questionnaire Sent", "timestamp": "2026-10-01T10:00:00Z",
+         "properties": {"questionnaire_id": "q1"}},
+        // A customer whose relationship ended in early 2023.
+        {"type": "track", "userId": "old-customer", "event": "Order Completed", "timestamp": "2023-01-10T10:00:00Z", "properties": {"order_id": "O-1", "total": 10.0}},
+        // A customer of 2025, with an old page view and a birth announced long ago.
+        {"type": "track", "userId": "recent", "event": "Order Completed", "timestamp": "2025-09-01T10:00:00Z", "properties": {"order_id": "O-2", "total": 20.0}},
+        {"type": "page", "userId": "recent", "timestamp": "2024-01-05T10:00:00Z", "properties": {"path": "/"}, "context": analytics},
+        {"type": "identify", "userId": "recent", "timestamp": "2025-01-05T10:00:00Z", "traits": {"household_birth": "2024-12-30", "city": "Nantes"}},
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.resolved().await;
+    let (status, dry) = app
+        .staff(reqwest::Method::POST, "/api/v1/retention/run?dry_run=true", None)
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["people"], json!({"customers_erased": 1, "prospects_erased": 1}));
+    assert_eq!(dry["events_deleted"], 1, "the page view past 25 months");
+    assert_eq!(dry["traits_removed"], json!({"household_birth": 1}));
+    assert_eq!(app.store.count_events().await.unwrap(), 6, "a dry run changes nothing");
+
+    let (_, done) = app.staff(reqwest::Method::POST, "/api/v1/retention/run", None).await;
+    assert_eq!(done["dry_run"], false);
+    let left = app.store.events_page(0, 100).await.unwrap();
+    let users: Vec<&str> = left.iter().filter_map(|e| e.user_id.as_deref()).collect();
+    assert_eq!(
+        users,
+        ["recent", "recent"],
+        "the past prospect and customer are gone; the old page view too"
+    );
+    let identify = left
+        .iter()
+        .find(|e| e.kind == confiance_core::collect::MessageType::Identify)
+        .unwrap();
+    assert_eq!(
+        identify.body["traits"],
+        json!({"city": "Nantes"}),
+        "the expired trait is removed, the rest kept"
+    );
+    let actions: Vec<String> = app
+        .store
+        .audit_log(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"retention.applied".to_owned())
+            && actions.iter().filter(|a| *a == "subject.erased").count() == 2
+    );
+}

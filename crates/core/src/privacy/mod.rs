@@ -3,3 +3,4 @@
 
 pub mod audit;
 pub mod requests;
+pub mod retention;
