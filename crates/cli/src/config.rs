@@ -36,6 +36,7 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     public_url: Option<String>,
+    smtp_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +74,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Public base URL from the file, if any.
     pub public_url: Option<String>,
+    /// SMTP relay from the file, if any.
+    pub smtp_url: Option<String>,
     /// The data catalog.
     pub catalog: Catalog,
 }
@@ -131,6 +134,7 @@ impl Config {
             store,
             listen: file.server.listen,
             public_url: file.server.public_url,
+            smtp_url: file.server.smtp_url,
             catalog,
         })
     }

@@ -33,6 +33,12 @@ enum Command {
         /// Public base URL used in links (preference centre); default: the request's host.
         #[arg(long, env = "CONFIANCE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// SMTP relay for email (identity checks), as smtp://host:port.
+        #[arg(long, env = "CONFIANCE_SMTP_URL")]
+        smtp_url: Option<String>,
+        /// Sender of email, `Name <address>`.
+        #[arg(long, env = "CONFIANCE_MAIL_FROM", default_value = "Confiance <no-reply@localhost>")]
+        mail_from: String,
         /// Write key the demo shop page (`/demo/shop`) sends with; the page is off without it.
         #[arg(long, env = "CONFIANCE_SHOP_WRITE_KEY", hide = true)]
         shop_write_key: Option<String>,
@@ -161,6 +167,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store,
             listen,
             public_url,
+            smtp_url,
+            mail_from,
             shop_write_key,
         } => {
             init_logs();
@@ -168,9 +176,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let listen = listen
                 .or(config.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let mailer = match smtp_url.or(config.smtp_url) {
+                Some(url) => Some(confiance_server::mail::Mailer::new(&url, &mail_from).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             let options = confiance_server::Options {
                 public_url: public_url.or(config.public_url),
                 shop_write_key,
+                mailer,
                 ..Default::default()
             };
             let store = config.store.open().await?;

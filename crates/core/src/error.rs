@@ -53,6 +53,8 @@ pub enum ErrorCode {
     NotFound,
     /// The notice the person saw is not the current one: the page must reload the banner.
     StaleNotice,
+    /// An identity check failed: wrong or expired code, or too many attempts.
+    VerificationFailed,
     /// The server is shedding load; retry after the `Retry-After` delay.
     Overloaded,
     /// The store failed; nothing was acknowledged.
@@ -75,7 +77,7 @@ pub enum ErrorType {
 
 impl ErrorCode {
     /// Every code, in table order (used to document them all).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidJson,
         Self::InvalidEncoding,
         Self::RequestTooLarge,
@@ -95,6 +97,7 @@ impl ErrorCode {
         Self::InvalidQuery,
         Self::NotFound,
         Self::StaleNotice,
+        Self::VerificationFailed,
         Self::Overloaded,
         Self::StoreUnavailable,
         Self::Internal,
@@ -123,6 +126,7 @@ impl ErrorCode {
             Self::InvalidQuery => (400, "invalid_query", InvalidRequest),
             Self::NotFound => (404, "not_found", InvalidRequest),
             Self::StaleNotice => (409, "stale_notice", InvalidRequest),
+            Self::VerificationFailed => (403, "verification_failed", Auth),
             Self::Overloaded => (503, "overloaded", System),
             Self::StoreUnavailable => (503, "store_unavailable", System),
             Self::Internal => (500, "internal", System),

@@ -12,6 +12,7 @@ pub mod banner;
 pub mod collect;
 pub mod consent;
 pub mod error;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -71,6 +72,8 @@ pub struct Options {
     pub enforce_consent: bool,
     /// The write key the demo shop page (`/demo/shop`) uses; the page is served only when set.
     pub shop_write_key: Option<String>,
+    /// Where email goes (identity checks), when configured.
+    pub mailer: Option<mail::Mailer>,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             public_url: None,
             enforce_consent: true,
             shop_write_key: None,
+            mailer: None,
         }
     }
 }

@@ -70,6 +70,7 @@ impl Modify for Security {
         crate::requests::refuse,
         crate::requests::process,
         crate::requests::archive,
+        crate::requests::verify,
         crate::retention::run,
         crate::ops::healthz,
         crate::ops::metrics,

@@ -34,6 +34,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/requests/{id}/refuse", post(refuse))
         .route("/api/v1/requests/{id}/process", post(process))
         .route("/api/v1/requests/{id}/archive", get(archive))
+        .route("/api/v1/requests/{id}/verify", post(verify))
 }
 
 /// A request as sent.
@@ -89,7 +90,10 @@ pub async fn receive(
         app.clock.now(),
         &controller_tz(),
     );
-    let request = app.store.insert_request(request).await?;
+    let mut request = app.store.insert_request(request).await?;
+    if !request.verified {
+        app.send_code(&mut request, &subject).await?;
+    }
     tracing::info!(request = request.id, right = right.as_str(), "request received");
     Ok((StatusCode::CREATED, Json(request)))
 }
@@ -243,7 +247,94 @@ pub async fn process(
     Ok(Json(r))
 }
 
+/// A confirmation code.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CodeBody {
+    /// The code received.
+    pub code: String,
+}
+
+/// Confirms who made a request with the code sent to them. A wrong, expired or exhausted code
+/// is refused and the request stays as it was (a wrong one counts as an attempt).
+#[utoipa::path(post, path = "/api/v1/requests/{id}/verify", tag = "requests", request_body = CodeBody, params(("id" = i64, Path, description = "Request id")),
+    responses((status = 200, description = "Verified: the request is in progress"), (status = 403, description = "Wrong or expired code, or too many attempts", body = crate::openapi::ErrorSchema)))]
+pub async fn verify(
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Request>, ApiError> {
+    let b: CodeBody = json_body(&body)?;
+    let mut r = load(&app, id).await?;
+    let hash = app.code_hash(app.secret().await?, r.id, b.code.trim());
+    match r.verify(&hash, app.clock.now()) {
+        Ok(()) => {
+            app.store.update_request(&r, "request.verified").await?;
+            Ok(Json(r))
+        }
+        Err(e) => {
+            if e == confiance_core::privacy::requests::VerifyError::Wrong {
+                app.store.update_request(&r, "request.verification_failed").await?;
+            }
+            Err(ApiError::new(ErrorCode::VerificationFailed, e.to_string()))
+        }
+    }
+}
+
 impl AppState {
+    fn code_hash(&self, secret: &[u8], request: i64, code: &str) -> String {
+        confiance_core::consent::link::keyed_hash(secret, "request code", &format!("{request}:{code}"))
+    }
+
+    /// Sends a one-time code to a channel already known for the subject: their email, or the
+    /// email their profile holds. Without one, staff must confirm the identity.
+    async fn send_code(&self, r: &mut Request, subject: &Subject) -> Result<(), ApiError> {
+        let email = if subject.kind() == IdKind::Email {
+            Some(subject.value().to_owned())
+        } else {
+            let (_, subjects) = self.subjects_of(subject).await?;
+            subjects
+                .into_iter()
+                .find(|s| s.kind() == IdKind::Email)
+                .map(|s| s.value().to_owned())
+        };
+        let (Some(email), Some(mailer)) = (email, &self.options.mailer) else {
+            r.steps.push(confiance_core::privacy::requests::Step {
+                at: self.clock.now(),
+                status: r.status,
+                actor: "system".into(),
+                note: "no known channel to send a confirmation code: staff must confirm the identity".into(),
+            });
+            self.store.update_request(r, "request.code_unsent").await?;
+            return Ok(());
+        };
+        let code = format!("{:06}", rand::random_range(0..1_000_000u32));
+        let body = format!(
+            "Bonjour,\n\nNous avons reçu une demande d'exercice de vos droits ({}) auprès de {}.\n\
+             Pour confirmer qu'elle vient de vous, saisissez ce code : {code}\n\
+             Il est valable {} minutes.\n\nSi vous n'êtes pas à l'origine de cette demande, ignorez ce message.\n",
+            r.right.as_str(),
+            self.catalog.controller.name,
+            confiance_core::privacy::requests::CODE_MINUTES
+        );
+        if mailer.send(&email, "Votre code de confirmation", body).await.is_err() {
+            // The request is kept and stays on its deadline; staff can confirm the identity. The
+            // relay's answer may quote the address, so it is not logged.
+            tracing::warn!(request = r.id, "the confirmation email could not be sent");
+            r.steps.push(confiance_core::privacy::requests::Step {
+                at: self.clock.now(),
+                status: r.status,
+                actor: "system".into(),
+                note: "the confirmation email could not be sent: staff must confirm the identity".into(),
+            });
+            self.store.update_request(r, "request.code_unsent").await?;
+            return Ok(());
+        }
+        let hash = self.code_hash(self.secret().await?, r.id, &code);
+        r.code_sent(hash, "email", self.clock.now());
+        self.store.update_request(r, "request.code_sent").await?;
+        Ok(())
+    }
+
     /// Every identifier of the subject's profile that is a consent subject (or the subject
     /// alone when no profile holds it).
     async fn subjects_of(&self, subject: &Subject) -> Result<(Option<i64>, Vec<Subject>), ApiError> {

@@ -445,3 +445,181 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         assert!(!text.contains(secret), "the dump still holds `{secret}`");
     }
 }
+
+/// A real SMTP server (Python's aiosmtpd) writing what it receives to a Maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        let python = std::env::var("CONFIANCE_TEST_PYTHON")
+            .expect("CONFIANCE_TEST_PYTHON is not set: run the tests with scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let mut child = std::process::Command::new(python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return SmtpSink { child, port, dir };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("aiosmtpd did not start");
+    }
+
+    /// Waits for the `n`-th message and returns it.
+    fn message(&self, n: usize) -> String {
+        for _ in 0..200 {
+            let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("new"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+            if files.len() >= n {
+                return std::fs::read_to_string(&files[n - 1]).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no message {n} arrived");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn code_in(mail: &str) -> String {
+    let decoded = mail.replace("=\r\n", "").replace("=\n", "");
+    decoded
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {mail}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_confirmed_with_a_code_sent_by_email() {
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let key = add_source(dir.path(), "web", "web");
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let server = Server::start(
+        &["--data-dir", &data_dir],
+        &[
+            ("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CONFIANCE_SMTP_URL", &smtp_url),
+        ],
+    );
+    let http = reqwest::Client::new();
+    http.post(server.url("/v1/identify"))
+        .basic_auth(&key, Some(""))
+        .json(&json!({"userId": "vc-mail", "traits": {"email": "mail.me@example.org"}}))
+        .send()
+        .await
+        .unwrap();
+    let ask = |subject: serde_json::Value| {
+        let (http, url) = (http.clone(), server.url("/api/v1/requests"));
+        async move {
+            let r: serde_json::Value = http
+                .post(url)
+                .json(&json!({"type": "access", "subject": subject}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r
+        }
+    };
+    let verify = |id: serde_json::Value, code: String| {
+        let (http, url) = (http.clone(), server.url(&format!("/api/v1/requests/{id}/verify")));
+        async move {
+            let resp = http.post(url).json(&json!({"code": code})).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    let first = ask(json!({"type": "email", "value": "mail.me@example.org"})).await;
+    assert_eq!(first["status"], "verifying", "{first}");
+    let mail = smtp.message(1);
+    assert!(mail.contains("To: mail.me@example.org"), "{mail}");
+    let code = code_in(&mail);
+    let wrong = if code == "000000" {
+        "111111".to_owned()
+    } else {
+        "000000".to_owned()
+    };
+    let (status, body) = verify(first["id"].clone(), wrong.clone()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("verification_failed")));
+    let (status, done) = verify(first["id"].clone(), code).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["status"].as_str(), done["verified"].as_bool()),
+        (Some("in_progress"), Some(true))
+    );
+
+    // Asked under the user id, the code goes to the email the profile holds; five wrong codes
+    // exhaust it.
+    for _ in 0..100 {
+        let s: serde_json::Value = http
+            .get(server.url("/api/v1/unify/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["lag"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = ask(json!({"type": "user_id", "value": "vc-mail"})).await;
+    let code = code_in(&smtp.message(2));
+    for _ in 0..5 {
+        assert_eq!(verify(second["id"].clone(), wrong.clone()).await.0, 403);
+    }
+    let (status, body) = verify(second["id"].clone(), code).await;
+    assert_eq!(status, 403, "too many attempts: {body}");
+    let state: serde_json::Value = http
+        .get(server.url(&format!("/api/v1/requests/{}", second["id"])))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["status"], "verifying", "the request is unchanged");
+}

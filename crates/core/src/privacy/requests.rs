@@ -335,6 +335,46 @@ pub struct Request {
     pub details: serde_json::Value,
     /// Every step, oldest first.
     pub steps: Vec<Step>,
+    /// The pending identity check, when one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// A one-time code sent to a channel already known for the subject (Art. 12(6)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Keyed hash of the code (the code itself is never stored).
+    #[serde(rename = "code_hash")]
+    pub hash: String,
+    /// Where it was sent: `email` or `sms`.
+    pub channel: String,
+    /// When it stops being valid.
+    pub expires_at: Timestamp,
+    /// Wrong codes tried so far.
+    pub attempts: u32,
+}
+
+/// How many wrong codes a verification tolerates.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long a code stays valid, in minutes.
+pub const CODE_MINUTES: i64 = 15;
+
+/// Why a code was not accepted. The request is unchanged in every case but the counting of a
+/// wrong attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// No code is pending for this request.
+    #[error("no confirmation is pending for this request")]
+    NotPending,
+    /// The code is past its expiry.
+    #[error("the code has expired; ask for a new one")]
+    Expired,
+    /// Too many wrong codes.
+    #[error("too many wrong codes; ask for a new one")]
+    TooManyAttempts,
+    /// Not the code sent.
+    #[error("the code is not the one sent")]
+    Wrong,
 }
 
 impl Request {
@@ -381,7 +421,55 @@ impl Request {
                 actor: actor.to_owned(),
                 note,
             }],
+            verification: None,
         }
+    }
+
+    /// Records that a code (its keyed hash) was sent through `channel`.
+    pub fn code_sent(&mut self, hash: String, channel: &str, now: Timestamp) {
+        self.verification = Some(Verification {
+            hash,
+            channel: channel.to_owned(),
+            expires_at: now
+                .checked_add(jiff::SignedDuration::from_mins(CODE_MINUTES))
+                .unwrap_or(now),
+            attempts: 0,
+        });
+        self.steps.push(Step {
+            at: now,
+            status: self.status,
+            actor: "system".into(),
+            note: format!("a confirmation code was sent by {channel}"),
+        });
+    }
+
+    /// Checks a code (its keyed hash); on success the request is verified and in progress.
+    pub fn verify(&mut self, hash: &str, now: Timestamp) -> Result<(), VerifyError> {
+        let v = self
+            .verification
+            .as_mut()
+            .filter(|_| self.status == Status::Verifying)
+            .ok_or(VerifyError::NotPending)?;
+        if v.attempts >= MAX_ATTEMPTS {
+            return Err(VerifyError::TooManyAttempts);
+        }
+        if now >= v.expires_at {
+            return Err(VerifyError::Expired);
+        }
+        let same: bool = subtle::ConstantTimeEq::ct_eq(v.hash.as_bytes(), hash.as_bytes()).into();
+        if !same {
+            v.attempts += 1;
+            return Err(VerifyError::Wrong);
+        }
+        self.verification = None;
+        self.verified = true;
+        self.advance(
+            Status::InProgress,
+            "subject",
+            "identity confirmed with the code sent",
+            now,
+        )
+        .map_err(|_| VerifyError::NotPending)
     }
 
     /// Moves the request, recording the step; refuses moves the workflow does not allow.
@@ -445,5 +533,49 @@ impl Request {
             "{reason} — You may lodge a complaint with the CNIL (www.cnil.fr) and seek a judicial remedy."
         ));
         self.advance(Status::Refused, actor, format!("refused: {reason}"), now)
+    }
+}
+
+#[cfg(test)]
+mod verification_tests {
+    use super::*;
+    use crate::consent::{IdKind, Subject};
+
+    #[test]
+    fn wrong_expired_and_exhausted_codes_change_nothing_but_the_count() {
+        let tz = controller_tz();
+        let now: Timestamp = "2026-03-01T10:00:00Z".parse().unwrap();
+        let ana = Subject::parse(IdKind::Email, "ana@example.org").unwrap();
+        let mut r = Request::receive(
+            Right::Access,
+            &ana,
+            "api",
+            false,
+            serde_json::Value::Null,
+            "subject",
+            now,
+            &tz,
+        );
+        assert_eq!(r.verify("h", now), Err(VerifyError::NotPending));
+        r.code_sent("right".into(), "email", now);
+        assert_eq!(r.verify("wrong", now), Err(VerifyError::Wrong));
+        assert_eq!(
+            (r.status, r.verification.as_ref().unwrap().attempts),
+            (Status::Verifying, 1)
+        );
+        let later = now.checked_add(jiff::SignedDuration::from_mins(16)).unwrap();
+        assert_eq!(r.verify("right", later), Err(VerifyError::Expired));
+        for _ in 0..4 {
+            let _ = r.verify("wrong", now);
+        }
+        assert_eq!(
+            r.verify("right", now),
+            Err(VerifyError::TooManyAttempts),
+            "even the right code, after five wrong ones"
+        );
+        assert_eq!(r.status, Status::Verifying);
+        r.code_sent("fresh".into(), "email", now);
+        assert_eq!(r.verify("fresh", now), Ok(()));
+        assert_eq!((r.status, r.verified), (Status::InProgress, true));
     }
 }

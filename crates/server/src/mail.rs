@@ -1,0 +1,60 @@
+//! Sending email through SMTP (lettre), for identity checks now and campaigns later.
+//!
+//! The server is given as `smtp://host:port` (`CONFIANCE_SMTP_URL`). The connection is plain:
+//! Confiance hands mail to a relay on the same host or private network, which takes care of
+//! delivery (and of TLS to the outside world).
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::{AsyncTransport, Message, Tokio1Executor};
+use std::fmt;
+
+/// An SMTP relay and the address mail comes from.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Mailer")
+    }
+}
+
+impl Mailer {
+    /// A mailer for `smtp://host:port`, sending from `from` (`Name <address>`).
+    pub fn new(url: &str, from: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or_else(|| format!("the SMTP URL must read smtp://host:port, not `{url}`"))?;
+        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse::<u16>().map_err(|_| format!("bad SMTP port in `{url}`"))?,
+            ),
+            None => (rest.trim_end_matches('/').to_owned(), 25),
+        };
+        let from: Mailbox = from.parse().map_err(|e| format!("bad sender address `{from}`: {e}"))?;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .build();
+        Ok(Self { transport, from })
+    }
+
+    /// Sends a plain-text message.
+    pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), String> {
+        let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
