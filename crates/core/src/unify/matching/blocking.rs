@@ -33,6 +33,7 @@ use super::compare::Pair;
 use super::parallel;
 use super::record::{NONE, Prepared, unpack_date};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A blocking rule: records whose keys are equal are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -176,8 +177,9 @@ fn mix(h: u64, v: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A block that was too large to compare.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A block that was too large to compare. Its key may be personal data (a name, an email), so
+/// `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedBlock {
     /// The rule that made it.
     pub rule: BlockingRule,
@@ -185,6 +187,16 @@ pub struct SkippedBlock {
     pub records: usize,
     /// What they shared.
     pub key: String,
+}
+
+impl fmt::Debug for SkippedBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SkippedBlock")
+            .field("rule", &self.rule)
+            .field("records", &self.records)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// How many pairs a rule found that no earlier rule had.

@@ -124,8 +124,9 @@ impl Attribute {
     }
 }
 
-/// A value that was left out of matching, with how many records carried it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A value that was left out of matching, with how many records carried it. The value may be
+/// personal data (an email typed as a placeholder), so `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueCount {
     /// Where the value was found.
     pub attribute: Attribute,
@@ -133,6 +134,16 @@ pub struct ValueCount {
     pub value: String,
     /// How many records carried it.
     pub records: usize,
+}
+
+impl fmt::Debug for ValueCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueCount")
+            .field("attribute", &self.attribute)
+            .field("value", &"[redacted]")
+            .field("records", &self.records)
+            .finish()
+    }
 }
 
 /// Lowercase ASCII words of `s` separated by single spaces. Apostrophes join ("D'Angelo" is
