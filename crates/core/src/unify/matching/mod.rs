@@ -103,8 +103,9 @@ pub struct MatchConfig {
     /// Identifier limits.
     pub limits: Limits,
     /// The most evidence against being one person, in bits, that two records of one cluster
-    /// may have. A different first name is about 7 bits, a different birth date or last name
-    /// about 10: the default lets one field disagree (a typo too many), not two.
+    /// may have, location left out (people move). With weights learnt on typical data, a
+    /// different first name is about 8 bits and a different birth date or last name 9 to 12:
+    /// the default refuses two such disagreements, and a different last name on its own.
     pub max_evidence_against: f64,
     /// Values that mean "nothing" in any field, compared as typed (trimmed, lowercased) and as
     /// normalised: placeholders, test addresses, the shop's own phone number. Values made only

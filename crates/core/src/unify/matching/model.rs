@@ -467,9 +467,15 @@ impl Model {
     }
 
     /// The evidence against records `a` and `b` being one person: the sum of the negative
-    /// weights of their fields, in bits (0 or less).
+    /// weights of their fields, in bits (0 or less). Location is left out: people move, and a
+    /// move on top of a misspelt name would otherwise split a person.
     pub(crate) fn evidence_against(&self, g: Gamma) -> f64 {
-        (0..FIELD_COUNT).map(|k| self.weight[k][g.level(k)].min(0.0)).sum()
+        Field::ALL
+            .iter()
+            .enumerate()
+            .filter(|&(_, &f)| f != Field::Location)
+            .map(|(k, _)| self.weight[k][g.level(k)].min(0.0))
+            .sum()
     }
 
     /// The pair `(a, b)` compared as `g`, with its evidence.
