@@ -36,6 +36,12 @@ enum Command {
         /// SMTP relay for email (identity checks), as smtp://host:port.
         #[arg(long, env = "CONFIANCE_SMTP_URL")]
         smtp_url: Option<String>,
+        /// SMS provider endpoint (identity checks): receives `POST {"to", "text"}`.
+        #[arg(long, env = "CONFIANCE_SMS_URL")]
+        sms_url: Option<String>,
+        /// Bearer token for the SMS provider.
+        #[arg(long, env = "CONFIANCE_SMS_TOKEN", hide_env_values = true)]
+        sms_token: Option<String>,
         /// Sender of email, `Name <address>`.
         #[arg(long, env = "CONFIANCE_MAIL_FROM", default_value = "Confiance <no-reply@localhost>")]
         mail_from: String,
@@ -168,6 +174,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             public_url,
             smtp_url,
+            sms_url,
+            sms_token,
             mail_from,
             shop_write_key,
         } => {
@@ -180,10 +188,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some(url) => Some(confiance_server::mail::Mailer::new(&url, &mail_from).map_err(anyhow::Error::msg)?),
                 None => None,
             };
+            let sms = match sms_url {
+                Some(url) => {
+                    Some(confiance_server::mail::SmsProvider::new(&url, sms_token).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            };
             let options = confiance_server::Options {
                 public_url: public_url.or(config.public_url),
                 shop_write_key,
                 mailer,
+                sms,
                 ..Default::default()
             };
             let store = config.store.open().await?;

@@ -74,6 +74,8 @@ pub struct Options {
     pub shop_write_key: Option<String>,
     /// Where email goes (identity checks), when configured.
     pub mailer: Option<mail::Mailer>,
+    /// Where text messages go (identity checks), when configured.
+    pub sms: Option<mail::SmsProvider>,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             enforce_consent: true,
             shop_write_key: None,
             mailer: None,
+            sms: None,
         }
     }
 }

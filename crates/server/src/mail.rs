@@ -58,3 +58,54 @@ impl Mailer {
             .map_err(|e| e.to_string())
     }
 }
+
+/// An SMS provider reached over HTTP: each message is a `POST` of `{"to": "+33…", "text":
+/// "…"}` to its URL, with a bearer token. As with SMTP, Confiance talks plain HTTP to a gateway
+/// on the same host or private network, which reaches the provider over TLS.
+#[derive(Clone)]
+pub struct SmsProvider {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl fmt::Debug for SmsProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmsProvider")
+    }
+}
+
+impl SmsProvider {
+    /// A gateway at `url` (`http://…`), with an optional bearer token.
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
+        if !url.starts_with("http://") {
+            return Err(format!("the SMS gateway URL must start with http://, not `{url}`"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            url: url.to_owned(),
+            token,
+        })
+    }
+
+    /// Sends one text message.
+    pub async fn send(&self, to: &str, text: &str) -> Result<(), String> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .json(&serde_json::json!({"to": to, "text": text}));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the provider answered {}", resp.status()))
+        }
+    }
+}

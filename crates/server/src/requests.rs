@@ -285,53 +285,65 @@ impl AppState {
         confiance_core::consent::link::keyed_hash(secret, "request code", &format!("{request}:{code}"))
     }
 
-    /// Sends a one-time code to a channel already known for the subject: their email, or the
-    /// email their profile holds. Without one, staff must confirm the identity.
+    /// Sends a one-time code to a channel already known for the subject: their email (or the
+    /// one their profile holds), else their phone by SMS. Without one, staff must confirm the
+    /// identity.
     async fn send_code(&self, r: &mut Request, subject: &Subject) -> Result<(), ApiError> {
-        let email = if subject.kind() == IdKind::Email {
-            Some(subject.value().to_owned())
-        } else {
-            let (_, subjects) = self.subjects_of(subject).await?;
-            subjects
-                .into_iter()
-                .find(|s| s.kind() == IdKind::Email)
-                .map(|s| s.value().to_owned())
-        };
-        let (Some(email), Some(mailer)) = (email, &self.options.mailer) else {
-            r.steps.push(confiance_core::privacy::requests::Step {
-                at: self.clock.now(),
-                status: r.status,
-                actor: "system".into(),
-                note: "no known channel to send a confirmation code: staff must confirm the identity".into(),
-            });
-            self.store.update_request(r, "request.code_unsent").await?;
-            return Ok(());
-        };
+        let (_, known) = self.subjects_of(subject).await?;
+        let email = known
+            .iter()
+            .find(|s| s.kind() == IdKind::Email)
+            .map(|s| s.value().to_owned());
+        let phone = known
+            .iter()
+            .find(|s| s.kind() == IdKind::Phone)
+            .map(|s| s.value().to_owned());
         let code = format!("{:06}", rand::random_range(0..1_000_000u32));
-        let body = format!(
-            "Bonjour,\n\nNous avons reçu une demande d'exercice de vos droits ({}) auprès de {}.\n\
-             Pour confirmer qu'elle vient de vous, saisissez ce code : {code}\n\
-             Il est valable {} minutes.\n\nSi vous n'êtes pas à l'origine de cette demande, ignorez ce message.\n",
-            r.right.as_str(),
-            self.catalog.controller.name,
-            confiance_core::privacy::requests::CODE_MINUTES
-        );
-        if mailer.send(&email, "Votre code de confirmation", body).await.is_err() {
-            // The request is kept and stays on its deadline; staff can confirm the identity. The
-            // relay's answer may quote the address, so it is not logged.
-            tracing::warn!(request = r.id, "the confirmation email could not be sent");
-            r.steps.push(confiance_core::privacy::requests::Step {
-                at: self.clock.now(),
-                status: r.status,
-                actor: "system".into(),
-                note: "the confirmation email could not be sent: staff must confirm the identity".into(),
-            });
-            self.store.update_request(r, "request.code_unsent").await?;
-            return Ok(());
+        let minutes = confiance_core::privacy::requests::CODE_MINUTES;
+        let sent = match (email, &self.options.mailer, phone, &self.options.sms) {
+            (Some(to), Some(mailer), _, _) => {
+                let body = format!(
+                    "Bonjour,\n\nNous avons reçu une demande d'exercice de vos droits ({}) auprès de {}.\n\
+                     Pour confirmer qu'elle vient de vous, saisissez ce code : {code}\n\
+                     Il est valable {minutes} minutes.\n\nSi vous n'êtes pas à l'origine de cette demande, ignorez ce message.\n",
+                    r.right.as_str(),
+                    self.catalog.controller.name,
+                );
+                mailer
+                    .send(&to, "Votre code de confirmation", body)
+                    .await
+                    .is_ok()
+                    .then_some("email")
+            }
+            (_, _, Some(to), Some(sms)) => {
+                let text = format!(
+                    "{} : votre code de confirmation est {code} (valable {minutes} min).",
+                    self.catalog.controller.name
+                );
+                sms.send(&to, &text).await.is_ok().then_some("sms")
+            }
+            _ => None,
+        };
+        match sent {
+            Some(channel) => {
+                let hash = self.code_hash(self.secret().await?, r.id, &code);
+                r.code_sent(hash, channel, self.clock.now());
+                self.store.update_request(r, "request.code_sent").await?;
+            }
+            None => {
+                // The request is kept and stays on its deadline. A provider's answer may quote
+                // the address, so it is not logged.
+                tracing::warn!(request = r.id, "no confirmation code could be sent");
+                r.steps.push(confiance_core::privacy::requests::Step {
+                    at: self.clock.now(),
+                    status: r.status,
+                    actor: "system".into(),
+                    note: "no confirmation code could be sent to a known channel: staff must confirm the identity"
+                        .into(),
+                });
+                self.store.update_request(r, "request.code_unsent").await?;
+            }
         }
-        let hash = self.code_hash(self.secret().await?, r.id, &code);
-        r.code_sent(hash, "email", self.clock.now());
-        self.store.update_request(r, "request.code_sent").await?;
         Ok(())
     }
 

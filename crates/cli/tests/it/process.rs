@@ -623,3 +623,66 @@ async fn a_request_is_confirmed_with_a_code_sent_by_email() {
         .unwrap();
     assert_eq!(state["status"], "verifying", "the request is unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_email_the_code_goes_by_sms_through_the_provider() {
+    // A stand-in for the provider's HTTP gateway: it keeps what it is asked to send.
+    let sent: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>> = Arc::default();
+    let keep = sent.clone();
+    let gateway = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let keep = keep.clone();
+                async move {
+                    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                    keep.lock().unwrap().push((auth, body.0));
+                    "queued"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sms_url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let key = add_source(dir.path(), "tills", "store");
+    let server = Server::start(
+        &["--data-dir", &data_dir],
+        &[
+            ("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CONFIANCE_SMS_URL", &sms_url),
+            ("CONFIANCE_SMS_TOKEN", "gateway-secret"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    http.post(server.url("/v1/identify"))
+        .basic_auth(&key, Some(""))
+        .json(&json!({"anonymousId": "VC-PAR-5", "traits": {"phone": "06 12 34 56 78", "loyalty_card": "VC-PAR-5"}}))
+        .send()
+        .await
+        .unwrap();
+    let request: serde_json::Value = http
+        .post(server.url("/api/v1/requests"))
+        .json(&json!({"type": "portability", "subject": {"type": "phone", "value": "+33 6 12 34 56 78"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(request["status"], "verifying");
+    let (auth, message) = sent.lock().unwrap().first().cloned().expect("a text was sent");
+    assert_eq!(auth.as_deref(), Some("Bearer gateway-secret"));
+    assert_eq!(message["to"], "+33612345678");
+    let code = code_in(message["text"].as_str().unwrap());
+    let resp = http
+        .post(server.url(&format!("/api/v1/requests/{}/verify", request["id"])))
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
