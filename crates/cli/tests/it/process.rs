@@ -624,10 +624,13 @@ async fn a_request_is_confirmed_with_a_code_sent_by_email() {
     assert_eq!(state["status"], "verifying", "the request is unchanged");
 }
 
+/// What the stand-in SMS gateway was asked to send: the authorization header and the body.
+type Outbox = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_email_the_code_goes_by_sms_through_the_provider() {
     // A stand-in for the provider's HTTP gateway: it keeps what it is asked to send.
-    let sent: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>> = Arc::default();
+    let sent: Outbox = Arc::default();
     let keep = sent.clone();
     let gateway = axum::Router::new().route(
         "/sms",
