@@ -73,16 +73,17 @@ fn main() {
     let total: Duration = stages.iter().sum();
 
     let scores = PairwiseScores::measure(&outcome.clusters, &synthetic.person);
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        threads
+    };
     println!(
-        "matched {} records in {} ({} threads): {} candidate pairs, {} merges, {} for review, \
-         {} refused, {} skipped blocks",
+        "matched {} records in {} on {threads} thread{}: {} candidate pairs, {} merges, \
+         {} for review, {} refused, {} skipped blocks",
         synthetic.records.len(),
         secs(total),
-        if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            threads
-        },
+        if threads == 1 { "" } else { "s" },
         candidate_pairs,
         outcome.merges.len(),
         outcome.review.len(),
