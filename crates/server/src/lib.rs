@@ -13,6 +13,7 @@ pub mod collect;
 pub mod consent;
 pub mod error;
 pub mod mail;
+pub mod matching;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -220,6 +221,7 @@ pub fn router(state: Shared) -> Router {
         .merge(consent::routes())
         .merge(preferences::routes())
         .merge(profiles::routes())
+        .merge(matching::routes())
         .merge(requests::routes())
         .merge(retention::routes())
         .merge(admin::routes())

@@ -12,6 +12,7 @@
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
 mod erasure;
+mod matching;
 mod postgres;
 mod postgres_unify;
 mod requests;
@@ -20,6 +21,7 @@ mod sqlite_unify;
 mod unify;
 
 pub use erasure::{Erased, Erasure};
+pub use matching::Review;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use unify::{GAP_PATIENCE_US, Resolved};
@@ -561,6 +563,46 @@ impl Store {
     /// What carrying out a request produced.
     pub async fn request_result(&self, id: i64) -> Result<Option<String>> {
         dispatch!(self, s => s.request_result(id).await)
+    }
+
+    /// Merges `absorbed` into `survivor` as probabilistic matching or a reviewer decided, with
+    /// the evidence; `None` when one of them no longer holds identifiers.
+    pub async fn merge_profiles(
+        &self,
+        survivor: i64,
+        absorbed: i64,
+        evidence: Value,
+        origin: &str,
+        at: jiff::Timestamp,
+    ) -> Result<Option<i64>> {
+        let at = to_micros(at);
+        dispatch!(self, s => s.merge_profiles(survivor, absorbed, evidence.clone(), origin.to_owned(), at).await)
+    }
+
+    /// Queues a grey-zone pair for review, once; whether it was new.
+    pub async fn queue_review(
+        &self,
+        a: i64,
+        b: i64,
+        probability: f64,
+        evidence: Value,
+        at: jiff::Timestamp,
+    ) -> Result<bool> {
+        let at = to_micros(at);
+        dispatch!(self, s => s.queue_review(a, b, probability, evidence.clone(), at).await)
+    }
+
+    /// Review items, by status (`pending`, `accepted`, `rejected`) or all.
+    pub async fn reviews(&self, status: Option<&str>) -> Result<Vec<Review>> {
+        let status = status.map(str::to_owned);
+        dispatch!(self, s => s.reviews(status.clone()).await)
+    }
+
+    /// Decides a pending review item; false when it was not pending.
+    pub async fn decide_review(&self, id: i64, accepted: bool, at: jiff::Timestamp) -> Result<bool> {
+        let status = if accepted { "accepted" } else { "rejected" }.to_owned();
+        let at = to_micros(at);
+        dispatch!(self, s => s.decide_review(id, status.clone(), at).await)
     }
 
     /// Erases a person everywhere, keeping only the pseudonymised request records and a

@@ -254,3 +254,106 @@ async fn a_merge_never_widens_consent() {
     assert_eq!(seen[0].event, None);
     assert_eq!(seen[0].purposes, ["analytics"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probabilistic_matching_merges_with_evidence_and_queues_the_grey_zone() {
+    use confiance_core::unify::matching::synthetic::{SyntheticConfig, generate};
+    let app = TestApp::spawn().await;
+    let till = app.add_source("tills", SourceKind::Store).await;
+    // Records of synthetic people from tills and CRMs, sharing no identifier: each its own
+    // profile until matching looks at names, birth dates and addresses.
+    let data = generate(&SyntheticConfig {
+        people: 400,
+        records_per_person: 2.5,
+        seed: 7,
+    });
+    let mut batch = Vec::new();
+    for r in &data.records {
+        let mut traits = serde_json::Map::new();
+        for (name, value) in [
+            ("first_name", &r.first_name),
+            ("last_name", &r.last_name),
+            ("postal_code", &r.postcode),
+            ("city", &r.city),
+        ] {
+            if let Some(v) = value {
+                traits.insert(name.into(), json!(v));
+            }
+        }
+        if let Some(b) = r.birth_date {
+            traits.insert("birthday".into(), json!(b.to_string()));
+        }
+        batch.push(json!({"type": "identify", "anonymousId": format!("rec-{}", r.id), "traits": traits}));
+    }
+    for chunk in batch.chunks(500) {
+        let (status, body) = app.post_as(&till, "/v1/batch", &json!({ "batch": chunk })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.resolved().await;
+    let before = app.store.profiles_snapshot().await.unwrap().len();
+    assert_eq!(before, data.records.len());
+
+    let resp = app
+        .http
+        .post(app.url("/api/v1/unify/match"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, report) = read(resp).await;
+    assert_eq!(status, 200, "{report}");
+    let merged = report["merged"].as_u64().unwrap();
+    assert!(merged as usize > data.records.len() / 4, "{report}");
+    assert!(
+        report["queued_for_review"].as_u64().unwrap() > 0,
+        "a grey zone to review: {report}"
+    );
+    let after = app.store.profiles_snapshot().await.unwrap();
+    assert_eq!(after.len(), before - merged as usize);
+
+    // No profile mixes two synthetic people, and the merges say why.
+    let person = |key: &str| -> u32 {
+        let id: u64 = key.trim_start_matches("anonymous_id:rec-").parse().unwrap();
+        data.person[data.records.iter().position(|r| r.id == id).unwrap()]
+    };
+    let mixed = after
+        .iter()
+        .filter(|(_, ids)| ids.iter().any(|k| person(k) != person(&ids[0])))
+        .count();
+    assert!(
+        mixed * 100 <= after.len(),
+        "at most 1% of profiles mix people: {mixed} of {}",
+        after.len()
+    );
+    let (profile, _) = after.iter().find(|(_, ids)| ids.len() > 1).unwrap();
+    let (_, merges) = app.get_json(&format!("/api/v1/profiles/{profile}/merges")).await;
+    let evidence = &merges["merges"][0]["evidence"];
+    assert_eq!(evidence["rule"], "probabilistic");
+    assert!(evidence["probability"].as_f64().unwrap() >= 0.99);
+    assert!(
+        evidence["fields"].as_array().unwrap().len() >= 4,
+        "per-field weights: {evidence}"
+    );
+
+    let (_, queue) = app.get_json("/api/v1/merge-reviews").await;
+    let pending = queue["reviews"].as_array().unwrap().clone();
+    {
+        let [first, second, ..] = pending.as_slice() else {
+            panic!("two pending reviews at least")
+        };
+        let decide = |id: &Value, verb: &str| {
+            let url = app.url(&format!("/api/v1/merge-reviews/{id}/{verb}"));
+            let http = app.http.clone();
+            async move { read(http.post(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap()).await }
+        };
+        let (status, accepted) = decide(&first["id"], "accept").await;
+        assert_eq!(status, 200, "{accepted}");
+        assert!(accepted["merge"].as_i64().is_some() || accepted["merge"].is_null());
+        let (status, _) = decide(&second["id"], "reject").await;
+        assert_eq!(status, 200);
+        let (status, _) = decide(&second["id"], "reject").await;
+        assert_eq!(status, 404, "decided once");
+        let (_, rejected) = app.get_json("/api/v1/merge-reviews?status=rejected").await;
+        assert_eq!(rejected["reviews"][0]["id"], second["id"]);
+    }
+}
