@@ -71,6 +71,16 @@ impl AppState {
             .store
             .profile_events(Access::Administration, id, 0, GOLDEN_EVENTS)
             .await?;
+        self.view_of(row, &events).await
+    }
+
+    /// The view of a profile from events already read.
+    pub(crate) async fn view_of(
+        &self,
+        row: confiance_store::ProfileRow,
+        events: &[StoredEvent],
+    ) -> Result<Value, ApiError> {
+        let id = row.id;
         let sources = self.source_kinds().await?;
         let views: Vec<EventView<'_>> = events.iter().filter_map(|e| view(e, &sources)).collect();
         let mut lineage: BTreeMap<String, Vec<Observation>> = BTreeMap::new();

@@ -541,13 +541,18 @@ impl AppState {
     /// Everything held about a subject, for access (Art. 15) and portability (Art. 20).
     async fn archive_of(&self, subject: &Subject, r: &Request) -> Result<Value, ApiError> {
         let (profile, subjects) = self.subjects_of(subject).await?;
-        let profile_view = match profile {
-            Some(p) => Some(self.profile_view(p).await?),
-            None => None,
-        };
         let events = match profile {
             Some(p) => self.store.profile_events(Access::DataSubject, p, 0, 1_000_000).await?,
             None => Vec::new(),
+        };
+        // The golden record from the events just read, not read again.
+        let row = match profile {
+            Some(p) => self.store.profile(Access::DataSubject, p).await?,
+            None => None,
+        };
+        let profile_view = match row {
+            Some(row) => Some(self.view_of(row, &events).await?),
+            None => None,
         };
         let mut ledger = Vec::new();
         for s in &subjects {
