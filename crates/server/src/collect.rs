@@ -187,18 +187,33 @@ struct Outcome {
     dropped: Vec<DroppedField>,
 }
 
+impl Outcome {
+    fn note_dropped(&mut self, index: usize, dropped: &[Dropped]) {
+        self.dropped.extend(dropped.iter().map(|d| DroppedField {
+            index,
+            field: d.field.clone(),
+            reason: d.reason.as_str().to_owned(),
+        }));
+    }
+}
+
 /// Applies consent to normalised messages: records the consent signals they carry (only the
 /// ones that change a subject's state), then keeps each message, or part of it, only for the
-/// purposes that have a legal basis. Returns the messages to store and the decisions to record.
+/// purposes that have a legal basis. Returns the messages to store and the decisions to record;
+/// fields left out go to the outcome.
 async fn apply_consent(
     app: &AppState,
     source: &Source,
     request: &RequestInfo,
-    items: &mut [(usize, Normalized)],
+    items: Vec<(usize, Normalized)>,
     outcome: &mut Outcome,
 ) -> Result<(Vec<Message>, Vec<Decision>), ApiError> {
     if !app.options.enforce_consent {
-        let messages = items.iter().map(|(_, n)| n.message.clone()).collect();
+        let mut messages = Vec::with_capacity(items.len());
+        for (index, normalized) in items {
+            outcome.note_dropped(index, &normalized.dropped);
+            messages.push(normalized.message);
+        }
         return Ok((messages, Vec::new()));
     }
     let mut subjects: Vec<Subject> = Vec::new();
@@ -213,7 +228,7 @@ async fn apply_consent(
     let secret = app.secret().await?;
     let mut decisions = Vec::new();
     let mut messages = Vec::with_capacity(items.len());
-    for (index, normalized) in items.iter_mut() {
+    for (index, mut normalized) in items {
         let body = &normalized.message.body;
         let read = signals::read(body, &app.catalog, request.gpc);
         if read.invalid_tc_string.is_some() {
@@ -294,10 +309,12 @@ async fn apply_consent(
                 }
             }
         }
-        match enforce(normalized, &app.catalog, &view) {
-            Verdict::Keep => messages.push(normalized.message.clone()),
+        let verdict = enforce(&mut normalized, &app.catalog, &view);
+        outcome.note_dropped(index, &normalized.dropped);
+        match verdict {
+            Verdict::Keep => messages.push(normalized.message),
             Verdict::Drop => outcome.withheld.push(WithheldMessage {
-                index: *index,
+                index,
                 reason: DropReason::NoLegalBasis.as_str().to_owned(),
                 message: "none of the purposes of this message has a legal basis for its subject (no consent): it is not stored".into(),
             }),
@@ -326,16 +343,7 @@ async fn ingest(
             }),
         }
     }
-    let (messages, decisions) = apply_consent(app, source, request, &mut items, &mut outcome).await?;
-    for (index, n) in &items {
-        for d in &n.dropped {
-            outcome.dropped.push(DroppedField {
-                index: *index,
-                field: d.field.clone(),
-                reason: d.reason.as_str().to_owned(),
-            });
-        }
-    }
+    let (messages, decisions) = apply_consent(app, source, request, items, &mut outcome).await?;
 
     let mut counters: Vec<(String, i64)> = Vec::new();
     let mut tally = |name: String| match counters.iter_mut().find(|(n, _)| *n == name) {

@@ -330,8 +330,14 @@ async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[
     }
     let ledger = tx.prepare_cached(INSERT_LEDGER).await?;
     let state = tx.prepare_cached(UPSERT_STATE).await?;
-    let mut seqs = Vec::with_capacity(decisions.len());
-    for d in decisions {
+    // One order for every transaction — by subject, then purpose — so that two writers recording
+    // for the same people lock their state rows in the same order and never deadlock. The sort
+    // is stable: decisions about one subject and purpose keep their order.
+    let mut order: Vec<usize> = (0..decisions.len()).collect();
+    order.sort_by_cached_key(|&i| (decisions[i].subject.key(), decisions[i].purpose.clone()));
+    let mut seqs = vec![0i64; decisions.len()];
+    for i in order {
+        let d = &decisions[i];
         let key = d.subject.key();
         let at = to_pg(d.recorded_at);
         let (version, hash) = d
@@ -372,7 +378,7 @@ async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[
             ],
         )
         .await?;
-        seqs.push(seq);
+        seqs[i] = seq;
     }
     let audits = decisions
         .iter()

@@ -189,6 +189,7 @@ conformance!(
     undoing_a_merge_restores_the_profiles_before_it,
     several_nodes_resolving_at_once_match_one,
     the_audit_chain_verifies_and_names_the_first_altered_entry,
+    writers_recording_for_the_same_people_in_any_order_never_deadlock,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -1409,4 +1410,47 @@ async fn the_audit_chain_verifies_and_names_the_first_altered_entry(place: Place
     place.tamper("UPDATE audit_log SET details = '{\"purpose\":\"analytics\",\"status\":\"granted\",\"method\":\"api\"}' WHERE seq = 17").await;
     let broken = store.verify_audit().await.unwrap().unwrap_err();
     assert_eq!(broken.seq, 17, "the first altered entry is named: {broken}");
+}
+
+async fn writers_recording_for_the_same_people_in_any_order_never_deadlock(place: Place) {
+    let store = place.open().await;
+    let people: Vec<Subject> = (0..30)
+        .map(|i| subject(IdKind::AnonymousId, &format!("visitor-{i}")))
+        .collect();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let node = place.open().await;
+        let mut order = people.clone();
+        if w % 2 == 1 {
+            order.reverse();
+        }
+        writers.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let at = Timestamp::now();
+                let batch: Vec<Decision> = order
+                    .iter()
+                    .flat_map(|s| {
+                        ["analytics", "advertising"].map(|p| {
+                            decision(
+                                s,
+                                p,
+                                if round % 2 == 0 {
+                                    Status::Granted
+                                } else {
+                                    Status::Denied
+                                },
+                                at,
+                            )
+                        })
+                    })
+                    .collect();
+                node.record_consents(batch).await.expect("no deadlock, no error");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let view = store.consent_view(&people).await.unwrap();
+    assert!(people.iter().all(|p| view.get(p, "analytics").is_some()));
 }

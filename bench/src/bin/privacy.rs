@@ -1,0 +1,171 @@
+//! Rights at scale: erasing a subject with 1,000 events, erasures per second in bulk, and the
+//! access archive of a subject with 10,000 events — each against reading the same subject's
+//! events (the least either job must do), measured in the same run, on SQLite.
+//!
+//! ```text
+//! cargo run --release -p confiance-bench --bin privacy
+//! ```
+
+use confiance_core::catalog::Catalog;
+use confiance_core::clock::SystemClock;
+use confiance_core::collect::{Envelope, normalize};
+use confiance_core::source::{KeyDigest, SourceKind, SourceName, WriteKey};
+use confiance_core::unify::identifier::Identifier;
+use confiance_server::AppState;
+use confiance_store::{Access, Erasure, Role, Store};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn profile_of(store: &Store, user: &str) -> anyhow::Result<i64> {
+    store
+        .profile_of(&Identifier::parse("user_id", user).expect("an id"))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no profile for {user}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open_sqlite(dir.path()).await?;
+    store.put_token(&KeyDigest::of(TOKEN), Role::Admin, "bench").await?;
+    let key = WriteKey::generate();
+    let source = store
+        .create_source(
+            &SourceName::parse("backend")?,
+            SourceKind::Server,
+            &key.digest(),
+            &key.prefix(),
+        )
+        .await?;
+    let catalog = Catalog::builtin();
+    let now = jiff::Timestamp::now();
+    // 60 subjects of 1,000 orders each (one to erase alone, fifty in bulk), one of 10,000 for the
+    // archive, and the rest of the shop around them.
+    let subjects: Vec<(String, usize)> = (0..60)
+        .map(|i| (format!("erase-{i}"), 1_000))
+        .chain([("archive-0".to_owned(), 10_000)])
+        .collect();
+    for (user, events) in &subjects {
+        let mut batch = vec![normalize(
+            json!({"type": "identify", "messageId": format!("{user}-id"), "userId": user, "traits": {"email": format!("{user}@example.org"), "first_name": "Bench"}}),
+            &Envelope::default(),
+            &catalog,
+            now,
+        )?];
+        for k in 0..*events {
+            let raw = json!({"type": "track", "messageId": format!("{user}-{k}"), "userId": user, "event": "Order Completed",
+                "properties": {"order_id": format!("{user}-{k}"), "total": 10.5, "currency": "EUR"}});
+            batch.push(normalize(raw, &Envelope::default(), &catalog, now)?);
+        }
+        for chunk in batch.chunks(2_000) {
+            store
+                .append(source.id, chunk.iter().map(|n| n.message.clone()).collect(), Vec::new())
+                .await?;
+        }
+    }
+    let (c, g) = (Arc::new(catalog.clone()), Arc::new(catalog.unify.guards.clone()));
+    while store.resolve_pending(c.clone(), g.clone(), 10_000).await?.events > 0 {}
+
+    // One subject with 1,000 events.
+    let profile = profile_of(&store, "erase-0").await?;
+    let started = Instant::now();
+    let read = store
+        .profile_events(Access::Administration, profile, 0, 100_000)
+        .await?
+        .len();
+    let read_time = started.elapsed();
+    let erasure = |user: String, profile: i64| Erasure {
+        keys: vec![format!("user_id:{user}"), format!("email:{user}@example.org")],
+        profile: Some(profile),
+        suppression: vec![format!("{user}-hash")],
+        at: jiff::Timestamp::now(),
+    };
+    let started = Instant::now();
+    let erased = store.erase(erasure("erase-0".into(), profile)).await?;
+    let erase_time = started.elapsed();
+    assert_eq!(erased.events as usize, read);
+
+    // Fifty more, one after the other.
+    let mut bulk = Vec::new();
+    for i in 1..=50 {
+        let user = format!("erase-{i}");
+        bulk.push((user.clone(), profile_of(&store, &user).await?));
+    }
+    let started = Instant::now();
+    for (user, profile) in bulk {
+        store.erase(erasure(user, profile)).await?;
+    }
+    let bulk_time = started.elapsed();
+
+    // The archive of a subject with 10,000 events, through the API.
+    let app = AppState::new(store.clone(), catalog, Arc::new(SystemClock));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, confiance_server::router(app)).await });
+    let http = reqwest::Client::new();
+    let profile = profile_of(&store, "archive-0").await?;
+    let started = Instant::now();
+    let read_big = store
+        .profile_events(Access::Administration, profile, 0, 100_000)
+        .await?
+        .len();
+    let read_big_time = started.elapsed();
+    let request: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"type": "access", "subject": {"type": "user_id", "value": "archive-0"}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let started = Instant::now();
+    let done = http
+        .post(format!("{base}/api/v1/requests/{}/process", request["id"]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    let archive_time = started.elapsed();
+    anyhow::ensure!(
+        done.status().is_success(),
+        "the access request failed: {}",
+        done.text().await?
+    );
+
+    println!("SQLite (durable commits, secure_delete), {} subjects", subjects.len());
+    println!("{:<52} {:>10}", "", "ms");
+    println!(
+        "{:<52} {:>10.2}",
+        format!("read the subject's {read} events (baseline)"),
+        ms(read_time)
+    );
+    println!(
+        "{:<52} {:>10.2}   {:.1}× the baseline",
+        "erase that subject (1,000 events, WAL truncated)",
+        ms(erase_time),
+        ms(erase_time) / ms(read_time)
+    );
+    println!(
+        "{:<52} {:>10.0}   erasures/s",
+        "erase 50 more subjects one after the other",
+        50.0 / bulk_time.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.2}",
+        format!("read a subject's {read_big} events (baseline)"),
+        ms(read_big_time)
+    );
+    println!(
+        "{:<52} {:>10.2}   {:.1}× the baseline",
+        "access archive of that subject (JSON, CSV, HTML)",
+        ms(archive_time),
+        ms(archive_time) / ms(read_big_time)
+    );
+    Ok(())
+}
