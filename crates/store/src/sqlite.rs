@@ -334,6 +334,25 @@ impl SqliteStore {
         decisions: Vec<Decision>,
         counters: Counters,
     ) -> Result<Appended> {
+        // Everything but SQLite itself happens here, on the caller's thread: the single writer
+        // thread sets the pace of ingestion, so it only binds ready values and writes.
+        let rows = messages
+            .into_iter()
+            .map(|m| {
+                let body = serde_json::to_string(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(EventRow {
+                    message_id: m.message_id,
+                    kind: m.kind.as_str(),
+                    user_id: m.user_id,
+                    anonymous_id: m.anonymous_id,
+                    event: m.event,
+                    timestamp: to_micros(m.timestamp),
+                    received_at: to_micros(m.received_at),
+                    body,
+                    purposes: purposes_column(&m.purposes),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.write(move |tx| {
             insert_decisions(tx, &decisions)?;
             let mut insert = tx.prepare_cached(
@@ -341,20 +360,19 @@ impl SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (source_id, message_id) DO NOTHING",
             )?;
-            let mut stored = Vec::with_capacity(messages.len());
-            for m in &messages {
-                let body = serde_json::to_string(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+            let mut stored = Vec::with_capacity(rows.len());
+            for r in &rows {
                 let n = insert.execute(params![
                     source_id,
-                    m.message_id,
-                    m.kind.as_str(),
-                    m.user_id,
-                    m.anonymous_id,
-                    m.event,
-                    to_micros(m.timestamp),
-                    to_micros(m.received_at),
-                    body,
-                    purposes_column(&m.purposes),
+                    r.message_id,
+                    r.kind,
+                    r.user_id,
+                    r.anonymous_id,
+                    r.event,
+                    r.timestamp,
+                    r.received_at,
+                    r.body,
+                    r.purposes,
                 ])?;
                 stored.push(n == 1);
             }
@@ -678,6 +696,19 @@ fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<
             .collect(),
     )?;
     Ok(seqs)
+}
+
+/// An event ready to insert: every value already in its column's form.
+struct EventRow {
+    message_id: String,
+    kind: &'static str,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    event: Option<String>,
+    timestamp: i64,
+    received_at: i64,
+    body: String,
+    purposes: String,
 }
 
 /// The columns of an event, in the order [`event_row`] reads them.
