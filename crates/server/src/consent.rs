@@ -283,21 +283,34 @@ pub async fn state_and_history(
     State(app): State<Shared>,
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let subject = SubjectInput {
-        kind: q.kind,
-        value: q.value,
-    }
-    .parse()?;
-    let history = app.store.consent_history(Access::Administration, &subject).await?;
-    let profile = app.profile_ref(Some((&subject).into())).await;
-    app.audit_read(&caller, "consent.read", profile, json!({"entries": history.len()}))
-        .await?;
+    let (subject, history) = app.read_ledger(&caller, q, "consent.read").await?;
     let state = current_state(&history);
     Ok(Json(json!({
         "subject": {"type": subject.kind().as_str(), "value": subject.value()},
         "state": state,
         "history": history,
     })))
+}
+
+impl AppState {
+    /// A subject's ledger, read by staff and audited as `action`.
+    async fn read_ledger(
+        &self,
+        caller: &crate::auth::Caller,
+        q: SubjectQuery,
+        action: &str,
+    ) -> Result<(Subject, Vec<LedgerEntry>), ApiError> {
+        let subject = SubjectInput {
+            kind: q.kind,
+            value: q.value,
+        }
+        .parse()?;
+        let history = self.store.consent_history(Access::Administration, &subject).await?;
+        let profile = self.profile_ref(Some((&subject).into())).await;
+        self.audit_read(caller, action, profile, json!({"entries": history.len()}))
+            .await?;
+        Ok((subject, history))
+    }
 }
 
 /// A subject's ledger as consent receipts (Kantara v1.1 fields with ISO/IEC TS 27560 record
@@ -312,15 +325,7 @@ pub async fn receipts(
     State(app): State<Shared>,
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let subject = SubjectInput {
-        kind: q.kind,
-        value: q.value,
-    }
-    .parse()?;
-    let history = app.store.consent_history(Access::Administration, &subject).await?;
-    let profile = app.profile_ref(Some((&subject).into())).await;
-    app.audit_read(&caller, "consent.receipts", profile, json!({"entries": history.len()}))
-        .await?;
+    let (_, history) = app.read_ledger(&caller, q, "consent.receipts").await?;
     let receipts: Vec<Value> = history.iter().map(|e| receipt(e, &app.catalog)).collect();
     Ok(Json(json!({ "receipts": receipts })))
 }

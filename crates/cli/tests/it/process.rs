@@ -331,21 +331,7 @@ async fn two_servers_on_one_postgresql_resolve_like_one() {
         assert_eq!(response.unwrap().status(), 200);
     }
     // Both nodes follow the log; wait until it is resolved.
-    for _ in 0..600 {
-        let status: serde_json::Value = http
-            .get(nodes[0].url("/api/v1/unify/status"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["lag"] == 0 && status["head"].as_i64() > Some(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nodes[0].resolved().await;
     drop(nodes);
     let store = confiance_store::Store::connect_postgres(&db.url).await.unwrap();
     let concurrent = store.profiles_snapshot().await.unwrap();
@@ -400,21 +386,7 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    for _ in 0..200 {
-        let status: serde_json::Value = http
-            .get(server.url("/api/v1/unify/status"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["lag"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.resolved().await;
     let request: serde_json::Value = http
         .post(server.url("/api/v1/requests"))
         .bearer_auth(ADMIN_TOKEN)
@@ -590,21 +562,7 @@ async fn a_request_is_confirmed_with_a_code_sent_by_email() {
 
     // Asked under the user id, the code goes to the email the profile holds; five wrong codes
     // exhaust it.
-    for _ in 0..100 {
-        let s: serde_json::Value = http
-            .get(server.url("/api/v1/unify/status"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["lag"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.resolved().await;
     let second = ask(json!({"type": "user_id", "value": "vc-mail"})).await;
     let code = code_in(&smtp.message(2));
     for _ in 0..5 {

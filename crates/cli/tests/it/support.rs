@@ -215,6 +215,27 @@ impl Server {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Waits until identity resolution has followed the whole log (and the log is not empty).
+    pub async fn resolved(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            let status: Value = http
+                .get(self.url("/api/v1/unify/status"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if status["lag"] == 0 && status["head"].as_i64() > Some(0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("identity resolution did not catch up");
+    }
 }
 
 impl Drop for Server {

@@ -24,6 +24,23 @@ use super::identifier::Identifier;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Values that identify no one, whatever the field: placeholders and test addresses that forms
+/// and tills fill in. Shared by deterministic resolution and probabilistic matching.
+pub const BLOCKED_VALUES: [&str; 12] = [
+    "",
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "anonymous",
+    "unknown",
+    "n/a",
+    "-1",
+    "test@test.com",
+    "test@example.com",
+    "noemail@noemail.com",
+];
+
 /// The guards against over-merging, per identifier kind.
 #[derive(Clone, Debug, Serialize)]
 pub struct Guards {
@@ -44,22 +61,7 @@ pub struct Guards {
 impl Default for Guards {
     fn default() -> Self {
         Self {
-            blocked: [
-                "",
-                "null",
-                "undefined",
-                "none",
-                "nil",
-                "anonymous",
-                "unknown",
-                "n/a",
-                "-1",
-                "test@test.com",
-                "test@example.com",
-                "noemail@noemail.com",
-            ]
-            .map(String::from)
-            .to_vec(),
+            blocked: BLOCKED_VALUES.map(String::from).to_vec(),
             blocked_by_kind: BTreeMap::new(),
             limits: BTreeMap::from([("user_id".to_owned(), 1)]),
             default_limit: 5,

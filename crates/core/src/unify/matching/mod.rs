@@ -132,22 +132,7 @@ impl Default for MatchConfig {
             max_block_size: 500,
             limits: Limits::default(),
             max_evidence_against: 10.0,
-            blocked_values: [
-                "",
-                "null",
-                "undefined",
-                "none",
-                "nil",
-                "anonymous",
-                "unknown",
-                "n/a",
-                "-1",
-                "test@test.com",
-                "test@example.com",
-                "noemail@noemail.com",
-            ]
-            .map(String::from)
-            .to_vec(),
+            blocked_values: crate::unify::graph::BLOCKED_VALUES.map(String::from).to_vec(),
             blocked_birth_dates: vec![date(1900, 1, 1), date(1901, 1, 1)],
             u_sample_pairs: 1_000_000,
             em_max_iterations: 200,
