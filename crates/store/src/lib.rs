@@ -529,8 +529,9 @@ impl Store {
         dispatch!(self, s => s.profiles_snapshot().await)
     }
 
-    /// Forgets every profile so that the processor rebuilds them from the log (undone merges
-    /// stay undone).
+    /// Forgets every profile so that the processor rebuilds them from the log. Undone merges stay
+    /// undone and reviewers' decisions are kept: profile ids are handed out in log order, so the
+    /// next matching run finds the same pairs and respects them.
     pub async fn reset_profiles(&self) -> Result<()> {
         dispatch!(self, s => s.reset_profiles().await)
     }

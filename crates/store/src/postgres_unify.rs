@@ -412,7 +412,7 @@ impl PgStore {
             .batch_execute(
                 "BEGIN;
                  SELECT seq FROM processor_cursors WHERE name = 'unify' FOR UPDATE;
-                 TRUNCATE identities, identity_links, merges, left_out, profiles, match_reviews RESTART IDENTITY;
+                 TRUNCATE identities, identity_links, merges, left_out, profiles RESTART IDENTITY;
                  UPDATE processor_cursors SET seq = 0 WHERE name = 'unify';
                  COMMIT;",
             )

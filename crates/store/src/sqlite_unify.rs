@@ -338,7 +338,7 @@ impl SqliteStore {
         self.write(|tx| {
             tx.execute_batch(
                 "DELETE FROM identities; DELETE FROM identity_links; DELETE FROM merges; DELETE FROM left_out;
-                 DELETE FROM profiles; DELETE FROM match_reviews; UPDATE processor_cursors SET seq = 0 WHERE name = 'unify';",
+                 DELETE FROM profiles; UPDATE processor_cursors SET seq = 0 WHERE name = 'unify';",
             )?;
             Ok(())
         })
