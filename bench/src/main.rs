@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p confiance-bench -- ingest [--seconds N] [--connections C] [--database-url URL]
+//! cargo run --release -p confiance-bench -- consent-cost [--rounds N] [--seconds N]
 //! ```
 
 mod bodies;
@@ -38,6 +39,18 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// What consent enforcement costs ingestion: SQLite runs with and without it, interleaved.
+    ConsentCost {
+        /// Rounds, each one run with enforcement and one without.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        /// Seconds measured per run, after one second of warm-up.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Concurrent keep-alive HTTP/1.1 connections.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        connections: u64,
+    },
 }
 
 #[tokio::main]
@@ -54,6 +67,18 @@ async fn main() -> anyhow::Result<()> {
                 database_url,
             })
             .await
+        }
+        Command::ConsentCost {
+            rounds,
+            seconds,
+            connections,
+        } => {
+            let options = ingest::Options {
+                seconds,
+                connections: connections as usize,
+                database_url: None,
+            };
+            ingest::consent_cost(options, rounds as usize).await
         }
     }
 }

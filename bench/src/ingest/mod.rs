@@ -387,6 +387,67 @@ fn table(rows: &[(&str, Row)]) -> String {
     out
 }
 
+/// What consent enforcement costs ingestion: runs with and without it, interleaved (on, off,
+/// on, off…) so that a change of load on the shared machine hits both alike, each on a fresh
+/// SQLite store; reports the median of each and the cost.
+pub async fn consent_cost(options: Options, rounds: usize) -> anyhow::Result<()> {
+    let catalog = Catalog::builtin();
+    let bodies = Arc::new(Bodies::build(BATCH_SIZE, &catalog)?);
+    let plan = |url: String, write_key: Option<String>| Plan {
+        url,
+        write_key,
+        connections: options.connections,
+        prime: bodies.templates(),
+        warm_up: Duration::from_secs(1),
+        measured: Duration::from_secs(options.seconds),
+    };
+    println!(
+        "consent enforcement on and off, interleaved: {rounds} rounds of {} s each, {} connections, load average {}",
+        options.seconds,
+        options.connections,
+        load_average()
+    );
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for enforce_consent in [true, false] {
+            let dir = tempfile::tempdir()?;
+            let store = Store::open_sqlite(dir.path()).await?;
+            let setup = Setup {
+                enforce_consent,
+                ..Setup::INGESTION
+            };
+            let Row::Measured(outcome) = confiance(store, setup, &plan, &bodies, &catalog).await? else {
+                anyhow::bail!("a run could not be measured");
+            };
+            let rate = outcome.events_per_second();
+            eprintln!(
+                "  round {}: consent {}: {rate:.0} events/s",
+                round + 1,
+                if enforce_consent { "on " } else { "off" }
+            );
+            if enforce_consent { on.push(rate) } else { off.push(rate) }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on_median, off_median) = (median(&mut on), median(&mut off));
+    println!(
+        "enforced:     median {on_median:.0} events/s  (runs: {})",
+        on.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "not enforced: median {off_median:.0} events/s  (runs: {})",
+        off.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "cost of enforcement: {:.1}% of the throughput",
+        (1.0 - on_median / off_median) * 100.0
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
