@@ -28,7 +28,9 @@ use serde::Deserialize;
 
 /// The preference-centre routes.
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/preferences", get(page).post(change))
+    Router::new()
+        .route("/preferences", get(page).post(change))
+        .route("/preferences/rights", axum::routing::post(request_right))
 }
 
 /// The query string of the page.
@@ -37,6 +39,7 @@ pub struct PageQuery {
     token: Option<String>,
     lang: Option<String>,
     saved: Option<String>,
+    requested: Option<i64>,
 }
 
 /// A change posted from the page.
@@ -242,6 +245,51 @@ pub async fn page(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Resu
     } else {
         String::new()
     };
+    let requested = match q.requested {
+        Some(id) => match app.store.request(id).await? {
+            // Only a request about this very subject is acknowledged here.
+            Some(r) if r.subject_type == subject.kind() && r.subject_value == subject.value() => format!(
+                "<p class=\"saved\" role=\"status\">{} {} — {} {}.</p>",
+                lang.t(
+                    "Votre demande est enregistrée sous le numéro",
+                    "Your request is recorded as number"
+                ),
+                r.id,
+                lang.t("nous y répondrons au plus tard le", "we will answer by"),
+                r.due_at
+                    .to_zoned(confiance_core::privacy::requests::controller_tz())
+                    .strftime("%Y-%m-%d"),
+            ),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    let rights_action = format!("/preferences/rights?token={}&amp;lang={}", escape(&token), lang.code());
+    let mut right_forms = String::new();
+    for (right, fr, en) in [
+        ("access", "Obtenir une copie de mes données", "Get a copy of my data"),
+        (
+            "portability",
+            "Recevoir mes données dans un format réutilisable",
+            "Receive my data in a reusable format",
+        ),
+        (
+            "objection",
+            "M'opposer à toute prospection",
+            "Object to all direct marketing",
+        ),
+        (
+            "restriction",
+            "Limiter l'usage de mes données",
+            "Restrict the use of my data",
+        ),
+        ("erasure", "Effacer mes données", "Erase my data"),
+    ] {
+        right_forms.push_str(&format!(
+            "<form method=\"post\" action=\"{rights_action}\" class=\"right\"><button type=\"submit\" name=\"right\" value=\"{right}\" data-right=\"{right}\" class=\"withdraw\">{}</button></form>",
+            lang.t(fr, en)
+        ));
+    }
     let other_lang = if lang == Lang::En { "fr" } else { "en" };
     let controller = &app.catalog.controller;
     let body = format!(
@@ -255,7 +303,7 @@ pub async fn page(State(app): State<Shared>, Query(q): Query<PageQuery>) -> Resu
 <form method="post" action="{action}" class="all"><button type="submit" name="action" value="withdraw_all" class="withdraw">{withdraw_all}</button></form>
 {consented}
 <h2>{necessary_title}</h2><ul class="necessary">{necessary}</ul>
-<h2 id="droits">{rights_title}</h2><p>{rights}</p><p>{dpo} : <a href="mailto:{dpo_contact}">{dpo_contact}</a> — {controller_name}, {address}.</p>
+<h2 id="droits">{rights_title}</h2>{requested}<p>{rights}</p>{right_forms}<p>{dpo} : <a href="mailto:{dpo_contact}">{dpo_contact}</a> — {controller_name}, {address}.</p>
 </main></body></html>"#,
         code = lang.code(),
         shop = escape(&controller.name),
@@ -365,4 +413,42 @@ pub async fn change(
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// A right exercised from the page.
+#[derive(Debug, Deserialize)]
+pub struct RightForm {
+    right: String,
+}
+
+/// Records a request made from the preference centre. The signed link proves who the person is,
+/// so the request is verified and in progress at once (Art. 12(6) needs no more).
+pub async fn request_right(
+    State(app): State<Shared>,
+    Query(q): Query<PageQuery>,
+    Form(form): Form<RightForm>,
+) -> Result<Response, ApiError> {
+    let lang = Lang::of(q.lang.as_deref());
+    let Some(subject) = app.subject_of(q.token.as_deref()).await? else {
+        return Ok(invalid_link(lang));
+    };
+    let right = confiance_core::privacy::requests::Right::parse(&form.right)?;
+    let request = confiance_core::privacy::requests::Request::receive(
+        right,
+        &subject,
+        "preference_centre",
+        true,
+        serde_json::Value::Null,
+        "subject",
+        app.clock.now(),
+        &confiance_core::privacy::requests::controller_tz(),
+    );
+    let request = app.store.insert_request(request).await?;
+    let token = q.token.unwrap_or_default();
+    Ok(Redirect::to(&format!(
+        "/preferences?token={token}&lang={}&requested={}#droits",
+        lang.code(),
+        request.id
+    ))
+    .into_response())
 }

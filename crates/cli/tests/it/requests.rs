@@ -577,3 +577,75 @@ async fn retention_erases_past_prospects_and_customers_and_trims_the_rest() {
             && actions.iter().filter(|a| *a == "subject.erased").count() == 2
     );
 }
+
+#[tokio::test]
+async fn a_request_made_from_the_preference_centre_is_already_verified() {
+    let app = TestApp::spawn().await;
+    let (_, link) = app
+        .staff(
+            reqwest::Method::POST,
+            "/api/v1/preference-links",
+            Some(json!({"subject": {"type": "email", "value": "ana@example.org"}})),
+        )
+        .await;
+    let url = link["url"].as_str().unwrap().to_owned();
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+    for right in ["access", "portability", "objection", "restriction", "erasure"] {
+        assert!(
+            page.contains(&format!("data-right=\"{right}\"")),
+            "{right} can be asked from the page"
+        );
+    }
+    let resp = http
+        .post(app.url(&format!("/preferences/rights?token={token}&lang=fr")))
+        .form(&[("right", "access")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let id: i64 = location
+        .split("requested=")
+        .nth(1)
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let page = http.get(app.url(&location)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains(&format!("enregistrée sous le numéro {id}")),
+        "the page acknowledges it"
+    );
+    let (_, request) = app
+        .staff(reqwest::Method::GET, &format!("/api/v1/requests/{id}"), None)
+        .await;
+    assert_eq!(
+        (
+            request["status"].as_str(),
+            request["verified"].as_bool(),
+            request["origin"].as_str()
+        ),
+        (Some("in_progress"), Some(true), Some("preference_centre"))
+    );
+    assert_eq!(request["subject_value"], "ana@example.org");
+    let forged = http
+        .post(app.url("/preferences/rights?token=forged.token"))
+        .form(&[("right", "erasure")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let (_, all) = app.staff(reqwest::Method::GET, "/api/v1/requests?all=true", None).await;
+    assert_eq!(
+        all["requests"].as_array().unwrap().len(),
+        1,
+        "a refused link creates nothing"
+    );
+}
