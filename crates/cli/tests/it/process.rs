@@ -206,15 +206,7 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         shop.contains("/consent.js") && shop.contains("wk_"),
         "the shop page embeds the banner with the web key"
     );
-    let stats: serde_json::Value = http
-        .get(demo.url("/api/v1/consent/stats"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = demo.admin_get("/api/v1/consent/stats").await;
     let purposes: Vec<&str> = stats["purposes"]
         .as_array()
         .unwrap()
@@ -224,15 +216,7 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
     for p in ["analytics", "advertising", "marketing_email"] {
         assert!(purposes.contains(&p), "{p} in {purposes:?}");
     }
-    let sources: serde_json::Value = http
-        .get(demo.url("/api/v1/sources"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sources = demo.admin_get("/api/v1/sources").await;
     let names: Vec<&str> = sources
         .as_array()
         .unwrap()
@@ -570,15 +554,7 @@ async fn a_request_is_confirmed_with_a_code_sent_by_email() {
     }
     let (status, body) = verify(second["id"].clone(), code).await;
     assert_eq!(status, 403, "too many attempts: {body}");
-    let state: serde_json::Value = http
-        .get(server.url(&format!("/api/v1/requests/{}", second["id"])))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = server.admin_get(&format!("/api/v1/requests/{}", second["id"])).await;
     assert_eq!(state["status"], "verifying", "the request is unchanged");
 }
 

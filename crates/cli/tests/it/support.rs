@@ -216,19 +216,23 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Reads an admin endpoint as JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits until identity resolution has followed the whole log (and the log is not empty).
     pub async fn resolved(&self) {
-        let http = reqwest::Client::new();
         for _ in 0..600 {
-            let status: Value = http
-                .get(self.url("/api/v1/unify/status"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let status = self.admin_get("/api/v1/unify/status").await;
             if status["lag"] == 0 && status["head"].as_i64() > Some(0) {
                 return;
             }
