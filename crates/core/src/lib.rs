@@ -12,6 +12,7 @@ pub mod consent;
 pub mod error;
 pub mod privacy;
 pub mod secret;
+pub mod segment;
 pub mod source;
 pub mod unify;
 
