@@ -55,6 +55,8 @@ pub enum ErrorCode {
     StaleNotice,
     /// An identity check failed: wrong or expired code, or too many attempts.
     VerificationFailed,
+    /// A segment query does not parse, or reads data its purpose may not use.
+    InvalidSegment,
     /// The server is shedding load; retry after the `Retry-After` delay.
     Overloaded,
     /// The store failed; nothing was acknowledged.
@@ -77,7 +79,7 @@ pub enum ErrorType {
 
 impl ErrorCode {
     /// Every code, in table order (used to document them all).
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::InvalidJson,
         Self::InvalidEncoding,
         Self::RequestTooLarge,
@@ -98,6 +100,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::StaleNotice,
         Self::VerificationFailed,
+        Self::InvalidSegment,
         Self::Overloaded,
         Self::StoreUnavailable,
         Self::Internal,
@@ -127,6 +130,7 @@ impl ErrorCode {
             Self::NotFound => (404, "not_found", InvalidRequest),
             Self::StaleNotice => (409, "stale_notice", InvalidRequest),
             Self::VerificationFailed => (403, "verification_failed", Auth),
+            Self::InvalidSegment => (400, "invalid_segment", InvalidRequest),
             Self::Overloaded => (503, "overloaded", System),
             Self::StoreUnavailable => (503, "store_unavailable", System),
             Self::Internal => (500, "internal", System),

@@ -125,6 +125,38 @@ impl FromRequestParts<Shared> for Admin {
     }
 }
 
+/// A request authenticated with a token that may manage segments and campaigns: admin or
+/// marketer.
+pub struct Marketing(pub Caller);
+
+impl FromRequestParts<Shared> for Marketing {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        authenticate(parts, app, &[Role::Admin, Role::Marketer], "an admin or marketer")
+            .await
+            .map(Marketing)
+    }
+}
+
+/// A request authenticated with any token: for figures without personal data (counts).
+pub struct Viewer(pub Caller);
+
+impl FromRequestParts<Shared> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        authenticate(
+            parts,
+            app,
+            &[Role::Admin, Role::Dpo, Role::Marketer, Role::ReadOnly],
+            "any",
+        )
+        .await
+        .map(Viewer)
+    }
+}
+
 /// A request authenticated with a staff token that may manage consent and privacy: admin or
 /// DPO.
 pub struct Staff(pub Caller);

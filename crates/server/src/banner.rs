@@ -293,7 +293,7 @@ async fn choice(
         }
     }
     let recorded = decisions.len();
-    app.store.record_consents(decisions).await?;
+    app.record_consents(decisions).await?;
     let (consent, cookie) = app.consent_cookie(secret, &headers, anonymous.value(), cookie_choices);
     let mut response = Json(json!({"recorded": recorded, "consent": consent})).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);

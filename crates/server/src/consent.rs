@@ -239,7 +239,7 @@ pub async fn record(
         return Err(ApiError::new(ErrorCode::NoValidMessage, first)
             .with("rejected", serde_json::to_value(&rejected).unwrap_or_default()));
     }
-    let seqs = app.store.record_consents(decisions).await?;
+    let seqs = app.record_consents(decisions).await?;
     let recorded = indexes
         .into_iter()
         .zip(seqs)

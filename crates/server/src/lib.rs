@@ -21,6 +21,7 @@ pub mod preferences;
 pub mod profiles;
 pub mod requests;
 pub mod retention;
+pub mod segments;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -60,6 +61,8 @@ pub struct AppState {
     pub survivorship: confiance_core::unify::golden::Survivorship,
     /// Signalled whenever ingestion stored something, to wake the resolver.
     pub stored: tokio::sync::Notify,
+    /// The in-memory audience index, kept current from the change feed.
+    pub audience: segments::Audience,
 }
 
 /// Deployment options of the HTTP layer.
@@ -116,6 +119,7 @@ impl AppState {
             guards: Arc::new(catalog.unify.guards.clone()),
             survivorship: catalog.unify.survivorship.clone(),
             stored: tokio::sync::Notify::new(),
+            audience: segments::Audience::new(&catalog),
         })
     }
 
@@ -224,6 +228,7 @@ pub fn router(state: Shared) -> Router {
         .merge(matching::routes())
         .merge(requests::routes())
         .merge(retention::routes())
+        .merge(segments::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -390,7 +390,7 @@ pub async fn change(
         });
     }
     if !decisions.is_empty() {
-        app.store.record_consents(decisions).await?;
+        app.record_consents(decisions).await?;
     }
     let token = q.token.unwrap_or_default();
     let mut response =

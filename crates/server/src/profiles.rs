@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use confiance_core::ErrorCode;
 use confiance_core::catalog::LegalBasis;
 use confiance_core::source::SourceKind;
-use confiance_core::unify::golden::{EventView, Observation, computed, observations, survive};
+use confiance_core::unify::golden::{Computed, EventView, GoldenValue, Observation, computed, observations, survive};
 use confiance_core::unify::identifier::Identifier;
 use confiance_store::{Access, StoredEvent};
 use serde::Deserialize;
@@ -46,7 +46,7 @@ pub struct LookupQuery {
 }
 
 impl AppState {
-    async fn source_kinds(&self) -> Result<HashMap<i64, (String, SourceKind)>, ApiError> {
+    pub(crate) async fn source_kinds(&self) -> Result<HashMap<i64, (String, SourceKind)>, ApiError> {
         Ok(self
             .store
             .list_sources()
@@ -74,6 +74,25 @@ impl AppState {
         self.view_of(row, &events).await
     }
 
+    /// The lineage, golden values and history traits of a profile's events.
+    pub(crate) fn history(
+        &self,
+        views: &[EventView<'_>],
+    ) -> (
+        BTreeMap<String, Vec<Observation>>,
+        BTreeMap<String, GoldenValue>,
+        Computed,
+    ) {
+        let mut lineage: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
+        for v in views {
+            for (name, o) in observations(v, v.source == crate::requests::RECTIFICATIONS) {
+                lineage.entry(name).or_default().push(o);
+            }
+        }
+        let golden = survive(&lineage, &self.survivorship);
+        (lineage, golden, computed(views))
+    }
+
     /// The view of a profile from events already read.
     pub(crate) async fn view_of(
         &self,
@@ -83,14 +102,7 @@ impl AppState {
         let id = row.id;
         let sources = self.source_kinds().await?;
         let views: Vec<EventView<'_>> = events.iter().filter_map(|e| view(e, &sources)).collect();
-        let mut lineage: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-        for v in &views {
-            for (name, o) in observations(v, v.source == crate::requests::RECTIFICATIONS) {
-                lineage.entry(name).or_default().push(o);
-            }
-        }
-        let golden = survive(&lineage, &self.survivorship);
-        let history = computed(&views);
+        let (lineage, golden, history) = self.history(&views);
         let subjects = self.store.profile_subjects(id).await?;
         let view = self.store.consent_view(&subjects).await?;
         let consent: BTreeMap<&str, Value> = self
@@ -132,7 +144,7 @@ impl AppState {
     }
 }
 
-fn view<'a>(e: &'a StoredEvent, sources: &'a HashMap<i64, (String, SourceKind)>) -> Option<EventView<'a>> {
+pub(crate) fn view<'a>(e: &'a StoredEvent, sources: &'a HashMap<i64, (String, SourceKind)>) -> Option<EventView<'a>> {
     let (name, kind) = sources.get(&e.source_id)?;
     Some(EventView {
         kind: e.kind,

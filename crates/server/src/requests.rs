@@ -446,7 +446,7 @@ impl AppState {
                 })
             })
             .collect();
-        self.store.record_consents(decisions).await?;
+        self.record_consents(decisions).await?;
         Ok(format!(
             "{} for {} on {} identifier(s): {}",
             status.as_str(),

@@ -95,6 +95,12 @@ impl SqliteStore {
                     tx.execute("DELETE FROM request_results WHERE request_id = ?1", [id])?;
                 }
                 out.requests = docs.len() as u64;
+                if let Some(profile) = e.profile {
+                    tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
+                    tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
+                }
+                // A members export made before the erasure may hold the person: it goes too.
+                tx.execute("DELETE FROM segment_exports WHERE created_at <= ?1", [to_micros(e.at)])?;
                 let mut insert = tx.prepare("INSERT INTO suppression (hash, at) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING")?;
                 for h in &e.suppression {
                     insert.execute(rusqlite::params![h, to_micros(e.at)])?;
@@ -181,6 +187,17 @@ impl PgStore {
                 .await?;
         }
         out.requests = docs.len() as u64;
+        if let Some(profile) = e.profile {
+            tx.execute("DELETE FROM segment_members WHERE profile_id = $1", &[&profile])
+                .await?;
+            tx.execute("DELETE FROM segment_transitions WHERE profile_id = $1", &[&profile])
+                .await?;
+        }
+        tx.execute(
+            "DELETE FROM segment_exports WHERE created_at <= $1",
+            &[&to_micros(e.at)],
+        )
+        .await?;
         for h in &e.suppression {
             tx.execute(
                 "INSERT INTO suppression (hash, at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",

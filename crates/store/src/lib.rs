@@ -16,6 +16,7 @@ mod matching;
 mod postgres;
 mod postgres_unify;
 mod requests;
+mod segments;
 mod sqlite;
 mod sqlite_unify;
 mod unify;
@@ -23,6 +24,7 @@ mod unify;
 pub use erasure::{Erased, Erasure};
 pub use matching::Review;
 pub use postgres::PgStore;
+pub use segments::{ExportRow, SegmentRow, Transition};
 pub use sqlite::SqliteStore;
 pub use unify::{GAP_PATIENCE_US, Resolved};
 
@@ -706,6 +708,90 @@ impl Store {
     /// Events per source, type and name: `(source id, type, event name, count)`.
     pub async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
         dispatch!(self, s => s.event_summary().await)
+    }
+
+    /// Saves a segment (a new one when `id` is `None`); a name taken by another is a conflict.
+    pub async fn put_segment(&self, id: Option<i64>, name: &str, doc: Value) -> Result<i64> {
+        dispatch!(self, s => s.put_segment(id, name.to_owned(), doc.clone()).await)
+    }
+
+    /// Deletes a segment and its member list; whether it existed.
+    pub async fn delete_segment(&self, id: i64) -> Result<bool> {
+        dispatch!(self, s => s.delete_segment(id).await)
+    }
+
+    /// Every saved segment.
+    pub async fn segments(&self) -> Result<Vec<SegmentRow>> {
+        dispatch!(self, s => s.segments().await)
+    }
+
+    /// The profiles a segment held at its last synchronisation.
+    pub async fn segment_members(&self, id: i64) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.segment_members(id).await)
+    }
+
+    /// Adds and removes members; when `record`, each change this call made becomes an
+    /// entered/exited transition. Returns how many were added and removed.
+    pub async fn sync_members(
+        &self,
+        segment: i64,
+        entered: Vec<i64>,
+        exited: Vec<i64>,
+        at: jiff::Timestamp,
+        record: bool,
+    ) -> Result<(usize, usize)> {
+        dispatch!(self, s => s.sync_members(segment, entered.clone(), exited.clone(), at, record).await)
+    }
+
+    /// Entered/exited transitions after `after`, of one profile or of all.
+    pub async fn transitions(&self, after: i64, profile: Option<i64>, limit: usize) -> Result<Vec<Transition>> {
+        dispatch!(self, s => s.transitions(after, profile, limit).await)
+    }
+
+    /// Queues a members export.
+    pub async fn create_export(&self, segment: i64, format: &str, at: jiff::Timestamp) -> Result<i64> {
+        dispatch!(self, s => s.create_export(segment, format.to_owned(), at).await)
+    }
+
+    /// Records the outcome of an export: rows and file, or why it failed.
+    pub async fn finish_export(
+        &self,
+        id: i64,
+        outcome: std::result::Result<(i64, String), String>,
+        at: jiff::Timestamp,
+    ) -> Result<()> {
+        dispatch!(self, s => s.finish_export(id, outcome.clone(), at).await)
+    }
+
+    /// An export task, with its file once done.
+    pub async fn export(&self, id: i64) -> Result<Option<ExportRow>> {
+        dispatch!(self, s => s.export(id).await)
+    }
+
+    /// The profiles holding any of these identifiers (`kind:value`).
+    pub async fn profiles_of_keys(&self, keys: Vec<String>) -> Result<Vec<i64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, s => s.profiles_of_keys(keys.clone()).await)
+    }
+
+    /// The last positions of the consent ledger and of the audit log: where a follower of the
+    /// change feed starts after reading a snapshot.
+    pub async fn feed_heads(&self) -> Result<(i64, i64)> {
+        dispatch!(self, s => s.feed_heads().await)
+    }
+
+    /// Consent decisions recorded after ledger position `after` or after `recent` (server time;
+    /// a window that catches decisions committed late on PostgreSQL), in ledger order: the
+    /// consent part of the change feed.
+    pub async fn consent_changes(
+        &self,
+        after: i64,
+        recent: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>> {
+        dispatch!(self, s => s.consent_changes(after, to_micros(recent), limit).await)
     }
 
     /// Records an admin API token by digest (idempotent).

@@ -12,4 +12,5 @@ mod process;
 mod profiles;
 mod requests;
 mod sdk;
+mod segments;
 mod support;

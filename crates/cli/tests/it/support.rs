@@ -47,7 +47,8 @@ impl TestApp {
         let clock = ManualClock::new(jiff::Timestamp::now());
         let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(clock.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped));
+        tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));
+        tokio::spawn(confiance_server::segments::run_audience(state.clone(), stopped));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -107,6 +108,29 @@ impl TestApp {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("identity resolution did not catch up");
+    }
+
+    /// Waits until the audience index has read everything identity resolution placed.
+    pub async fn indexed(&self) {
+        self.resolved().await;
+        let (_, head) = self.store.unify_status().await.unwrap();
+        for _ in 0..1_000 {
+            let status: Value = self
+                .http
+                .get(self.url("/api/v1/audience"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if status["built"] == true && status["feed"]["events"].as_i64() >= Some(head) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the audience index did not catch up");
     }
 
     /// Posts JSON with the write key in a Basic header.

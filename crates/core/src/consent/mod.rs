@@ -380,6 +380,15 @@ impl ConsentView {
         }
     }
 
+    /// Adds every state of another view.
+    pub fn extend(&mut self, other: ConsentView) {
+        for (subject, purposes) in other.states {
+            for (purpose, entry) in purposes {
+                self.insert(subject.clone(), purpose, entry);
+            }
+        }
+    }
+
     /// The state of a purpose for one subject.
     pub fn get(&self, subject: &Subject, purpose: &str) -> Option<StateEntry> {
         self.states.get(&subject.key()).and_then(|m| m.get(purpose)).copied()

@@ -479,6 +479,26 @@ impl AudienceIndex {
         ctx.eval(query, &lawful)
     }
 
+    /// The members among `slots` (see [`AudienceIndex::members`]): how one profile's change is
+    /// checked against a segment without evaluating it for everyone.
+    pub fn members_within(
+        &self,
+        query: &Query,
+        purpose: &str,
+        now: Timestamp,
+        segments: &dyn Fn(&str) -> Option<Query>,
+        slots: &RoaringBitmap,
+    ) -> Result<RoaringBitmap, QueryError> {
+        let within = self.lawful(purpose) & slots;
+        let mut ctx = Eval {
+            index: self,
+            now,
+            segments,
+            stack: Vec::new(),
+        };
+        ctx.eval(query, &within)
+    }
+
     /// How many members a query has for a purpose.
     pub fn count(
         &self,
@@ -874,17 +894,20 @@ pub fn property_matches(c: &Cond, props: &serde_json::Map<String, Value>, now: T
             _ => None,
         }
     };
+    // One value equal to a literal: numbers as numbers (the text of a sent `10` is "10", of a
+    // typed `10` "10.0"), anything else by its text.
+    let same = |v: &Value, l: &Literal| match (v, l) {
+        (Value::Number(n), Literal::Number(c)) => n.as_f64() == Some(*c),
+        _ => scalar_key(v).is_some_and(|k| k == text(l)),
+    };
     match &c.test {
         Test::Exists => !value.is_null(),
         Test::In { values } => match value {
-            Value::Array(items) => items
-                .iter()
-                .filter_map(scalar_key)
-                .any(|k| values.iter().any(|l| text(l) == k)),
-            _ => key.is_some_and(|k| values.iter().any(|l| text(l) == k)),
+            Value::Array(items) => items.iter().any(|v| values.iter().any(|l| same(v, l))),
+            _ => values.iter().any(|l| same(value, l)),
         },
         Test::Contains { value: l } => match value {
-            Value::Array(items) => items.iter().filter_map(scalar_key).any(|k| k == text(l)),
+            Value::Array(items) => items.iter().any(|v| same(v, l)),
             _ => key.is_some_and(|k| k.contains(&text(l))),
         },
         Test::Cmp { op, value: o } => {
