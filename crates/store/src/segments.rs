@@ -515,7 +515,8 @@ impl PgStore {
         let client = self.pool().get().await?;
         let rows = client
             .query(
-                "SELECT seq, subject FROM consent_ledger WHERE seq > $1 OR recorded_at > $2 ORDER BY seq LIMIT $3",
+                "SELECT seq, subject FROM consent_ledger
+                 WHERE seq > $1 OR recorded_at > to_timestamp($2::bigint / 1000000.0) ORDER BY seq LIMIT $3",
                 &[&after, &recent, &(limit as i64)],
             )
             .await?;

@@ -190,6 +190,10 @@ conformance!(
     several_nodes_resolving_at_once_match_one,
     the_audit_chain_verifies_and_names_the_first_altered_entry,
     writers_recording_for_the_same_people_in_any_order_never_deadlock,
+    segments_are_saved_under_unique_names,
+    several_nodes_syncing_members_record_each_transition_once,
+    the_consent_feed_lists_decisions_in_ledger_order,
+    exports_are_tasks_with_their_file,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -1453,4 +1457,124 @@ async fn writers_recording_for_the_same_people_in_any_order_never_deadlock(place
     }
     let view = store.consent_view(&people).await.unwrap();
     assert!(people.iter().all(|p| view.get(p, "analytics").is_some()));
+}
+
+async fn segments_are_saved_under_unique_names(place: Place) {
+    let store = place.open().await;
+    let doc = json!({"purpose": "personalisation", "query": {"segment": "x"}});
+    let a = store.put_segment(None, "Surfeuses", doc.clone()).await.unwrap();
+    let b = store.put_segment(None, "Jazz", doc.clone()).await.unwrap();
+    assert!(matches!(
+        store.put_segment(None, "Surfeuses", doc.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.put_segment(Some(b), "Surfeuses", doc.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let changed = json!({"purpose": "analytics", "query": {"segment": "y"}});
+    assert_eq!(store.put_segment(Some(a), "Surfeuses", changed.clone()).await.unwrap(), a);
+    let saved = store.segments().await.unwrap();
+    assert_eq!(
+        saved.iter().map(|s| (s.id, s.name.as_str(), &s.doc)).collect::<Vec<_>>(),
+        vec![(a, "Surfeuses", &changed), (b, "Jazz", &doc)]
+    );
+    store.sync_members(a, vec![1, 2], vec![], Timestamp::now(), false).await.unwrap();
+    assert!(store.delete_segment(a).await.unwrap());
+    assert!(!store.delete_segment(a).await.unwrap());
+    assert!(store.segment_members(a).await.unwrap().is_empty(), "its members go with it");
+}
+
+async fn several_nodes_syncing_members_record_each_transition_once(place: Place) {
+    let store = place.open().await;
+    let seg = store
+        .put_segment(None, "Parisiens", json!({"purpose": "analytics"}))
+        .await
+        .unwrap();
+    store.sync_members(seg, vec![1, 2], vec![], Timestamp::now(), false).await.unwrap();
+    assert!(store.transitions(0, None, 100).await.unwrap().is_empty(), "an initial fill is silent");
+    // Three nodes see the same change at once: 3 enters, 1 leaves.
+    let nodes: Vec<Store> = vec![store.clone(), place.open().await, place.open().await];
+    let mut syncs = Vec::new();
+    for node in nodes {
+        syncs.push(tokio::spawn(async move {
+            node.sync_members(seg, vec![2, 3], vec![1], Timestamp::now(), true).await.unwrap()
+        }));
+    }
+    let mut changed = (0, 0);
+    for s in syncs {
+        let (i, d) = s.await.unwrap();
+        changed = (changed.0 + i, changed.1 + d);
+    }
+    assert_eq!(changed, (1, 1), "one node made each change");
+    let moves: Vec<(i64, bool)> = store
+        .transitions(0, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| (t.profile_id, t.entered))
+        .collect();
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(moves.contains(&(3, true)) && moves.contains(&(1, false)), "{moves:?}");
+    assert_eq!(store.segment_members(seg).await.unwrap(), vec![2, 3]);
+    let of_three = store.transitions(0, Some(3), 100).await.unwrap();
+    assert_eq!(of_three.len(), 1);
+    assert!(store.transitions(of_three[0].seq, Some(3), 100).await.unwrap().is_empty());
+}
+
+async fn the_consent_feed_lists_decisions_in_ledger_order(place: Place) {
+    let store = place.open().await;
+    let decide = |who: &str, status: Status, when: &str| Decision {
+        subject: Subject::parse(IdKind::Email, who).unwrap(),
+        purpose: "analytics".into(),
+        status,
+        method: Method::Api,
+        recorded_at: at(when),
+        notice: None,
+        source_id: None,
+        touchpoint: None,
+        ip_hash: None,
+        ua_hash: None,
+        proof: json!({}),
+    };
+    let seqs = store
+        .record_consents(vec![
+            decide("ana@example.org", Status::Granted, "2026-01-01T00:00:00Z"),
+            decide("bob@example.org", Status::Granted, "2026-01-02T00:00:00Z"),
+        ])
+        .await
+        .unwrap();
+    let late = Timestamp::MAX;
+    let all = store.consent_changes(0, late, 10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![(seqs[0], "email:ana@example.org".to_owned()), (seqs[1], "email:bob@example.org".to_owned())]
+    );
+    assert_eq!(store.consent_changes(seqs[0], late, 10).await.unwrap(), all[1..].to_vec());
+    assert_eq!(
+        store.consent_changes(seqs[1], at("2026-01-01T12:00:00Z"), 10).await.unwrap(),
+        all[1..].to_vec(),
+        "recent decisions are listed again, whatever their position"
+    );
+    let (ledger, _) = store.feed_heads().await.unwrap();
+    assert_eq!(ledger, seqs[1]);
+}
+
+async fn exports_are_tasks_with_their_file(place: Place) {
+    let store = place.open().await;
+    let t = store.create_export(7, "csv", at("2026-02-01T00:00:00Z")).await.unwrap();
+    let queued = store.export(t).await.unwrap().unwrap();
+    assert_eq!((queued.status.as_str(), queued.body.as_deref()), ("enqueued", None));
+    store
+        .finish_export(t, Ok((2, "profile_id\n1\n2\n".into())), at("2026-02-01T00:00:01Z"))
+        .await
+        .unwrap();
+    let done = store.export(t).await.unwrap().unwrap();
+    assert_eq!((done.status.as_str(), done.rows), ("succeeded", Some(2)));
+    assert_eq!(done.body.as_deref(), Some("profile_id\n1\n2\n"));
+    let f = store.create_export(7, "json", at("2026-02-01T00:00:00Z")).await.unwrap();
+    store.finish_export(f, Err("the segment was deleted".into()), Timestamp::now()).await.unwrap();
+    let failed = store.export(f).await.unwrap().unwrap();
+    assert_eq!((failed.status.as_str(), failed.error.as_deref()), ("failed", Some("the segment was deleted")));
+    assert!(store.export(f + 100).await.unwrap().is_none());
 }

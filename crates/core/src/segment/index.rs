@@ -606,6 +606,8 @@ fn scalar_key(v: &Value) -> Option<String> {
 fn literal_key(l: &Literal) -> String {
     match l {
         Literal::Text(s) => s.trim().to_lowercase(),
+        // A whole number reads as sent (`75001`, not `75001.0`), as a stored JSON integer does.
+        Literal::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).to_string(),
         Literal::Number(n) => serde_json::Number::from_f64(*n).map_or_else(|| n.to_string(), |n| n.to_string()),
         Literal::Bool(b) => b.to_string(),
     }
