@@ -1473,16 +1473,28 @@ async fn segments_are_saved_under_unique_names(place: Place) {
         Err(StoreError::Conflict(_))
     ));
     let changed = json!({"purpose": "analytics", "query": {"segment": "y"}});
-    assert_eq!(store.put_segment(Some(a), "Surfeuses", changed.clone()).await.unwrap(), a);
+    assert_eq!(
+        store.put_segment(Some(a), "Surfeuses", changed.clone()).await.unwrap(),
+        a
+    );
     let saved = store.segments().await.unwrap();
     assert_eq!(
-        saved.iter().map(|s| (s.id, s.name.as_str(), &s.doc)).collect::<Vec<_>>(),
+        saved
+            .iter()
+            .map(|s| (s.id, s.name.as_str(), &s.doc))
+            .collect::<Vec<_>>(),
         vec![(a, "Surfeuses", &changed), (b, "Jazz", &doc)]
     );
-    store.sync_members(a, vec![1, 2], vec![], Timestamp::now(), false).await.unwrap();
+    store
+        .sync_members(a, vec![1, 2], vec![], Timestamp::now(), false)
+        .await
+        .unwrap();
     assert!(store.delete_segment(a).await.unwrap());
     assert!(!store.delete_segment(a).await.unwrap());
-    assert!(store.segment_members(a).await.unwrap().is_empty(), "its members go with it");
+    assert!(
+        store.segment_members(a).await.unwrap().is_empty(),
+        "its members go with it"
+    );
 }
 
 async fn several_nodes_syncing_members_record_each_transition_once(place: Place) {
@@ -1491,14 +1503,22 @@ async fn several_nodes_syncing_members_record_each_transition_once(place: Place)
         .put_segment(None, "Parisiens", json!({"purpose": "analytics"}))
         .await
         .unwrap();
-    store.sync_members(seg, vec![1, 2], vec![], Timestamp::now(), false).await.unwrap();
-    assert!(store.transitions(0, None, 100).await.unwrap().is_empty(), "an initial fill is silent");
+    store
+        .sync_members(seg, vec![1, 2], vec![], Timestamp::now(), false)
+        .await
+        .unwrap();
+    assert!(
+        store.transitions(0, None, 100).await.unwrap().is_empty(),
+        "an initial fill is silent"
+    );
     // Three nodes see the same change at once: 3 enters, 1 leaves.
     let nodes: Vec<Store> = vec![store.clone(), place.open().await, place.open().await];
     let mut syncs = Vec::new();
     for node in nodes {
         syncs.push(tokio::spawn(async move {
-            node.sync_members(seg, vec![2, 3], vec![1], Timestamp::now(), true).await.unwrap()
+            node.sync_members(seg, vec![2, 3], vec![1], Timestamp::now(), true)
+                .await
+                .unwrap()
         }));
     }
     let mut changed = (0, 0);
@@ -1519,7 +1539,13 @@ async fn several_nodes_syncing_members_record_each_transition_once(place: Place)
     assert_eq!(store.segment_members(seg).await.unwrap(), vec![2, 3]);
     let of_three = store.transitions(0, Some(3), 100).await.unwrap();
     assert_eq!(of_three.len(), 1);
-    assert!(store.transitions(of_three[0].seq, Some(3), 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .transitions(of_three[0].seq, Some(3), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn the_consent_feed_lists_decisions_in_ledger_order(place: Place) {
@@ -1548,11 +1574,20 @@ async fn the_consent_feed_lists_decisions_in_ledger_order(place: Place) {
     let all = store.consent_changes(0, late, 10).await.unwrap();
     assert_eq!(
         all,
-        vec![(seqs[0], "email:ana@example.org".to_owned()), (seqs[1], "email:bob@example.org".to_owned())]
+        vec![
+            (seqs[0], "email:ana@example.org".to_owned()),
+            (seqs[1], "email:bob@example.org".to_owned())
+        ]
     );
-    assert_eq!(store.consent_changes(seqs[0], late, 10).await.unwrap(), all[1..].to_vec());
     assert_eq!(
-        store.consent_changes(seqs[1], at("2026-01-01T12:00:00Z"), 10).await.unwrap(),
+        store.consent_changes(seqs[0], late, 10).await.unwrap(),
+        all[1..].to_vec()
+    );
+    assert_eq!(
+        store
+            .consent_changes(seqs[1], at("2026-01-01T12:00:00Z"), 10)
+            .await
+            .unwrap(),
         all[1..].to_vec(),
         "recent decisions are listed again, whatever their position"
     );
@@ -1572,9 +1607,18 @@ async fn exports_are_tasks_with_their_file(place: Place) {
     let done = store.export(t).await.unwrap().unwrap();
     assert_eq!((done.status.as_str(), done.rows), ("succeeded", Some(2)));
     assert_eq!(done.body.as_deref(), Some("profile_id\n1\n2\n"));
-    let f = store.create_export(7, "json", at("2026-02-01T00:00:00Z")).await.unwrap();
-    store.finish_export(f, Err("the segment was deleted".into()), Timestamp::now()).await.unwrap();
+    let f = store
+        .create_export(7, "json", at("2026-02-01T00:00:00Z"))
+        .await
+        .unwrap();
+    store
+        .finish_export(f, Err("the segment was deleted".into()), Timestamp::now())
+        .await
+        .unwrap();
     let failed = store.export(f).await.unwrap().unwrap();
-    assert_eq!((failed.status.as_str(), failed.error.as_deref()), ("failed", Some("the segment was deleted")));
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_deref()),
+        ("failed", Some("the segment was deleted"))
+    );
     assert!(store.export(f + 100).await.unwrap().is_none());
 }

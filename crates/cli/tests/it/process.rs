@@ -2,7 +2,7 @@
 //! data, graceful shutdown, the demo.
 
 use crate::support::{ADMIN_TOKEN, Server, add_source, bin, message_ids_via_api};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -316,6 +316,60 @@ async fn two_servers_on_one_postgresql_resolve_like_one() {
     }
     // Both nodes follow the log; wait until it is resolved.
     nodes[0].resolved().await;
+    // Each node's audience index follows the same change feed and counts the same people.
+    let (_, head) = confiance_store::Store::connect_postgres(&db.url)
+        .await
+        .unwrap()
+        .unify_status()
+        .await
+        .unwrap();
+    let count = |node: usize, purpose: &'static str| {
+        let url = nodes[node].url("/api/v1/segments/preview");
+        let http = http.clone();
+        async move {
+            let body: Value = http
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"query": "first_seen exists", "purpose": purpose}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["count"].as_u64().unwrap_or_else(|| panic!("{body}"))
+        }
+    };
+    for node in &nodes {
+        for _ in 0..500 {
+            let status = node.admin_get("/api/v1/audience").await;
+            if status["feed"]["events"].as_i64() >= Some(head) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let (a, b) = (count(0, "service").await, count(1, "service").await);
+    assert!(a > 30 && a == b, "the same count on both nodes: {a} and {b}");
+    assert_eq!(count(1, "analytics").await, 0, "nobody consented to analytics");
+    let granted = http
+        .post(nodes[0].url("/api/v1/consents"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"subject": {"type": "email", "value": "family7@example.org"}, "purpose": "analytics", "status": "granted"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(granted.status().is_success());
+    assert_eq!(count(0, "analytics").await, 1, "at once on the node that recorded it");
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = count(1, "analytics").await;
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1, "the other node follows the consent ledger");
     drop(nodes);
     let store = confiance_store::Store::connect_postgres(&db.url).await.unwrap();
     let concurrent = store.profiles_snapshot().await.unwrap();
