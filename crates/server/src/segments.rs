@@ -15,7 +15,7 @@
 //! so triggers see each transition once even with several nodes. Members exports are tasks
 //! (`202` and an id to poll), purpose-checked when they run.
 
-use crate::auth::{Caller, Marketing, Viewer};
+use crate::auth::{Marketing, Viewer};
 use crate::error::ApiError;
 use crate::{AppState, Shared};
 use axum::extract::{Path, State};
@@ -51,6 +51,8 @@ const RESYNC: Duration = Duration::from_secs(600);
 pub struct Audience {
     index: RwLock<AudienceIndex>,
     feed: tokio::sync::Mutex<Feed>,
+    /// Whether the first build is done: member lists are synchronised only after it.
+    built: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +69,7 @@ impl Audience {
         Audience {
             index: RwLock::new(AudienceIndex::new(seg::schema(catalog))),
             feed: tokio::sync::Mutex::new(Feed::default()),
+            built: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -183,7 +186,7 @@ impl AppState {
     }
 
     /// Members of a checked query, now.
-    fn members(&self, q: &Query, purpose: &str, saved: &[SegmentRow]) -> Result<RoaringBitmap, ApiError> {
+    pub(crate) fn members(&self, q: &Query, purpose: &str, saved: &[SegmentRow]) -> Result<RoaringBitmap, ApiError> {
         let index = self.audience.read();
         index
             .members(q, purpose, self.clock.now(), &resolver(saved))
@@ -272,7 +275,7 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input: SegmentInput = json_body(&body)?;
-    let id = save(&app, &caller, None, &input).await?;
+    let id = save(&app, &caller.actor(), None, &input).await?;
     let (row, saved) = app.segment_row(id).await?;
     Ok((StatusCode::CREATED, Json(app.segment_view(&row, &saved))))
 }
@@ -291,12 +294,13 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let input: SegmentInput = json_body(&body)?;
     app.segment_row(id).await?;
-    save(&app, &caller, Some(id), &input).await?;
+    save(&app, &caller.actor(), Some(id), &input).await?;
     let (row, saved) = app.segment_row(id).await?;
     Ok(Json(app.segment_view(&row, &saved)))
 }
 
-async fn save(app: &Shared, caller: &Caller, id: Option<i64>, input: &SegmentInput) -> Result<i64, ApiError> {
+/// Saves a segment on behalf of `actor` (the API's caller, or the demo).
+pub async fn save(app: &Shared, actor: &str, id: Option<i64>, input: &SegmentInput) -> Result<i64, ApiError> {
     let name = input
         .name
         .as_deref()
@@ -324,7 +328,7 @@ async fn save(app: &Shared, caller: &Caller, id: Option<i64>, input: &SegmentInp
         "text": text,
         "description": input.description,
         "updated_at": now,
-        "updated_by": caller.actor(),
+        "updated_by": actor,
     });
     let id = app.store.put_segment(id, name, doc).await?;
     let (row, saved) = app.segment_row(id).await?;
@@ -765,7 +769,7 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
     }
     let mut events: Vec<Vec<StoredEvent>> = vec![Vec::new(); snapshot.len()];
     let mut after = 0;
-    loop {
+    while after < resolved {
         let page = app.store.events_page(after, 5_000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
@@ -801,6 +805,7 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
     }
     let n = snapshot.len();
     *app.audience.write() = index;
+    app.audience.built.store(true, std::sync::atomic::Ordering::Release);
     *feed = Feed {
         built: true,
         events: resolved,
@@ -811,7 +816,16 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
 }
 
 /// Synchronises one segment's stored members with the index, in full.
+///
+/// Nothing happens before the index is first built; a segment's first synchronisation fills its
+/// list silently (a new definition is not people changing), later ones record transitions when
+/// `record`.
 async fn sync_segment(app: &AppState, row: &SegmentRow, saved: &[SegmentRow], record: bool) -> Result<(), ApiError> {
+    if !app.audience.built.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(());
+    }
+    let first = row.doc.get("synced_at").is_none();
+    let record = record && !first;
     let purpose = row.doc["purpose"].as_str().unwrap_or_default();
     let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
         return Ok(());
@@ -828,6 +842,11 @@ async fn sync_segment(app: &AppState, row: &SegmentRow, saved: &[SegmentRow], re
         app.store
             .sync_members(row.id, entered, exited, app.clock.now(), record)
             .await?;
+    }
+    if first {
+        let mut doc = row.doc.clone();
+        doc["synced_at"] = json!(app.clock.now());
+        app.store.put_segment(Some(row.id), &row.name, doc).await?;
     }
     Ok(())
 }
@@ -847,7 +866,8 @@ async fn sync_touched(app: &AppState, touched: &BTreeSet<i64>) -> Result<(), Api
     if saved.is_empty() {
         return Ok(());
     }
-    for row in &saved {
+    // A segment not yet filled is filled whole, silently, by `sync_segment`.
+    for row in saved.iter().filter(|r| r.doc.get("synced_at").is_some()) {
         let purpose = row.doc["purpose"].as_str().unwrap_or_default();
         let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
             continue;

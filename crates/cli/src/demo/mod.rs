@@ -133,6 +133,10 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
     for m in messages {
         by_source.entry(m.source).or_default().push(m.message);
     }
+    // The site first: its messages carry the banner's choices, which decide what the other
+    // sources may keep about the same visitors (an account's gender, a questionnaire's hobbies).
+    let mut by_source: Vec<(&str, Vec<serde_json::Value>)> = by_source.into_iter().collect();
+    by_source.sort_by_key(|(name, _)| *name != "web");
     let (mut stored, mut withheld) = (0, 0);
     for (name, msgs) in by_source {
         let source = sources
@@ -149,6 +153,17 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
             withheld += outcome.withheld.len();
         }
     }
+    for (name, purpose, query, description) in SEGMENTS {
+        let input = confiance_server::segments::SegmentInput {
+            name: Some((*name).into()),
+            purpose: Some((*purpose).into()),
+            query: serde_json::json!(query),
+            description: Some((*description).into()),
+        };
+        confiance_server::segments::save(&app, "demo", None, &input)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo segment {name}: {}", e.into_error()))?;
+    }
     Ok((
         store,
         Built {
@@ -162,6 +177,34 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
         },
     ))
 }
+
+/// The demo's saved segments: name, purpose, query, description.
+const SEGMENTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "Jeunes Parisiennes",
+        "personalisation",
+        "gender = \"female\" and birthday between 35 years ago and 18 years ago\nand city = \"Paris\"",
+        "Femmes de 18 à 35 ans qui habitent Paris.",
+    ),
+    (
+        "Jeunes surfeurs",
+        "personalisation",
+        "hobbies contains \"surf\" and birthday between 35 years ago and 18 years ago",
+        "Les 18–35 ans qui surfent : pour la sélection « musiques de plage ».",
+    ),
+    (
+        "Fidèles du jazz",
+        "personalisation",
+        "did \"Order Completed\" at least 2 times within 365 days and favourite_category = \"jazz\"",
+        "Au moins deux commandes dans l'année, surtout du jazz.",
+    ),
+    (
+        "Nouveaux abonnés newsletter",
+        "marketing_email",
+        "did \"Newsletter Subscribed\" within 90 days",
+        "Inscrits à la newsletter depuis trois mois, qui l'ont accepté.",
+    ),
+];
 
 /// Builds the demo, prints what to open, and serves it.
 pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
@@ -204,6 +247,10 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
         println!("  Try:");
         println!(
             "    curl -H 'Authorization: Bearer {}' {base}/api/v1/consent/stats",
+            built.admin_token
+        );
+        println!(
+            "    curl -H 'Authorization: Bearer {}' {base}/api/v1/segments",
             built.admin_token
         );
         if let Some(user) = &built.example_user {

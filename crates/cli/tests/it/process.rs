@@ -231,6 +231,27 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .map(|s| s["counters"]["accepted"].as_i64().unwrap_or(0))
         .sum::<i64>();
     assert!(customers > 100_000, "the demo holds its events: {customers}");
+
+    // Its saved segments fill once the audience index has caught up with identity resolution.
+    for _ in 0..1_200 {
+        let (unify, audience) = (
+            demo.admin_get("/api/v1/unify/status").await,
+            demo.admin_get("/api/v1/audience").await,
+        );
+        if unify["lag"] == 0 && audience["feed"]["events"] == unify["head"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let segments = demo.admin_get("/api/v1/segments").await;
+    let counts: Vec<(&str, u64)> = segments["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts.len(), 4, "{segments}");
+    assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
 }
 
 /// A fresh PostgreSQL database for one test, dropped afterwards.

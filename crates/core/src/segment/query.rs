@@ -787,7 +787,7 @@ mod tests {
     #[test]
     fn json_form_round_trips() {
         let q = parse(
-            "(city in (\"Paris\", \"Lyon\") or orders >= 3) and last_order within 30 days and not did \"Refund\" where (amount > 10 and reason = 'late')",
+            "(city in (\"Paris\", \"Lyon\") or orders >= 3) and last_order within 30 days and not did \"Refund\" where (amount > 10 and reason = 'late') and favorite_style exists and did \"X\" at most 0 times",
         )
         .unwrap();
         let json = serde_json::to_value(&q).unwrap();
