@@ -586,6 +586,10 @@ impl AppState {
                             "retention": p.retention.to_string(), "recipients": p.recipients})
             })
             .collect();
+        let segments = match profile {
+            Some(p) => self.segments_of(p).await?,
+            None => json!({"current": [], "history": []}),
+        };
         let data = json!({
             "request": r.id,
             "generated_at": self.clock.now(),
@@ -597,7 +601,7 @@ impl AppState {
             "merges": merges,
             "requests": requests,
             "messages_sent": [],
-            "segments": [],
+            "segments": segments,
             "purposes": purposes,
         });
         let csv = json!({
@@ -607,6 +611,8 @@ impl AppState {
             "consents": to_csv(&["seq", "recorded_at", "identifier_type", "identifier", "purpose", "status", "method", "touchpoint"], ledger.iter().map(|c| vec![
                 c.seq.to_string(), c.recorded_at.to_string(), c.subject_type.as_str().into(), c.subject_value.clone(), c.purpose.clone(),
                 c.status.as_str().into(), c.method.as_str().into(), c.touchpoint.clone().unwrap_or_default()])),
+            "segments": to_csv(&["segment", "entered", "at"], data["segments"]["history"].as_array().into_iter().flatten().map(|t| vec![
+                t["segment"].as_str().unwrap_or_default().into(), t["entered"].to_string(), t["at"].as_str().unwrap_or_default().into()])),
             "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),
             "traits": to_csv(&["trait", "value", "source", "observed_at"], data["profile"]["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
                 name.clone(), g["value"].to_string(), g["source"].as_str().unwrap_or_default().into(), g["at"].as_str().unwrap_or_default().into()])),

@@ -921,3 +921,42 @@ impl AppState {
         sync_touched(self, &touched).await
     }
 }
+
+impl AppState {
+    /// The saved segments a profile is in now, and its entered/exited history: part of what a
+    /// person is told under GDPR Art. 15.
+    pub(crate) async fn segments_of(&self, profile: i64) -> Result<Value, ApiError> {
+        let saved = self.store.segments().await?;
+        let mut current = Vec::new();
+        for row in &saved {
+            let purpose = row.doc["purpose"].as_str().unwrap_or_default();
+            let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
+                continue;
+            };
+            let member = {
+                let index = self.audience.read();
+                let Some(slot) = index.slot(profile) else { break };
+                let one: RoaringBitmap = std::iter::once(slot).collect();
+                index
+                    .members_within(&q, purpose, self.clock.now(), &resolver(&saved), &one)
+                    .is_ok_and(|m| m.contains(slot))
+            };
+            if member {
+                current.push(
+                    json!({"id": row.id, "name": row.name, "purpose": purpose, "description": row.doc["description"]}),
+                );
+            }
+        }
+        let names: HashMap<i64, &str> = saved.iter().map(|s| (s.id, s.name.as_str())).collect();
+        let history: Vec<Value> = self
+            .store
+            .transitions(0, Some(profile), 10_000)
+            .await?
+            .iter()
+            .map(|t| {
+                json!({"segment": names.get(&t.segment_id).copied().unwrap_or("(deleted)"), "entered": t.entered, "at": t.at})
+            })
+            .collect();
+        Ok(json!({"current": current, "history": history}))
+    }
+}

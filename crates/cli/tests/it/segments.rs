@@ -273,6 +273,43 @@ async fn saved_segments_record_who_enters_and_leaves_and_export_their_members() 
         .collect();
     assert_eq!(moves, vec![(two, true), (zero, false)], "{feed}");
 
+    // The person is told which segments they are in, and since when (Art. 15).
+    let (status, req) = app
+        .seg(
+            reqwest::Method::POST,
+            "/api/v1/requests",
+            Some(json!({"type": "access", "subject": {"type": "email", "value": "p2@example.org"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let (status, _) = app
+        .seg(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/process", req["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, archive) = app
+        .seg(
+            reqwest::Method::GET,
+            &format!("/api/v1/requests/{}/archive", req["id"]),
+            None,
+        )
+        .await;
+    let current: Vec<&str> = archive["segments"]["current"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{archive}"))
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, ["Jeunes surfeuses parisiennes"]);
+    assert_eq!(
+        archive["segments"]["history"][0]["entered"], true,
+        "{}",
+        archive["segments"]
+    );
+
     // The export is a task; its file holds the members and the traits the purpose may use.
     let (status, task) = app
         .seg(
