@@ -5,6 +5,7 @@
 //! turns what sources send into messages for the event log.
 #![deny(missing_docs)]
 
+pub mod activate;
 pub mod catalog;
 pub mod clock;
 pub mod collect;

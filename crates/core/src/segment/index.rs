@@ -271,15 +271,32 @@ impl Bsi {
         }
         let mut eq = all.clone();
         let mut gt = RoaringBitmap::new();
-        for i in (0..self.slices.len()).rev() {
+        let stored = self.exists.len();
+        for (i, slice) in self.slices.iter().enumerate().rev() {
             if eq.is_empty() {
                 break;
             }
-            if u >> i & 1 == 1 {
-                eq &= &self.slices[i];
+            let bit = u >> i & 1 == 1;
+            // Most high slices hold no value or every value (the sign bit of positive numbers,
+            // the unused high bits of a date): decide them without touching a bitmap.
+            if slice.is_empty() {
+                if bit {
+                    eq.clear();
+                }
+                continue;
+            }
+            if slice.len() == stored {
+                if !bit {
+                    gt |= &eq;
+                    eq.clear();
+                }
+                continue;
+            }
+            if bit {
+                eq &= slice;
             } else {
-                gt |= &eq & &self.slices[i];
-                eq -= &self.slices[i];
+                gt |= &eq & slice;
+                eq -= slice;
             }
         }
         let lt = all - &gt - &eq;
