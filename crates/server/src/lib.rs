@@ -12,6 +12,7 @@ pub mod banner;
 pub mod collect;
 pub mod consent;
 pub mod error;
+pub mod kpis;
 pub mod mail;
 pub mod matching;
 pub mod metrics;
@@ -229,6 +230,7 @@ pub fn router(state: Shared) -> Router {
         .merge(requests::routes())
         .merge(retention::routes())
         .merge(segments::routes())
+        .merge(kpis::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

@@ -86,6 +86,9 @@ impl Modify for Security {
         crate::segments::transitions,
         crate::segments::export_status,
         crate::segments::export_file,
+        crate::kpis::kpis,
+        crate::kpis::chart,
+        crate::kpis::journey,
         crate::retention::run,
         crate::ops::healthz,
         crate::ops::metrics,
@@ -99,6 +102,7 @@ impl Modify for Security {
         (name = "requests", description = "Data-subject requests (GDPR Art. 12, 15–21)"),
         (name = "profiles", description = "Golden records and identity resolution, behind an admin or DPO token"),
         (name = "segments", description = "Purpose-bound segments, live counts and members exports"),
+        (name = "kpis", description = "KPIs, charts and the journey map: counts and rates, never people"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -8,6 +8,7 @@ mod api;
 mod browser;
 mod cli;
 mod consent;
+mod kpis;
 mod process;
 mod profiles;
 mod requests;

@@ -1,8 +1,8 @@
 //! Segment: who to talk to, counted only over lawful data.
 //!
 //! [`query`] is the segment language (text and JSON), [`index`] the in-memory audience index
-//! that answers it. This module joins them
-//! to the catalog: [`check`] refuses a query that reads data its purpose may not use, and
+//! that answers it, [`kpi`] the KPIs and journey map counted over that index. This module joins
+//! them to the catalog: [`check`] refuses a query that reads data its purpose may not use, and
 //! [`facts`] turns a profile's golden record and history into what the index keeps.
 //!
 //! # Design
@@ -13,6 +13,7 @@
 //! profiles with a legal basis for the purpose now — see [`index`]).
 
 pub mod index;
+pub mod kpi;
 pub mod query;
 
 use crate::catalog::{Catalog, Purpose};
