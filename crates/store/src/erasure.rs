@@ -98,6 +98,9 @@ impl SqliteStore {
                 if let Some(profile) = e.profile {
                     tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
                     tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
+                    for table in ["sends", "occurrences", "vouchers"] {
+                        tx.execute(&format!("DELETE FROM {table} WHERE profile_id = ?1"), [profile])?;
+                    }
                 }
                 // A members export made before the erasure may hold the person: it goes too.
                 tx.execute("DELETE FROM segment_exports WHERE created_at <= ?1", [to_micros(e.at)])?;
@@ -192,6 +195,10 @@ impl PgStore {
                 .await?;
             tx.execute("DELETE FROM segment_transitions WHERE profile_id = $1", &[&profile])
                 .await?;
+            for table in ["sends", "occurrences", "vouchers"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE profile_id = $1"), &[&profile])
+                    .await?;
+            }
         }
         tx.execute(
             "DELETE FROM segment_exports WHERE created_at <= $1",

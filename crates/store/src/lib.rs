@@ -11,6 +11,7 @@
 //! counters) can be rebuilt from it. [`Store::append`] returns only once the messages are
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
+mod activate;
 mod erasure;
 mod matching;
 mod postgres;
@@ -21,6 +22,7 @@ mod sqlite;
 mod sqlite_unify;
 mod unify;
 
+pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
 pub use erasure::{Erased, Erasure};
 pub use matching::Review;
 pub use postgres::PgStore;
@@ -708,6 +710,83 @@ impl Store {
     /// Events per source, type and name: `(source id, type, event name, count)`.
     pub async fn event_summary(&self) -> Result<Vec<(i64, String, Option<String>, i64)>> {
         dispatch!(self, s => s.event_summary().await)
+    }
+
+    /// Saves a campaign (a new one when `id` is `None`); a name taken by another is a conflict.
+    pub async fn put_campaign(&self, id: Option<i64>, name: &str, doc: Value, active: bool) -> Result<i64> {
+        dispatch!(self, s => s.put_campaign(id, name.to_owned(), doc.clone(), active).await)
+    }
+
+    /// Every campaign.
+    pub async fn campaigns(&self) -> Result<Vec<CampaignRow>> {
+        dispatch!(self, s => s.campaigns().await)
+    }
+
+    /// Moves a campaign's trigger cursor from `from` to `to`; false when another node moved it
+    /// first.
+    pub async fn advance_campaign(&self, id: i64, from: i64, to: i64) -> Result<bool> {
+        dispatch!(self, s => s.advance_campaign(id, from, to).await)
+    }
+
+    /// Inserts occurrences; one already there (same campaign, person and key) is left alone.
+    /// Returns how many are new.
+    pub async fn add_occurrences(&self, new: Vec<NewOccurrence>, at: jiff::Timestamp) -> Result<usize> {
+        dispatch!(self, s => s.add_occurrences(new.clone(), at).await)
+    }
+
+    /// Claims up to `limit` due steps until `lease`; no other node gets them meanwhile.
+    pub async fn claim_due(
+        &self,
+        now: jiff::Timestamp,
+        lease: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Occurrence>> {
+        dispatch!(self, s => s.claim_due(now, lease, limit).await)
+    }
+
+    /// Records what was decided for a claimed step and what comes next, together.
+    pub async fn finish_step(&self, occurrence: Occurrence, record: SendRecord, next: Next) -> Result<()> {
+        dispatch!(self, s => s.finish_step(occurrence.clone(), record.clone(), next).await)
+    }
+
+    /// Recorded decisions, of a campaign or a person or all, in order.
+    pub async fn sends(&self, campaign: Option<i64>, profile: Option<i64>, limit: usize) -> Result<Vec<SendRow>> {
+        dispatch!(self, s => s.sends(campaign, profile, limit).await)
+    }
+
+    /// When messages went to a person on a channel since an instant.
+    pub async fn recent_sends(
+        &self,
+        profile: i64,
+        channel: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<jiff::Timestamp>> {
+        dispatch!(self, s => s.recent_sends(profile, channel.to_owned(), since).await)
+    }
+
+    /// A campaign's decisions counted by outcome and reason.
+    pub async fn campaign_outcomes(&self, campaign: i64) -> Result<Vec<(String, Option<String>, i64)>> {
+        dispatch!(self, s => s.campaign_outcomes(campaign).await)
+    }
+
+    /// Creates the voucher of an occurrence, or returns the one it already has.
+    pub async fn create_voucher(&self, voucher: Voucher) -> Result<Voucher> {
+        dispatch!(self, s => s.create_voucher(voucher.clone()).await)
+    }
+
+    /// The voucher given with an occurrence.
+    pub async fn voucher_of(&self, occurrence: i64) -> Result<Option<Voucher>> {
+        dispatch!(self, s => s.voucher_of(occurrence).await)
+    }
+
+    /// Uses a voucher once.
+    pub async fn redeem(
+        &self,
+        code: &str,
+        order: Option<String>,
+        at: jiff::Timestamp,
+    ) -> Result<std::result::Result<Voucher, Unredeemable>> {
+        dispatch!(self, s => s.redeem(code.to_owned(), order.clone(), at).await)
     }
 
     /// Saves a segment (a new one when `id` is `None`); a name taken by another is a conflict.

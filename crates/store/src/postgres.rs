@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "requests", include_str!("../migrations/postgres/0005_requests.sql")),
     (6, "erasure", include_str!("../migrations/postgres/0006_erasure.sql")),
     (7, "segments", include_str!("../migrations/postgres/0007_segments.sql")),
+    (8, "activate", include_str!("../migrations/postgres/0008_activate.sql")),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

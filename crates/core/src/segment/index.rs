@@ -151,7 +151,96 @@ pub struct EventFact {
     pub properties: serde_json::Map<String, Value>,
 }
 
-/// An event as the index keeps it: names and properties are shared.
+/// One property value as the index keeps it: texts and names are shared between events, and
+/// objects (a product line) are only known to be there — conditions read scalars and lists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prop {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as sent.
+    Number(serde_json::Number),
+    /// A text.
+    Text(Arc<str>),
+    /// A list.
+    List(Box<[Prop]>),
+    /// An object.
+    Object,
+}
+
+impl Prop {
+    /// The text, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Prop::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The number, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Prop::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// The JSON value (an object reads as an empty one).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Prop::Null => Value::Null,
+            Prop::Bool(b) => Value::Bool(*b),
+            Prop::Number(n) => Value::Number(n.clone()),
+            Prop::Text(t) => Value::String(t.to_string()),
+            Prop::List(items) => Value::Array(items.iter().map(Prop::to_value).collect()),
+            Prop::Object => Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// An event's properties, compactly (a `serde_json::Map` costs several hundred bytes an event).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Props(Box<[(Arc<str>, Prop)]>);
+
+impl Props {
+    /// The value of a property.
+    pub fn get(&self, name: &str) -> Option<&Prop> {
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v)
+    }
+}
+
+/// Shares equal strings between events.
+#[derive(Default)]
+struct Strings(std::collections::HashSet<Arc<str>>);
+
+impl Strings {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+
+    fn prop(&mut self, v: &Value) -> Prop {
+        match v {
+            Value::Null => Prop::Null,
+            Value::Bool(b) => Prop::Bool(*b),
+            Value::Number(n) => Prop::Number(n.clone()),
+            Value::String(t) => Prop::Text(self.get(t)),
+            Value::Array(items) => Prop::List(items.iter().map(|i| self.prop(i)).collect()),
+            Value::Object(_) => Prop::Object,
+        }
+    }
+
+    fn props(&mut self, map: &serde_json::Map<String, Value>) -> Props {
+        Props(map.iter().map(|(k, v)| (self.get(k), self.prop(v))).collect())
+    }
+}
+
+/// An event as the index keeps it.
 #[derive(Clone, Debug)]
 pub struct EventRow {
     /// Interned name.
@@ -162,8 +251,8 @@ pub struct EventRow {
     pub source: u32,
     /// Interned touchpoint (`u32::MAX`: none).
     pub touchpoint: u32,
-    /// Properties (shared between equal sets).
-    pub properties: Arc<serde_json::Map<String, Value>>,
+    /// Properties.
+    pub properties: Props,
 }
 
 /// Why a query cannot run.
@@ -232,6 +321,16 @@ impl Dictionary {
 struct Bsi {
     exists: RoaringBitmap,
     slices: Vec<RoaringBitmap>,
+    /// For dates: the slots per day of the year (`month * 32 + day`), for yearly triggers.
+    yearly: Option<Vec<RoaringBitmap>>,
+}
+
+/// The position of a month and day in [`Bsi::yearly`].
+fn day_of_year(days: i64) -> Option<usize> {
+    let d = jiff::civil::date(1970, 1, 1)
+        .checked_add(jiff::Span::new().try_days(days).ok()?)
+        .ok()?;
+    Some(d.month() as usize * 32 + d.day() as usize)
 }
 
 fn biased(v: i64) -> u64 {
@@ -254,11 +353,31 @@ impl Bsi {
     }
 
     fn remove(&mut self, slot: u32) {
+        if self.yearly.is_some()
+            && let Some(d) = self.value(slot).and_then(day_of_year)
+            && let Some(yearly) = &mut self.yearly
+        {
+            yearly[d].remove(slot);
+        }
         if self.exists.remove(slot) {
             for s in &mut self.slices {
                 s.remove(slot);
             }
         }
+    }
+
+    /// The value of one slot, read back from its bits.
+    fn value(&self, slot: u32) -> Option<i64> {
+        if !self.exists.contains(slot) {
+            return None;
+        }
+        let u = self
+            .slices
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.contains(slot))
+            .fold(0u64, |u, (i, _)| u | 1 << i);
+        Some((u ^ (1 << 63)) as i64)
     }
 
     /// The slots of `within` whose value is less than, equal to and greater than `c`.
@@ -332,6 +451,7 @@ pub struct AudienceIndex {
     event_names: Interner,
     touchpoints: Interner,
     sources: Interner,
+    strings: Strings,
     did: Vec<RoaringBitmap>,
     lawful: HashMap<String, RoaringBitmap>,
 }
@@ -347,7 +467,11 @@ impl AudienceIndex {
             .iter()
             .map(|(_, k)| match k {
                 Kind::Text | Kind::List | Kind::Bool => FieldIndex::Values(Dictionary::default()),
-                Kind::Number | Kind::Date | Kind::Instant => FieldIndex::Numbers(Bsi::default()),
+                Kind::Date => FieldIndex::Numbers(Bsi {
+                    yearly: Some(vec![RoaringBitmap::new(); 13 * 32]),
+                    ..Bsi::default()
+                }),
+                Kind::Number | Kind::Instant => FieldIndex::Numbers(Bsi::default()),
             })
             .collect();
         AudienceIndex {
@@ -361,6 +485,7 @@ impl AudienceIndex {
             event_names: Interner::default(),
             touchpoints: Interner::default(),
             sources: Interner::default(),
+            strings: Strings::default(),
             did: Vec::new(),
             lawful: HashMap::new(),
         }
@@ -418,6 +543,11 @@ impl AudienceIndex {
                 FieldIndex::Numbers(b) => {
                     if let Some(v) = number_of(kind, value) {
                         b.insert(slot, v);
+                        if let Some(yearly) = &mut b.yearly
+                            && let Some(d) = day_of_year(v)
+                        {
+                            yearly[d].insert(slot);
+                        }
                     }
                 }
             }
@@ -435,7 +565,7 @@ impl AudienceIndex {
                 at: e.at.as_second(),
                 source: self.sources.id(&e.source),
                 touchpoint: e.touchpoint.as_deref().map_or(u32::MAX, |t| self.touchpoints.id(t)),
-                properties: Arc::new(e.properties.clone()),
+                properties: self.strings.props(&e.properties),
             });
         }
         rows.sort_by_key(|r| r.at);
@@ -555,6 +685,41 @@ impl AudienceIndex {
     /// The name of a touchpoint id.
     pub fn touchpoint_name(&self, id: u32) -> Option<&str> {
         self.touchpoints.names.get(id as usize).map(|s| &**s)
+    }
+
+    /// The date a slot holds in a date field.
+    pub fn date_of(&self, field: &str, slot: u32) -> Option<jiff::civil::Date> {
+        match self.schema.by_name.get(field).map(|f| &self.fields[*f as usize]) {
+            Some(FieldIndex::Numbers(b)) if b.yearly.is_some() => jiff::civil::date(1970, 1, 1)
+                .checked_add(jiff::Span::new().try_days(b.value(slot)?).ok()?)
+                .ok(),
+            _ => None,
+        }
+    }
+
+    /// The slots whose date field falls on this month and day, any year: the candidates of a
+    /// yearly trigger, without looking at anyone else.
+    pub fn on_day(&self, field: &str, month: i8, day: i8) -> RoaringBitmap {
+        match self.schema.by_name.get(field).map(|f| &self.fields[*f as usize]) {
+            Some(FieldIndex::Numbers(Bsi { yearly: Some(y), .. })) => {
+                y.get(month as usize * 32 + day as usize).cloned().unwrap_or_default()
+            }
+            _ => RoaringBitmap::new(),
+        }
+    }
+
+    /// The (normalised) texts a slot holds in a text or list field.
+    pub fn texts_of(&self, field: &str, slot: u32) -> Vec<&str> {
+        match self.schema.by_name.get(field).map(|f| &self.fields[*f as usize]) {
+            Some(FieldIndex::Values(d)) => d
+                .bitmaps
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.contains(slot))
+                .map(|(i, _)| &*d.values.names[i])
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The name of a source id.
@@ -884,7 +1049,12 @@ impl Eval<'_> {
             let n = self.index.events[slot as usize]
                 .iter()
                 .filter(|e| e.name == name && e.at >= since && (d.within.is_none() || e.at <= now))
-                .filter(|e| d.filter.iter().all(|c| property_matches(c, &e.properties, self.now)))
+                .filter(|e| {
+                    d.filter.iter().all(|c| {
+                        let value = e.properties.get(&c.field).map_or(Value::Null, Prop::to_value);
+                        property_matches(c, &value, self.now)
+                    })
+                })
                 .count();
             if count.holds(n as u32) {
                 out.insert(slot);
@@ -896,8 +1066,7 @@ impl Eval<'_> {
 
 /// Whether an event's properties meet a condition. Properties are compared as they were
 /// sent: texts without regard to case, numbers as numbers, dates as dates.
-pub fn property_matches(c: &Cond, props: &serde_json::Map<String, Value>, now: Timestamp) -> bool {
-    let value = props.get(&c.field).unwrap_or(&Value::Null);
+pub fn property_matches(c: &Cond, value: &Value, now: Timestamp) -> bool {
     let text = |l: &Literal| literal_key(l);
     let key = scalar_key(value);
     let num = |o: &Operand| -> Option<(f64, f64)> {

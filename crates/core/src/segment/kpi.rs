@@ -58,7 +58,7 @@
 //! carry the source and touchpoint of the decision but no profile nor date of the period: the
 //! period and segment filters do not apply to them, the source and channel filters do.
 
-use super::index::{AudienceIndex, EventRow};
+use super::index::{AudienceIndex, EventRow, Prop};
 use super::{PAGE_VIEWED, SCREEN_VIEWED};
 use crate::catalog::{Catalog, Phase, Touchpoint};
 use crate::consent::Status;
@@ -66,7 +66,6 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 /// The event of a completed order.
@@ -491,15 +490,11 @@ impl<'a> Counter<'a> {
     fn place(&mut self, row: &EventRow, info: EventInfo<'a>) -> Option<usize> {
         let mut hint = None;
         if info.names_place {
-            let named = row.properties.get("touchpoint").and_then(Value::as_str);
+            let named = row.properties.get("touchpoint").and_then(Prop::as_str);
             if let Some(&i) = named.and_then(|t| self.by_id.get(t)) {
                 return Some(i);
             }
-            hint = row
-                .properties
-                .get("phase")
-                .and_then(Value::as_str)
-                .and_then(phase_named);
+            hint = row.properties.get("phase").and_then(Prop::as_str).and_then(phase_named);
         }
         let (name, source) = (row.name as usize, row.source as usize);
         if self.places.len() <= name {
@@ -558,7 +553,7 @@ fn amount(row: &EventRow) -> f64 {
     row.properties
         .get("total")
         .or_else(|| row.properties.get("revenue"))
-        .and_then(Value::as_f64)
+        .and_then(Prop::as_f64)
         .unwrap_or(0.0)
 }
 
@@ -1031,7 +1026,7 @@ mod tests {
     }
 
     /// An event as the server indexes it, through [`event_fact`].
-    fn ev(catalog: &Catalog, name: &str, source: &str, when: &str, properties: Value) -> EventFact {
+    fn ev(catalog: &Catalog, name: &str, source: &str, when: &str, properties: serde_json::Value) -> EventFact {
         let kind = if name == PAGE_VIEWED {
             MessageType::Page
         } else {
