@@ -6,6 +6,7 @@
 //! - [`ops`]: health, metrics, the OpenAPI document and the home page.
 #![deny(missing_docs)]
 
+pub mod activate;
 pub mod admin;
 pub mod auth;
 pub mod banner;
@@ -230,6 +231,7 @@ pub fn router(state: Shared) -> Router {
         .merge(requests::routes())
         .merge(retention::routes())
         .merge(segments::routes())
+        .merge(activate::routes())
         .merge(kpis::routes())
         .merge(admin::routes())
         .merge(ops::routes())

@@ -42,6 +42,46 @@ impl Mailer {
         Ok(Self { transport, from })
     }
 
+    /// Sends a campaign message: plain text, with a stable Message-ID and the one-click
+    /// unsubscribe headers of RFC 8058. An error says whether trying again later may work (a
+    /// 4xx answer: the relay is throttling or busy).
+    pub async fn send_campaign(
+        &self,
+        to: &str,
+        subject: &str,
+        body: String,
+        message_id: &str,
+        unsubscribe: &str,
+    ) -> Result<(), SendError> {
+        let permanent = |message: String| SendError {
+            transient: false,
+            message,
+        };
+        let to: Mailbox = to.parse().map_err(|e| permanent(format!("bad recipient: {e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(message_id.to_owned()))
+            .header(ListUnsubscribe(format!("<{unsubscribe}>")))
+            .header(ListUnsubscribePost)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            // Quoted-printable: lines stay under 76 characters whatever the links' length, and
+            // the text stays readable in the raw message.
+            .body(
+                lettre::message::Body::new_with_encoding(
+                    body,
+                    lettre::message::header::ContentTransferEncoding::QuotedPrintable,
+                )
+                .map_err(|_| permanent("the body cannot be encoded".into()))?,
+            )
+            .map_err(|e| permanent(e.to_string()))?;
+        self.transport.send(message).await.map(|_| ()).map_err(|e| SendError {
+            transient: e.is_transient() || e.is_timeout(),
+            message: e.to_string(),
+        })
+    }
+
     /// Sends a plain-text message.
     pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), String> {
         let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
@@ -107,5 +147,50 @@ impl SmsProvider {
         } else {
             Err(format!("the provider answered {}", resp.status()))
         }
+    }
+}
+
+/// A message the relay did not take.
+#[derive(Clone, Debug)]
+pub struct SendError {
+    /// Whether trying again later may work.
+    pub transient: bool,
+    /// What the relay said.
+    pub message: String,
+}
+
+/// `List-Unsubscribe: <https://…>` (RFC 2369).
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl lettre::message::header::Header for ListUnsubscribe {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl lettre::message::header::Header for ListUnsubscribePost {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
     }
 }

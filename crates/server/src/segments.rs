@@ -158,7 +158,7 @@ pub struct SegmentInput {
 }
 
 /// Resolves `segment "name"` to saved queries.
-fn resolver(saved: &[SegmentRow]) -> impl Fn(&str) -> Option<Query> + '_ {
+pub(crate) fn resolver(saved: &[SegmentRow]) -> impl Fn(&str) -> Option<Query> + '_ {
     move |name| {
         saved
             .iter()
@@ -601,7 +601,7 @@ fn subjects_of(keys: &[String]) -> Vec<Subject> {
 }
 
 /// The facts of one profile as the store holds it now; `None` when it is gone or merged.
-async fn facts_of(app: &AppState, id: i64) -> Result<Option<(ProfileFacts, Vec<String>)>, ApiError> {
+pub(crate) async fn facts_of(app: &AppState, id: i64) -> Result<Option<(ProfileFacts, Vec<String>)>, ApiError> {
     let Some(row) = app.store.profile(Access::Administration, id).await? else {
         return Ok(None);
     };

@@ -5,6 +5,7 @@
 //! `confiance` binary as separate processes.
 
 mod api;
+mod campaigns;
 mod browser;
 mod cli;
 mod consent;

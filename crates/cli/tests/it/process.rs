@@ -1,7 +1,7 @@
 //! The real binary as an operator runs it: durability under kill -9, logs without personal
 //! data, graceful shutdown, the demo.
 
-use crate::support::{ADMIN_TOKEN, Server, add_source, bin, message_ids_via_api};
+use crate::support::{ADMIN_TOKEN, Server, SmtpSink, add_source, bin, message_ids_via_api};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -477,76 +477,6 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
     }
 }
 
-/// A real SMTP server (Python's aiosmtpd) writing what it receives to a Maildir.
-struct SmtpSink {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    fn start() -> SmtpSink {
-        let python = std::env::var("CONFIANCE_TEST_PYTHON")
-            .expect("CONFIANCE_TEST_PYTHON is not set: run the tests with scripts/test");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        let mut child = std::process::Command::new(python)
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(dir.path())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return SmtpSink { child, port, dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("aiosmtpd did not start");
-    }
-
-    /// Waits for the `n`-th message and returns it.
-    fn message(&self, n: usize) -> String {
-        for _ in 0..200 {
-            let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("new"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-            if files.len() >= n {
-                return std::fs::read_to_string(&files[n - 1]).unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no message {n} arrived");
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn code_in(mail: &str) -> String {
     let decoded = mail.replace("=\r\n", "").replace("=\n", "");
     decoded
@@ -697,4 +627,104 @@ async fn without_an_email_the_code_goes_by_sms_through_the_provider() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn two_schedulers_on_one_postgresql_send_each_message_once() {
+    let smtp = SmtpSink::start();
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let db = PgDatabase::create().await;
+    let out = bin()
+        .args(["source", "add", "web", "--kind", "web", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let envs = [("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN), ("CONFIANCE_SMTP_URL", smtp_url.as_str())];
+    let nodes = [
+        Server::start(&["--database-url", &db.url], &envs),
+        Server::start(&["--database-url", &db.url], &envs),
+    ];
+    let http = reqwest::Client::new();
+    let fans = 30;
+    let batch: Vec<Value> = (0..fans)
+        .map(|n| json!({"type": "identify", "userId": format!("fan{n}"),
+                        "traits": {"email": format!("fan{n}@example.org"), "favorite_artists": ["Air"]},
+                        "context": {"consent": {"categoryPreferences": {"Personalization": true}}}}))
+        .collect();
+    let resp = http
+        .post(nodes[0].url("/v1/batch"))
+        .basic_auth(&key, Some(""))
+        .json(&json!({"batch": batch}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for n in 0..fans {
+        let r = http
+            .post(nodes[n % 2].url("/api/v1/consents"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"subject": {"type": "user_id", "value": format!("fan{n}")}, "purpose": "marketing_email", "status": "granted"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    nodes[0].resolved().await;
+    let (_, head) = confiance_store::Store::connect_postgres(&db.url)
+        .await
+        .unwrap()
+        .unify_status()
+        .await
+        .unwrap();
+    for node in &nodes {
+        for _ in 0..500 {
+            if node.admin_get("/api/v1/audience").await["feed"]["events"].as_i64() >= Some(head) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let campaign = http
+        .post(nodes[0].url("/api/v1/campaigns"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Air en tournée", "purpose": "marketing_email", "channel": "email",
+                      "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+                      "steps": [{"template": {"subject": {"fr": "Air en tournée"}, "body": {"fr": "Bonjour !"}}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(campaign.status(), 201);
+    // The same announcement reaches both nodes; both schedulers run.
+    for node in &nodes {
+        let r: Value = http
+            .post(node.url("/api/v1/happenings"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"kind": "tour", "about": "Air", "name": "Tournée 2027"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["campaigns"][0]["matched"], fans, "{r}");
+    }
+    let mut received = 0;
+    for _ in 0..300 {
+        received = smtp.messages().len();
+        if received >= fans {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both schedulers keep ticking a while longer: nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = smtp.messages();
+    let recipients: HashSet<String> = mails
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("To: ").map(str::to_owned)))
+        .collect();
+    assert_eq!((received, mails.len(), recipients.len()), (fans, fans, fans), "each fan exactly once");
+    drop(nodes);
+    db.drop_it().await;
 }

@@ -18,6 +18,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The application served in-process on port 0, over a fresh SQLite store.
 pub struct TestApp {
     pub base: String,
+    pub state: confiance_server::Shared,
     _stop: tokio::sync::watch::Sender<bool>,
     pub clock: ManualClock,
     pub store: Store,
@@ -28,6 +29,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(confiance_server::Options::default()).await
+    }
+
+    /// The application with deployment options (a mailer, a public URL).
+    pub async fn spawn_with(options: confiance_server::Options) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(dir.path()).await.unwrap();
         let key = WriteKey::generate();
@@ -45,18 +51,20 @@ impl TestApp {
             .await
             .unwrap();
         let clock = ManualClock::new(jiff::Timestamp::now());
-        let state = AppState::new(store.clone(), Catalog::builtin(), Arc::new(clock.clone()));
+        let state = AppState::with_options(store.clone(), Catalog::builtin(), Arc::new(clock.clone()), options);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));
         tokio::spawn(confiance_server::segments::run_audience(state.clone(), stopped));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let router_state = state.clone();
         tokio::spawn(async move {
-            let app = confiance_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let app = confiance_server::router(router_state).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.unwrap()
         });
         TestApp {
             base: format!("http://{addr}"),
+            state,
             _stop: stop,
             clock,
             store,
@@ -320,5 +328,89 @@ pub async fn events_via_api(base: &str, key: &str, value: &str) -> Vec<Value> {
             Some(next) => after = next,
             None => return events,
         }
+    }
+}
+
+/// A real SMTP server (Python's aiosmtpd) writing what it receives to a Maildir.
+pub struct SmtpSink {
+    child: std::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let python = std::env::var("CONFIANCE_TEST_PYTHON")
+            .expect("CONFIANCE_TEST_PYTHON is not set: run the tests with scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let mut child = std::process::Command::new(python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return SmtpSink { child, port, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("aiosmtpd did not start");
+    }
+
+    /// Waits for the `n`-th message and returns it.
+    pub fn message(&self, n: usize) -> String {
+        for _ in 0..200 {
+            let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("new"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+            if files.len() >= n {
+                return std::fs::read_to_string(&files[n - 1]).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no message {n} arrived");
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    /// Every message received so far, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
     }
 }

@@ -2,8 +2,9 @@
 //! delivery — each checked against consent when the message goes.
 //!
 //! [`trigger`] says when a date-based moment is due in the person's time zone, [`guard`] decides
-//! at send time whether a message goes, waits or is skipped and why. This module holds the
-//! campaign itself, validated as a whole before it is saved.
+//! at send time whether a message goes, waits or is skipped and why, [`template`] renders the
+//! message from the traits the purpose allows, [`suggest`] finds what else a buyer may like.
+//! This module holds the campaign itself, validated as a whole before it is saved.
 //!
 //! # Design
 //!
@@ -14,6 +15,8 @@
 //! nodes. Each step of an occurrence is then decided at its own time by the guards.
 
 pub mod guard;
+pub mod suggest;
+pub mod template;
 pub mod trigger;
 
 use crate::catalog::Catalog;
@@ -79,6 +82,9 @@ pub enum Trigger {
         kind: String,
         /// The list trait it is matched against.
         field: String,
+        /// Only people whose `city` is one of the happening's cities.
+        #[serde(default)]
+        near: bool,
     },
     /// Entering a saved segment.
     EnteredSegment {
@@ -148,6 +154,9 @@ pub struct Campaign {
     /// No messages after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<Timestamp>,
+    /// Where the webhook channel posts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     /// Whether soft opt-in applies (existing customers, analogous products) for email and SMS
     /// when the purpose is not consented: off unless the shop turns it on.
     #[serde(default)]
@@ -223,6 +232,14 @@ impl Campaign {
         }
         if self.steps.len() > 10 {
             return Err(error("steps", "at most 10 steps"));
+        }
+        if self.channel == Channel::Webhook
+            && !self
+                .webhook_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(error("webhook_url", "the webhook channel needs an http(s) URL"));
         }
         if self.steps[0].only_if.is_some() {
             return Err(error("steps[0].only_if", "the first message has no condition"));

@@ -100,6 +100,57 @@ impl DateTrigger {
     }
 }
 
+/// The people of `candidates` whose yearly date falls due in `(after, upto]`, with the
+/// occurrence's year and instant in each person's time zone (`timezone` trait, else
+/// `default`). Only the slots whose date falls on the window's days (shifted by the days
+/// before, with 29 February in common years) are looked at.
+pub fn due_in_index(
+    index: &crate::segment::index::AudienceIndex,
+    trigger: &DateTrigger,
+    candidates: Option<&roaring::RoaringBitmap>,
+    after: Timestamp,
+    upto: Timestamp,
+    default: &TimeZone,
+) -> Vec<(i64, i16, Timestamp)> {
+    let mut on_days = roaring::RoaringBitmap::new();
+    // Every calendar day the window touches in any time zone (offsets lie within ±26 hours).
+    let slack = jiff::SignedDuration::from_hours(26);
+    let (Ok(first), Ok(last)) = (after.checked_sub(slack), upto.checked_add(slack)) else {
+        return Vec::new();
+    };
+    let mut day = first.to_zoned(TimeZone::UTC).date();
+    let last = last.to_zoned(TimeZone::UTC).date();
+    while day <= last {
+        let Ok(anniversary) = day.checked_add(i64::from(trigger.days_before).days()) else {
+            break;
+        };
+        on_days |= index.on_day(&trigger.field, anniversary.month(), anniversary.day());
+        let leap_day_lands_here = match trigger.leap_day {
+            LeapDay::February28 => anniversary.month() == 2 && anniversary.day() == 28,
+            LeapDay::March1 => anniversary.month() == 3 && anniversary.day() == 1,
+        };
+        if !anniversary.in_leap_year() && leap_day_lands_here {
+            on_days |= index.on_day(&trigger.field, 2, 29);
+        }
+        let Ok(next) = day.tomorrow() else { break };
+        day = next;
+    }
+    if let Some(c) = candidates {
+        on_days &= c;
+    }
+    let mut out = Vec::new();
+    for slot in &on_days {
+        let Some(original) = index.date_of(&trigger.field, slot) else {
+            continue;
+        };
+        let tz = zone_of(index.texts_of("timezone", slot).first().copied(), default);
+        for (year, due) in trigger.due_between(original, &tz, after, upto) {
+            out.push((index.profile(slot), year, due));
+        }
+    }
+    out
+}
+
 /// The time zone of a profile: its `timezone` trait when it names a known zone, else the
 /// shop's default.
 pub fn zone_of(name: Option<&str>, default: &TimeZone) -> TimeZone {

@@ -1,0 +1,430 @@
+//! Campaigns as a customer and a marketer notice them: birthday emails that arrive once a year
+//! at nine in the morning wherever the person lives, tour announcements that reach exactly the
+//! fans who agreed, one-click unsubscribe that the next campaign respects, vouchers used once,
+//! quiet hours and frequency caps with their reasons in the log. A real SMTP server (aiosmtpd)
+//! receives the mail.
+
+use crate::support::{ADMIN_TOKEN, SmtpSink, TestApp, read};
+use confiance_server::Options;
+use confiance_server::mail::Mailer;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+async fn shop(smtp: &SmtpSink) -> TestApp {
+    let mailer = Mailer::new(
+        &format!("smtp://127.0.0.1:{}", smtp.port),
+        "Vinyles & Cie <bonjour@vinyles.example>",
+    )
+    .unwrap();
+    TestApp::spawn_with(Options {
+        mailer: Some(mailer),
+        public_url: Some("http://shop.test".into()),
+        ..Options::default()
+    })
+    .await
+}
+
+impl TestApp {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// A synthetic customer, identified on the site with their traits; `email_offers` says
+    /// whether they opted in to offers by email.
+    async fn customer(&self, id: &str, traits: Value, email_offers: bool) {
+        let (status, body) = self
+            .post(
+                "/v1/identify",
+                &json!({"userId": id, "traits": traits,
+                        "context": {"consent": {"categoryPreferences": {"Personalization": true}}}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if email_offers {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/consents",
+                    Some(json!({"subject": {"type": "user_id", "value": id}, "purpose": "marketing_email", "status": "granted"})),
+                )
+                .await;
+            assert!(status < 300, "{body}");
+        }
+    }
+
+    async fn campaign(&self, body: Value) -> i64 {
+        let (status, c) = self.call(reqwest::Method::POST, "/api/v1/campaigns", Some(body)).await;
+        assert_eq!(status, 201, "{c}");
+        c["id"].as_i64().unwrap()
+    }
+
+    async fn tick(&self) {
+        confiance_server::activate::tick(&self.state).await.unwrap();
+    }
+
+    async fn sends(&self, campaign: i64) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/campaigns/{campaign}/sends"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["sends"].as_array().unwrap().clone()
+    }
+}
+
+/// A received message with its quoted-printable body decoded.
+fn decoded(raw: &str) -> String {
+    let split = raw.find("\r\n\r\n").or_else(|| raw.find("\n\n")).unwrap_or(raw.len());
+    let (head, body) = raw.split_at(split);
+    let joined = body.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'=', Some(hex)) if hex.iter().all(u8::is_ascii_hexdigit) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    format!("{head}{}", String::from_utf8(out).unwrap())
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    mail.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+}
+
+fn template(subject_fr: &str, body_fr: &str, subject_en: &str, body_en: &str) -> Value {
+    json!({"subject": {"fr": subject_fr, "en": subject_en}, "body": {"fr": body_fr, "en": body_en}})
+}
+
+#[tokio::test]
+async fn a_year_of_birthdays_each_once_at_nine_in_the_persons_time_zone() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    app.clock.set(start);
+    let people = [
+        // Born on the spring-forward day, on 29 February, on the fall-back day, in Montreal…
+        ("ana", "1990-03-29", "Europe/Paris", "fr", true),
+        ("ben", "1996-02-29", "Europe/Paris", "en", true),
+        ("chloe", "1985-11-01", "America/Montreal", "fr", true),
+        ("dan", "1992-07-14", "Europe/Paris", "fr", true),
+        ("eve", "1993-05-05", "Europe/Paris", "fr", false),
+        ("fay", "1994-10-25", "Europe/Paris", "fr", true),
+    ];
+    for (id, birthday, tz, lang, opted_in) in people {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "first_name": id.to_uppercase(), "birthday": birthday,
+                   "timezone": tz, "language": lang}),
+            opted_in,
+        )
+        .await;
+    }
+    // Dan objects to direct marketing before his birthday.
+    let (status, req) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/requests",
+            Some(json!({"type": "objection", "subject": {"type": "email", "value": "dan@example.org"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/process", req["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Joyeux anniversaire",
+            "purpose": "marketing_email",
+            "channel": "email",
+            "trigger": {"date": {"field": "birthday", "days_before": 0, "local_hour": 9}},
+            "voucher": {"value": 10.0, "valid_days": 30},
+            "steps": [{"template": template(
+                "Joyeux anniversaire {{ traits.first_name }} !",
+                "Bonjour {{ traits.first_name }},\nvoici {{ voucher.value }} € : {{ voucher.code }}.\nVos préférences : {{ links.preferences }}",
+                "Happy birthday {{ traits.first_name }}!",
+                "Hello {{ traits.first_name }},\nhere is {{ voucher.value }} €: {{ voucher.code }}.\nYour preferences: {{ links.preferences }}")}],
+        }))
+        .await;
+
+    // A year, one hour at a time.
+    for hour in 1..=365 * 24 {
+        app.clock.set(start + SignedDuration::from_hours(hour));
+        app.tick().await;
+    }
+    // Running again at the same instant, as a restarted node would, sends nothing more.
+    app.tick().await;
+    app.tick().await;
+
+    let sends = app.sends(id).await;
+    let sent: Vec<&Value> = sends.iter().filter(|s| s["outcome"] == "sent").collect();
+    assert_eq!(sent.len(), 4, "{sends:#?}");
+    let local = |s: &Value, tz: &str| {
+        let at: Timestamp = s["at"].as_str().unwrap().parse().unwrap();
+        at.to_zoned(TimeZone::get(tz).unwrap()).datetime().to_string()
+    };
+    let by_profile = |n: usize| sent[n];
+    let expected = [
+        ("2026-02-28T09:00:00", "Europe/Paris"),     // ben: 29 February in a common year
+        ("2026-03-29T09:00:00", "Europe/Paris"),     // ana: the morning after the clocks went forward
+        ("2026-10-25T09:00:00", "Europe/Paris"),     // fay: the day the clocks go back
+        ("2026-11-01T09:00:00", "America/Montreal"), // chloe, in her own time zone
+    ];
+    for (n, (when, tz)) in expected.iter().enumerate() {
+        assert_eq!(local(by_profile(n), tz), *when, "{:#?}", by_profile(n));
+    }
+    let skipped: Vec<(&str, u64)> = sends
+        .iter()
+        .filter(|s| s["outcome"] == "skipped")
+        .map(|s| (s["reason"].as_str().unwrap(), s["profile_id"].as_u64().unwrap()))
+        .collect();
+    let reasons: Vec<&str> = skipped.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        reasons,
+        ["no_legal_basis", "objected"],
+        "eve never agreed, dan objected: {sends:#?}"
+    );
+
+    let mails: Vec<String> = smtp.messages().iter().map(|m| decoded(m)).collect();
+    assert_eq!(mails.len(), 4, "exactly one email per consenting person");
+    let ben = mails.iter().find(|m| m.contains("To: ben@example.org")).unwrap();
+    assert_eq!(header(ben, "Subject"), Some("Happy birthday BEN!"), "{ben}");
+    assert!(ben.contains("Hello BEN,"), "{ben}");
+    let unsubscribe = header(ben, "List-Unsubscribe").unwrap();
+    assert!(unsubscribe.starts_with("<http://shop.test/unsubscribe?token="), "{ben}");
+    assert_eq!(header(ben, "List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+    assert!(
+        ben.contains("http://shop.test/preferences?token="),
+        "a preference-centre link in every message"
+    );
+    let ana = mails.iter().find(|m| m.contains("To: ana@example.org")).unwrap();
+    assert_eq!(header(ana, "Subject").map(|s| s.contains("ANA")), Some(true), "{ana}");
+    let figures = app
+        .call(reqwest::Method::GET, &format!("/api/v1/campaigns/{id}"), None)
+        .await
+        .1;
+    assert_eq!(figures["figures"]["sent"], 4, "{figures}");
+    assert_eq!(figures["figures"]["skipped"]["objected"], 1, "{figures}");
+}
+
+#[tokio::test]
+async fn a_tour_reaches_the_fans_who_agreed_and_one_click_unsubscribe_holds() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    app.clock.set("2026-04-02T10:00:00Z".parse().unwrap());
+    let fan = |artists: &[&str], city: &str| json!({"favorite_artists": artists, "city": city});
+    for (id, artists, city, opted_in) in [
+        ("gus", vec!["Daft Punk", "Air"], "Paris", true),
+        ("hana", vec!["daft punk"], "Lyon", true),
+        ("ivan", vec!["Daft Punk"], "Paris", false),
+        ("jade", vec!["Justice"], "Paris", true),
+    ] {
+        let mut traits = fan(&artists, city);
+        traits["email"] = json!(format!("{id}@example.org"));
+        traits["first_name"] = json!(id);
+        app.customer(id, traits, opted_in).await;
+    }
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "En tournée",
+            "purpose": "marketing_email",
+            "channel": "email",
+            "trigger": {"happening": {"kind": "tour", "field": "favorite_artists", "near": false}},
+            "voucher": {"value": 5.0, "valid_days": 10},
+            "steps": [{"template": template(
+                "{{ traits.first_name }}, ils partent en tournée",
+                "Code {{ voucher.code }}. Se désinscrire : {{ links.unsubscribe }}", "On tour", "Code {{ voucher.code }}")}],
+        }))
+        .await;
+    let (status, tour) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/happenings",
+            Some(json!({"kind": "tour", "about": "Daft Punk", "name": "Tournée 2026", "cities": ["Paris", "Lyon"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{tour}");
+    assert_eq!(tour["campaigns"][0]["matched"], 3, "{tour}");
+    app.tick().await;
+    let mails: Vec<String> = smtp.messages().iter().map(|m| decoded(m)).collect();
+    let mut to: Vec<&str> = mails.iter().filter_map(|m| header(m, "To")).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["gus@example.org", "hana@example.org"],
+        "exactly the fans who agreed"
+    );
+    let reasons: Vec<Value> = app
+        .sends(id)
+        .await
+        .iter()
+        .filter(|s| s["outcome"] == "skipped")
+        .map(|s| s["reason"].clone())
+        .collect();
+    assert_eq!(reasons, [json!("no_legal_basis")], "ivan is a fan without consent");
+
+    // The voucher in Gus's mail works once.
+    let gus = mails.iter().find(|m| m.contains("To: gus@example.org")).unwrap();
+    let code = gus
+        .split("Code ")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let redeem = |code: String| {
+        let app = &app;
+        async move {
+            app.call(
+                reqwest::Method::POST,
+                "/api/v1/vouchers/redeem",
+                Some(json!({"code": code, "order_id": "cmd-1"})),
+            )
+            .await
+        }
+    };
+    let (status, v) = redeem(code.clone()).await;
+    assert_eq!((status, v["campaign_id"].as_i64()), (200, Some(id)), "{v}");
+    let (status, again) = redeem(code.clone()).await;
+    assert_eq!((status, again["reason"].as_str()), (400, Some("used")), "{again}");
+    let (status, _) = redeem("NOPE-NOPE-NOPE".into()).await;
+    assert_eq!(status, 404);
+
+    // Hana unsubscribes in one click from her mail client (RFC 8058).
+    let hana = mails.iter().find(|m| m.contains("To: hana@example.org")).unwrap();
+    let link = header(hana, "List-Unsubscribe")
+        .unwrap()
+        .trim_matches(|c| c == '<' || c == '>')
+        .replace("http://shop.test", &app.base);
+    let resp = app
+        .http
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let forged = app
+        .http
+        .post(link.replace("token=", "token=x"))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403, "a forged link changes nothing");
+
+    // The next announcement skips her.
+    app.clock.set("2026-05-02T10:00:00Z".parse().unwrap());
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "tour", "about": "Daft Punk", "name": "Tournée d'automne"})),
+    )
+    .await;
+    app.tick().await;
+    let sends = app.sends(id).await;
+    assert_eq!(smtp.messages().len(), 3, "only Gus hears of the second tour");
+    let last_skips: Vec<&str> = sends
+        .iter()
+        .skip(3)
+        .filter(|s| s["outcome"] == "skipped")
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(last_skips, ["no_legal_basis", "no_legal_basis"], "{sends:#?}");
+}
+
+#[tokio::test]
+async fn quiet_hours_and_frequency_caps_delay_with_their_reasons() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    // 22:30 in Paris.
+    app.clock.set("2026-06-10T20:30:00Z".parse().unwrap());
+    app.customer(
+        "kim",
+        json!({"email": "kim@example.org", "favorite_artists": ["Air"], "timezone": "Europe/Paris"}),
+        true,
+    )
+    .await;
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Nouveautés",
+            "purpose": "marketing_email",
+            "channel": "email",
+            "trigger": {"happening": {"kind": "release", "field": "favorite_artists"}},
+            "quiet_hours": {"start": "21:00", "end": "08:00"},
+            "frequency_cap": {"max": 1, "days": 7, "policy": "delay"},
+            "steps": [{"template": template("Nouveau disque", "Il est sorti.", "New record", "Out now.")}],
+        }))
+        .await;
+    let announce = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                reqwest::Method::POST,
+                "/api/v1/happenings",
+                Some(json!({"kind": "release", "about": "Air", "name": name})),
+            )
+            .await
+        }
+    };
+    announce("Album").await;
+    app.tick().await;
+    assert!(smtp.messages().is_empty(), "nothing at 22:30");
+    // 08:00 the next morning, local time.
+    app.clock.set("2026-06-11T06:00:00Z".parse().unwrap());
+    app.tick().await;
+    assert_eq!(smtp.messages().len(), 1);
+    announce("Single").await;
+    app.tick().await;
+    assert_eq!(smtp.messages().len(), 1, "one message a week at most");
+    app.clock.set("2026-06-18T06:00:01Z".parse().unwrap());
+    app.tick().await;
+    assert_eq!(
+        smtp.messages().len(),
+        2,
+        "the capped message goes when the week is over"
+    );
+    let log: Vec<(String, Option<String>)> = app
+        .sends(id)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["outcome"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let delayed = |r: &str| ("delayed".to_owned(), Some(r.to_owned()));
+    let sent = ("sent".to_owned(), None);
+    assert_eq!(
+        log,
+        [delayed("quiet_hours"), sent.clone(), delayed("frequency_cap"), sent],
+        "every decision is logged with its reason"
+    );
+}
