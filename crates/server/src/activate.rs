@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
 use confiance_core::activate::guard::{self, Decision, Facts, Reason, Rules};
+use confiance_core::activate::suggest::{CoPurchase, Product, products_of};
 use confiance_core::activate::template::{self, Context, Links, MessageTemplate, VoucherView};
 use confiance_core::activate::trigger::{DateTrigger, due_in_index, zone_of};
 use confiance_core::activate::{Campaign, Channel, StepCondition, Trigger};
@@ -61,6 +62,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/campaigns/{id}/mailing-list", get(mailing_list))
         .route("/api/v1/happenings", post(happening))
         .route("/api/v1/vouchers/redeem", post(redeem))
+        .route("/api/v1/profiles/{id}/suggestions", get(suggestions))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
 }
 
@@ -323,7 +325,12 @@ pub async fn preview(
             .date(),
     });
     let links = links_for(&app, &keys, id).await?;
-    let rendered = render(&c, step, &traits, voucher, links)?;
+    let suggested = if step.template.to_string().contains("suggestions") {
+        app.suggestions_for(input.profile_id, 3).await?
+    } else {
+        Vec::new()
+    };
+    let rendered = render(&c, step, &traits, voucher, links, suggested)?;
     Ok(Json(json!(rendered)))
 }
 
@@ -342,6 +349,7 @@ fn render(
     traits: &BTreeMap<String, Value>,
     voucher: Option<VoucherView>,
     links: Links,
+    suggestions: Vec<Value>,
 ) -> Result<template::Rendered, ApiError> {
     let t: MessageTemplate = serde_json::from_value(step.template.clone())
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored template: {e}")))?;
@@ -353,7 +361,7 @@ fn render(
     let ctx = Context {
         traits: traits.clone(),
         voucher,
-        suggestions: Vec::new(),
+        suggestions,
         links,
         campaign: c.name.clone(),
     };
@@ -413,7 +421,11 @@ pub async fn tick(app: &Shared) -> Result<usize, ApiError> {
     for o in due {
         let active = rows.iter().any(|r| r.id == o.campaign_id && r.active);
         let campaign = campaigns.get(&o.campaign_id).filter(|_| active);
-        process(app, o, campaign).await?;
+        let occurrence = o.id;
+        // One failing step does not hold up the others; its lease expires and it is tried again.
+        if let Err(e) = process(app, o, campaign).await {
+            tracing::warn!(occurrence, error = %e.into_error().message, "a campaign step failed; it will be retried");
+        }
     }
     Ok(n)
 }
@@ -772,32 +784,36 @@ async fn send(
     let links = links_for(app, keys, o.campaign_id).await?;
     let unsubscribe = links.unsubscribe.clone();
     let traits = allowed(app, c, traits);
-    let rendered = render(c, step, &traits, view, links)?;
+    // Suggestions are computed only for templates that show them.
+    let suggested = if step.template.to_string().contains("suggestions") {
+        app.suggestions_for(o.profile_id, 3).await?
+    } else {
+        Vec::new()
+    };
+    let rendered = render(c, step, &traits, view, links, suggested)?;
     let message_id = format!("<occurrence-{}-step-{}@confiance>", o.id, o.step);
     let delivered: Result<Value, (bool, String)> = match c.channel {
         Channel::Email => {
-            let Some(mailer) = &app.options.mailer else {
-                return Err(ApiError::new(
-                    ErrorCode::Internal,
-                    "no SMTP server is configured (CONFIANCE_SMTP_URL)",
-                ));
-            };
             let to = address.as_ref().and_then(Value::as_str).unwrap_or_default();
-            mailer
-                .send_campaign(to, &rendered.subject, rendered.body.clone(), &message_id, &unsubscribe)
-                .await
-                .map(|()| json!({"message_id": message_id}))
-                .map_err(|e| (e.transient, e.message))
+            match &app.options.mailer {
+                Some(mailer) => mailer
+                    .send_campaign(to, &rendered.subject, rendered.body.clone(), &message_id, &unsubscribe)
+                    .await
+                    .map(|()| json!({"message_id": message_id}))
+                    .map_err(|e| (e.transient, e.message)),
+                None => Err((false, "no SMTP server is configured (CONFIANCE_SMTP_URL)".into())),
+            }
         }
         Channel::Sms => {
-            let Some(sms) = &app.options.sms else {
-                return Err(ApiError::new(ErrorCode::Internal, "no SMS provider is configured"));
-            };
             let to = address.as_ref().and_then(Value::as_str).unwrap_or_default();
-            sms.send(to, &rendered.body)
-                .await
-                .map(|()| json!({}))
-                .map_err(|e| (true, e))
+            match &app.options.sms {
+                Some(sms) => sms
+                    .send(to, &rendered.body)
+                    .await
+                    .map(|()| json!({}))
+                    .map_err(|e| (true, e)),
+                None => Err((false, "no SMS provider is configured".into())),
+            }
         }
         // A card is printed from the mailing list: recording it is delivering it.
         Channel::Postal => Ok(json!({"mailing_list": true})),
@@ -1118,4 +1134,110 @@ pub async fn unsubscribe(
          <p>Vous ne recevrez plus de messages « {} ».</p></main></html>",
         escape(&purpose.name)
     )))
+}
+
+/// The co-purchase model behind suggestions, learnt from every `Order Completed` of the log and
+/// kept for ten minutes: purchase patterns move slowly, and reading the log is not free.
+#[derive(Default)]
+pub struct SuggestionModel {
+    cached: tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<CoPurchase>)>>,
+}
+
+const MODEL_TTL: Duration = Duration::from_secs(600);
+
+impl AppState {
+    async fn co_purchase(&self) -> Result<std::sync::Arc<CoPurchase>, ApiError> {
+        let mut cached = self.suggestion_model.cached.lock().await;
+        if let Some((at, model)) = cached.as_ref()
+            && at.elapsed() < MODEL_TTL
+        {
+            return Ok(model.clone());
+        }
+        let mut owner: HashMap<String, i64> = HashMap::new();
+        for (profile, keys) in self.store.profiles_snapshot().await? {
+            for k in keys {
+                owner.insert(k, profile);
+            }
+        }
+        let mut orders: Vec<(i64, Vec<Product>)> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.events_page(after, 5_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in page.iter().filter(|e| e.event.as_deref() == Some("Order Completed")) {
+                let profile = e
+                    .user_id
+                    .as_ref()
+                    .and_then(|u| owner.get(&format!("user_id:{u}")))
+                    .or_else(|| {
+                        e.anonymous_id
+                            .as_ref()
+                            .and_then(|a| owner.get(&format!("anonymous_id:{a}")))
+                    });
+                if let Some(p) = profile {
+                    orders.push((*p, products_of(e.body.get("properties").unwrap_or(&Value::Null))));
+                }
+            }
+        }
+        let model = std::sync::Arc::new(CoPurchase::build(orders));
+        *cached = Some((std::time::Instant::now(), model.clone()));
+        Ok(model)
+    }
+
+    /// Products to suggest to a profile after its purchases, best first.
+    pub(crate) async fn suggestions_for(&self, profile: i64, k: usize) -> Result<Vec<Value>, ApiError> {
+        let events = self
+            .store
+            .profile_events(confiance_store::Access::Administration, profile, 0, 20_000)
+            .await?;
+        let bought: Vec<String> = events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("Order Completed"))
+            .flat_map(|e| products_of(e.body.get("properties").unwrap_or(&Value::Null)))
+            .map(|p| p.product_id)
+            .collect();
+        if bought.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = self.co_purchase().await?;
+        Ok(model
+            .suggest(&bought, k)
+            .into_iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect())
+    }
+}
+
+/// Products to suggest to a person after their purchases ("people who bought this also
+/// bought"), never what they already have.
+#[utoipa::path(get, path = "/api/v1/profiles/{id}/suggestions", tag = "campaigns",
+    params(("k" = Option<usize>, Query, description = "How many (5 by default, at most 50)")),
+    responses((status = 200, description = "`suggestions`, best first, each with its `score` and the purchase it comes `because` of")),
+    security(("bearer" = [])))]
+pub async fn suggestions(
+    Marketing(caller): Marketing,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    QueryParams(q): QueryParams<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let k = match q.get("k") {
+        Some(k) => k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=50).contains(k))
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidQuery, "`k` is a whole number from 1 to 50")
+                    .with("parameter", json!("k"))
+            })?,
+        None => 5,
+    };
+    if facts_of(&app, id).await?.is_none() {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no profile {id}")));
+    }
+    app.audit_read(&caller, "profile.suggestions", Some(id), json!({}))
+        .await?;
+    Ok(Json(
+        json!({"profile": id, "suggestions": app.suggestions_for(id, k).await?}),
+    ))
 }

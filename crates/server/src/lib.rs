@@ -65,6 +65,8 @@ pub struct AppState {
     pub stored: tokio::sync::Notify,
     /// The in-memory audience index, kept current from the change feed.
     pub audience: segments::Audience,
+    /// The co-purchase model behind product suggestions.
+    pub suggestion_model: activate::SuggestionModel,
 }
 
 /// Deployment options of the HTTP layer.
@@ -122,6 +124,7 @@ impl AppState {
             survivorship: catalog.unify.survivorship.clone(),
             stored: tokio::sync::Notify::new(),
             audience: segments::Audience::new(&catalog),
+            suggestion_model: activate::SuggestionModel::default(),
         })
     }
 

@@ -84,6 +84,7 @@ impl Modify for Security {
         crate::activate::happening,
         crate::activate::redeem,
         crate::activate::mailing_list,
+        crate::activate::suggestions,
         crate::segments::preview,
         crate::segments::status,
         crate::segments::create,

@@ -428,3 +428,269 @@ async fn quiet_hours_and_frequency_caps_delay_with_their_reasons() {
         "every decision is logged with its reason"
     );
 }
+
+#[tokio::test]
+async fn birthday_cards_go_to_a_printable_mailing_list() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    app.clock.set("2026-06-12T00:00:00Z".parse().unwrap());
+    app.customer(
+        "lea",
+        json!({"first_name": "Léa", "last_name": "Martin", "birthday": "1990-06-20",
+               "address": {"street": "3 rue des Lilas", "city": "Nantes", "postalCode": "44000", "country": "FR"}}),
+        false,
+    )
+    .await;
+    app.customer("max", json!({"first_name": "Max", "birthday": "1991-06-20"}), false)
+        .await;
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Carte d'anniversaire",
+            "purpose": "marketing_postal",
+            "channel": "postal",
+            "trigger": {"date": {"field": "birthday", "days_before": 7, "local_hour": 9}},
+            "steps": [{"template": {"subject": {"fr": ""}, "body": {"fr": "Joyeux anniversaire {{ traits.first_name }} !"}}}],
+        }))
+        .await;
+    for hour in 1..=48 {
+        app.clock
+            .set("2026-06-12T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_hours(hour));
+        app.tick().await;
+    }
+    let outcomes: Vec<(String, Option<String>)> = app
+        .sends(id)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["outcome"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("sent".to_owned(), None),
+            ("skipped".to_owned(), Some("no_address".to_owned()))
+        ],
+        "a legitimate interest needs no opt-in; Max gave no address"
+    );
+    let csv = app
+        .http
+        .get(app.url(&format!("/api/v1/campaigns/{id}/mailing-list")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "name,street,postal_code,city,country",
+            "Léa Martin,3 rue des Lilas,44000,Nantes,FR"
+        ]
+    );
+    let labels = app
+        .http
+        .get(app.url(&format!("/api/v1/campaigns/{id}/mailing-list?format=labels")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        labels.contains("@page") && labels.contains("Léa Martin<br>3 rue des Lilas<br>44000 Nantes"),
+        "{labels}"
+    );
+}
+
+#[tokio::test]
+async fn suggestions_come_from_what_other_buyers_bought_and_skip_what_one_has() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    app.clock.set("2026-03-01T10:00:00Z".parse().unwrap());
+    let product = |id: &str| json!({"product_id": id, "name": format!("Disque {id}"), "price": 20.0});
+    for (user, bought) in [
+        ("o1", vec!["A", "B"]),
+        ("o2", vec!["A", "B", "C"]),
+        ("o3", vec!["A", "C"]),
+        ("o4", vec!["A"]),
+        ("o5", vec!["D"]),
+    ] {
+        let products: Vec<Value> = bought.iter().map(|p| product(p)).collect();
+        let (status, body) = app
+            .post(
+                "/v1/track",
+                &json!({"userId": user, "event": "Order Completed",
+                        "properties": {"order_id": format!("cmd-{user}"), "total": 20.0, "products": products}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.indexed().await;
+    let (_, profile) = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/profiles/lookup?type=user_id&value=o4",
+            None,
+        )
+        .await;
+    let (status, s) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/profiles/{}/suggestions", profile["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    let ids: Vec<&str> = s["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["B", "C"],
+        "bought with A by two people each; never A itself, never D: {s}"
+    );
+    assert_eq!(s["suggestions"][0]["because"], "A");
+    let (status, bad) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/profiles/{}/suggestions?k=0", profile["id"]),
+            None,
+        )
+        .await;
+    assert_eq!((status, bad["parameter"].as_str()), (400, Some("k")));
+}
+
+/// An SMTP relay that throttles: it answers `451` to the first `refusals` messages, then takes
+/// them. Returns its port and the number of messages it took.
+async fn throttling_relay(refusals: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = std::sync::Arc::new(AtomicUsize::new(0));
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (taken, refused) = (counter.clone(), refused.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 relay ready\r\n").await.unwrap();
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        b"250 queued\r\n"
+                    } else {
+                        match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                            Some("EHLO" | "HELO") => b"250 relay\r\n",
+                            Some("MAIL") if refused.fetch_add(1, Ordering::SeqCst) < refusals => {
+                                b"451 4.7.1 too many messages, slow down\r\n"
+                            }
+                            Some("DATA") => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            Some("QUIT") => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        }
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, taken)
+}
+
+#[tokio::test]
+async fn a_throttling_relay_slows_sending_down_without_losing_a_message() {
+    let (port, taken) = throttling_relay(2).await;
+    let mailer = Mailer::new(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Vinyles & Cie <bonjour@vinyles.example>",
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(Options {
+        mailer: Some(mailer),
+        ..Options::default()
+    })
+    .await;
+    let start: Timestamp = "2026-09-01T10:00:00Z".parse().unwrap();
+    app.clock.set(start);
+    app.customer(
+        "nina",
+        json!({"email": "nina@example.org", "favorite_artists": ["Air"]}),
+        true,
+    )
+    .await;
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Réédition", "purpose": "marketing_email", "channel": "email",
+            "trigger": {"happening": {"kind": "release", "field": "favorite_artists"}},
+            "steps": [{"template": {"subject": {"fr": "Réédition"}, "body": {"fr": "Le vinyle est de retour."}}}],
+        }))
+        .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "release", "about": "Air", "name": "Moon Safari"})),
+    )
+    .await;
+    // Refused, then refused again a minute later, then taken two minutes after that.
+    for minutes in [0, 1, 2, 3] {
+        app.clock.set(start + SignedDuration::from_mins(minutes));
+        app.tick().await;
+    }
+    let log: Vec<(String, Option<String>, Value)> = app
+        .sends(id)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["outcome"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().map(str::to_owned),
+                s["at"].clone(),
+            )
+        })
+        .collect();
+    let outcomes: Vec<&str> = log.iter().map(|(o, _, _)| o.as_str()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "sent"], "{log:#?}");
+    assert_eq!(log[0].1.as_deref(), Some("provider_unavailable"));
+    assert_eq!(
+        [&log[0].2, &log[1].2, &log[2].2],
+        [
+            &json!("2026-09-01T10:00:00Z"),
+            &json!("2026-09-01T10:01:00Z"),
+            &json!("2026-09-01T10:03:00Z")
+        ],
+        "waits one minute, then two"
+    );
+    assert_eq!(
+        taken.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "delivered once, in the end"
+    );
+}
