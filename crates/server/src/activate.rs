@@ -35,6 +35,7 @@ use confiance_core::catalog::LegalBasis;
 use confiance_core::consent::{Decision as ConsentDecision, Method, Status, Subject};
 use confiance_core::segment::index::property_matches;
 use confiance_core::segment::query::Query;
+use confiance_core::unify::identifier::Identifier;
 use confiance_store::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, Unredeemable, Voucher};
 use jiff::{SignedDuration, Timestamp};
 use roaring::RoaringBitmap;
@@ -95,7 +96,9 @@ impl AppState {
         let saved = self.store.segments().await?;
         let named = [
             match &c.trigger {
-                Trigger::EnteredSegment { segment } => Some(("trigger.segment", segment)),
+                Trigger::EnteredSegment { segment } | Trigger::LeftSegment { segment } => {
+                    Some(("trigger.segment", segment))
+                }
                 _ => None,
             },
             c.audience.as_ref().map(|a| ("audience", a)),
@@ -126,7 +129,7 @@ impl AppState {
         Ok(match &c.trigger {
             Trigger::Date(_) => self.clock.now().as_microsecond(),
             Trigger::Event { .. } => self.store.unify_status().await?.0,
-            Trigger::EnteredSegment { .. } => self
+            Trigger::EnteredSegment { .. } | Trigger::LeftSegment { .. } => self
                 .store
                 .transitions(0, None, usize::MAX >> 1)
                 .await?
@@ -155,6 +158,7 @@ impl AppState {
         }
         let eligible = sends
             .iter()
+            .filter(|s| s.occurrence_id > 0)
             .map(|s| s.occurrence_id)
             .collect::<std::collections::BTreeSet<_>>()
             .len();
@@ -193,6 +197,7 @@ impl AppState {
                 "sent": by_outcome.get("sent").copied().unwrap_or(0),
                 "failed": by_outcome.get("failed").copied().unwrap_or(0),
                 "delayed": by_outcome.get("delayed").copied().unwrap_or(0),
+                "unsubscribed": by_outcome.get("unsubscribed").copied().unwrap_or(0),
                 "skipped": skipped,
                 "recipients": recipients.len(),
                 "vouchers_redeemed": redeemed,
@@ -489,7 +494,8 @@ async fn enqueue(app: &Shared, row: &CampaignRow, c: &Campaign) -> Result<(), Ap
             }
             last
         }
-        Trigger::EnteredSegment { segment } => {
+        Trigger::EnteredSegment { segment } | Trigger::LeftSegment { segment } => {
+            let entering = matches!(c.trigger, Trigger::EnteredSegment { .. });
             let saved = app.store.segments().await?;
             let Some(seg) = saved.iter().find(|s| &s.name == segment) else {
                 return Ok(());
@@ -498,11 +504,11 @@ async fn enqueue(app: &Shared, row: &CampaignRow, c: &Campaign) -> Result<(), Ap
             let Some(last) = page.last().map(|t| t.seq) else {
                 return Ok(());
             };
-            for t in page.iter().filter(|t| t.segment_id == seg.id && t.entered) {
+            for t in page.iter().filter(|t| t.segment_id == seg.id && t.entered == entering) {
                 new.push(NewOccurrence {
                     campaign_id: row.id,
                     profile_id: t.profile_id,
-                    key: format!("entered:{}", t.seq),
+                    key: format!("{}:{}", if entering { "entered" } else { "left" }, t.seq),
                     due_at: t.at + first_delay,
                 });
             }
@@ -808,10 +814,10 @@ async fn send(
             let to = address.as_ref().and_then(Value::as_str).unwrap_or_default();
             match &app.options.sms {
                 Some(sms) => sms
-                    .send(to, &rendered.body)
+                    .send_classified(to, &rendered.body)
                     .await
                     .map(|()| json!({}))
-                    .map_err(|e| (true, e)),
+                    .map_err(|e| (e.transient, e.message)),
                 None => Err((false, "no SMS provider is configured".into())),
             }
         }
@@ -1115,6 +1121,7 @@ pub async fn unsubscribe(
         LegalBasis::Consent => Status::Withdrawn,
         _ => Status::Objected,
     };
+    let subject_key = subject.key();
     app.record_consents(vec![ConsentDecision {
         subject,
         purpose: purpose.id.clone(),
@@ -1129,6 +1136,16 @@ pub async fn unsubscribe(
         proof: json!({"campaign": row.id, "one_click": true}),
     }])
     .await?;
+    if let Some(profile) = app.profile_ref(Identifier::from_key(&subject_key)).await {
+        let r = record(
+            c.channel.as_str(),
+            "unsubscribed",
+            None,
+            json!({"status": status.as_str()}),
+            now,
+        );
+        app.store.log_campaign_event(row.id, profile, r).await?;
+    }
     Ok(Html(format!(
         "<!doctype html><html lang=fr><meta charset=utf-8><title>Désinscription</title><main><h1>C'est fait</h1>\
          <p>Vous ne recevrez plus de messages « {} ».</p></main></html>",

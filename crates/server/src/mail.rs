@@ -134,6 +134,12 @@ impl SmsProvider {
 
     /// Sends one text message.
     pub async fn send(&self, to: &str, text: &str) -> Result<(), String> {
+        self.send_classified(to, text).await.map_err(|e| e.message)
+    }
+
+    /// Sends one text message; an error says whether trying again later may work (the
+    /// provider is throttling, `429`, or failing, `5xx`, or unreachable).
+    pub async fn send_classified(&self, to: &str, text: &str) -> Result<(), SendError> {
         let mut req = self
             .http
             .post(&self.url)
@@ -141,11 +147,18 @@ impl SmsProvider {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-        if resp.status().is_success() {
+        let resp = req.send().await.map_err(|e| SendError {
+            transient: true,
+            message: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("the provider answered {}", resp.status()))
+            Err(SendError {
+                transient: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+                message: format!("the provider answered {status}"),
+            })
         }
     }
 }

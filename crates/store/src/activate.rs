@@ -340,6 +340,25 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn log_event(&self, campaign: i64, profile: i64, record: SendRecord) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                &format!("INSERT INTO sends ({SEND_COLUMNS}) VALUES (?1, ?2, 0, -1, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    campaign,
+                    profile,
+                    record.channel,
+                    record.outcome,
+                    record.reason,
+                    record.detail.to_string(),
+                    to_micros(record.at)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(crate) async fn sends(
         &self,
         campaign: Option<i64>,
@@ -631,6 +650,25 @@ impl PgStore {
             }
         };
         tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn log_event(&self, campaign: i64, profile: i64, record: SendRecord) -> Result<()> {
+        let client = self.pool().get().await?;
+        client
+            .execute(
+                &format!("INSERT INTO sends ({SEND_COLUMNS}) VALUES ($1, $2, 0, -1, $3, $4, $5, $6, $7)"),
+                &[
+                    &campaign,
+                    &profile,
+                    &record.channel,
+                    &record.outcome,
+                    &record.reason,
+                    &record.detail.to_string(),
+                    &to_micros(record.at),
+                ],
+            )
+            .await?;
         Ok(())
     }
 

@@ -749,6 +749,12 @@ impl Store {
         dispatch!(self, s => s.finish_step(occurrence.clone(), record.clone(), next).await)
     }
 
+    /// Records what happened about a campaign outside its steps (an unsubscribe from one of
+    /// its messages), in its log.
+    pub async fn log_campaign_event(&self, campaign: i64, profile: i64, record: SendRecord) -> Result<()> {
+        dispatch!(self, s => s.log_event(campaign, profile, record.clone()).await)
+    }
+
     /// Recorded decisions, of a campaign or a person or all, in order.
     pub async fn sends(&self, campaign: Option<i64>, profile: Option<i64>, limit: usize) -> Result<Vec<SendRow>> {
         dispatch!(self, s => s.sends(campaign, profile, limit).await)

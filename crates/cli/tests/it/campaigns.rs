@@ -355,6 +355,17 @@ async fn a_tour_reaches_the_fans_who_agreed_and_one_click_unsubscribe_holds() {
         .map(|s| s["reason"].as_str().unwrap())
         .collect();
     assert_eq!(last_skips, ["no_legal_basis", "no_legal_basis"], "{sends:#?}");
+    let (_, figures) = app
+        .call(reqwest::Method::GET, &format!("/api/v1/campaigns/{id}"), None)
+        .await;
+    assert_eq!(
+        (
+            figures["figures"]["unsubscribed"].as_i64(),
+            figures["figures"]["vouchers_redeemed"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{figures}"
+    );
 }
 
 #[tokio::test]
@@ -693,4 +704,141 @@ async fn a_throttling_relay_slows_sending_down_without_losing_a_message() {
         1,
         "delivered once, in the end"
     );
+}
+
+/// A channel's far end for the conformance suite: what it received, as text.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An HTTP endpoint (SMS provider, webhook) that answers 503 to the first `refusals` posts,
+/// then takes them.
+async fn http_receiver(refusals: usize) -> (String, Received) {
+    use axum::routing::post;
+    let received: Received = Default::default();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/in",
+        post(move |body: String| {
+            let (store, refused) = (store.clone(), refused.clone());
+            async move {
+                if refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refusals {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                store.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/in", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// One conformance suite for every channel with a far end: the person who agreed gets exactly
+/// one message, personalised; the one who did not is skipped with the reason; a far end that
+/// refuses for a while slows sending down (retried a minute later) without losing or doubling
+/// the message.
+async fn channel_conforms(channel: &str) {
+    let (url, received) = http_receiver(1).await;
+    let (relay_port, relayed) = throttling_relay(1).await;
+    let mut options = Options::default();
+    let mut campaign = json!({
+        "name": format!("Conformité {channel}"), "channel": channel,
+        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "Vos artistes en tournée : {{ traits.favorite_artists|join(', ') }}."}}}],
+    });
+    let purpose = match channel {
+        "email" => {
+            options.mailer = Some(
+                Mailer::new(
+                    &format!("smtp://127.0.0.1:{relay_port}"),
+                    "Vinyles & Cie <bonjour@vinyles.example>",
+                )
+                .unwrap(),
+            );
+            "marketing_email"
+        }
+        "sms" => {
+            options.sms = Some(confiance_server::mail::SmsProvider::new(&url, None).unwrap());
+            "marketing_sms"
+        }
+        _ => {
+            campaign["webhook_url"] = json!(url);
+            "marketing_email"
+        }
+    };
+    campaign["purpose"] = json!(purpose);
+    let app = TestApp::spawn_with(options).await;
+    let start: Timestamp = "2026-09-01T10:00:00Z".parse().unwrap();
+    app.clock.set(start);
+    for (id, agreed) in [("olga", true), ("paul", false)] {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "phone": "+33612345678", "first_name": id, "favorite_artists": ["Air"]}),
+            false,
+        )
+        .await;
+        if agreed {
+            let (status, _) = app
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/consents",
+                    Some(json!({"subject": {"type": "user_id", "value": id}, "purpose": purpose, "status": "granted"})),
+                )
+                .await;
+            assert!(status < 300);
+        }
+    }
+    app.indexed().await;
+    let id = app.campaign(campaign).await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "tour", "about": "Air"})),
+    )
+    .await;
+    for minutes in [0, 1, 2] {
+        app.clock.set(start + SignedDuration::from_mins(minutes));
+        app.tick().await;
+    }
+    let log: Vec<(String, Option<String>)> = app
+        .sends(id)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["outcome"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let entry = |o: &str, r: Option<&str>| (o.to_owned(), r.map(str::to_owned));
+    assert_eq!(
+        log,
+        [
+            entry("failed", Some("provider_unavailable")),
+            entry("skipped", Some("no_legal_basis")),
+            entry("sent", None)
+        ],
+        "{channel}"
+    );
+    let delivered: Vec<String> = if channel == "email" {
+        assert_eq!(relayed.load(std::sync::atomic::Ordering::SeqCst), 1, "{channel}");
+        vec!["Vos artistes en tournée : Air.".into()]
+    } else {
+        received.lock().unwrap().clone()
+    };
+    assert_eq!(delivered.len(), 1, "{channel}: {delivered:?}");
+    assert!(
+        delivered[0].contains("Vos artistes en tournée : Air."),
+        "{channel}: {delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_channel_conforms() {
+    for channel in ["email", "sms", "webhook"] {
+        channel_conforms(channel).await;
+    }
 }

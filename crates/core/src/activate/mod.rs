@@ -91,6 +91,11 @@ pub enum Trigger {
         /// The segment's name.
         segment: String,
     },
+    /// Leaving a saved segment (a lapsed customer, a withdrawn interest).
+    LeftSegment {
+        /// The segment's name.
+        segment: String,
+    },
 }
 
 /// One message of a campaign: the first goes when the trigger fires (after its delay), the
@@ -222,7 +227,7 @@ impl Campaign {
                     return Err(error("trigger.event", format!("`{event}` is not declared")));
                 }
             }
-            Trigger::EnteredSegment { .. } => {}
+            Trigger::EnteredSegment { .. } | Trigger::LeftSegment { .. } => {}
         }
         if let Some(address) = self.channel.address_trait() {
             trait_for("channel", address)?;
