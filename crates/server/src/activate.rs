@@ -194,6 +194,7 @@ impl AppState {
             "active": row.active,
             "figures": {
                 "eligible": eligible,
+                "scheduled": self.store.pending_occurrences(row.id).await?,
                 "sent": by_outcome.get("sent").copied().unwrap_or(0),
                 "failed": by_outcome.get("failed").copied().unwrap_or(0),
                 "delayed": by_outcome.get("delayed").copied().unwrap_or(0),
@@ -221,13 +222,19 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let c: Campaign = json_body(&body)?;
-    app.check_campaign(&c).await?;
-    let doc = serde_json::to_value(&c).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let id = app.store.put_campaign(None, c.name.trim(), doc, true).await?;
-    let cursor = app.starting_cursor(&c).await?;
-    app.store.advance_campaign(id, 0, cursor).await?;
+    let id = define(&app, &c).await?;
     let row = app.campaign_row(id).await?;
     Ok((StatusCode::CREATED, Json(app.campaign_view(&row).await?)))
+}
+
+/// Checks and saves a new campaign, its trigger starting from now.
+pub async fn define(app: &Shared, c: &Campaign) -> Result<i64, ApiError> {
+    app.check_campaign(c).await?;
+    let doc = serde_json::to_value(c).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let id = app.store.put_campaign(None, c.name.trim(), doc, true).await?;
+    let cursor = app.starting_cursor(c).await?;
+    app.store.advance_campaign(id, 0, cursor).await?;
+    Ok(id)
 }
 
 /// Changes a campaign (or pauses it with `"active": false`).

@@ -340,6 +340,17 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn pending_occurrences(&self, campaign: i64) -> Result<i64> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM occurrences WHERE campaign_id = ?1 AND status = 'pending'",
+                [campaign],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     pub(crate) async fn log_event(&self, campaign: i64, profile: i64, record: SendRecord) -> Result<()> {
         self.write(move |tx| {
             tx.execute(
@@ -651,6 +662,17 @@ impl PgStore {
         };
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(crate) async fn pending_occurrences(&self, campaign: i64) -> Result<i64> {
+        let client = self.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FROM occurrences WHERE campaign_id = $1 AND status = 'pending'",
+                &[&campaign],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     pub(crate) async fn log_event(&self, campaign: i64, profile: i64, record: SendRecord) -> Result<()> {

@@ -12,6 +12,7 @@
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
 mod activate;
+mod breaches;
 mod erasure;
 mod matching;
 mod postgres;
@@ -23,6 +24,7 @@ mod sqlite_unify;
 mod unify;
 
 pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
+pub use breaches::{BreachNotice, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
 pub use matching::Review;
 pub use postgres::PgStore;
@@ -747,6 +749,11 @@ impl Store {
     /// Records what was decided for a claimed step and what comes next, together.
     pub async fn finish_step(&self, occurrence: Occurrence, record: SendRecord, next: Next) -> Result<()> {
         dispatch!(self, s => s.finish_step(occurrence.clone(), record.clone(), next).await)
+    }
+
+    /// How many of a campaign's occurrences wait for a step.
+    pub async fn pending_occurrences(&self, campaign: i64) -> Result<i64> {
+        dispatch!(self, s => s.pending_occurrences(campaign).await)
     }
 
     /// Records what happened about a campaign outside its steps (an unsubscribe from one of

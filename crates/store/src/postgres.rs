@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "erasure", include_str!("../migrations/postgres/0006_erasure.sql")),
     (7, "segments", include_str!("../migrations/postgres/0007_segments.sql")),
     (8, "activate", include_str!("../migrations/postgres/0008_activate.sql")),
+    (9, "breaches", include_str!("../migrations/postgres/0009_breaches.sql")),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

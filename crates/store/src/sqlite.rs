@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "erasure", include_str!("../migrations/sqlite/0006_erasure.sql")),
     (7, "segments", include_str!("../migrations/sqlite/0007_segments.sql")),
     (8, "activate", include_str!("../migrations/sqlite/0008_activate.sql")),
+    (9, "breaches", include_str!("../migrations/sqlite/0009_breaches.sql")),
 ];
 
 /// How many operations one group commit takes at most.

@@ -194,6 +194,8 @@ conformance!(
     several_nodes_syncing_members_record_each_transition_once,
     the_consent_feed_lists_decisions_in_ledger_order,
     exports_are_tasks_with_their_file,
+    a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window,
+    the_breach_register_keeps_every_breach_and_who_was_told,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -1621,4 +1623,203 @@ async fn exports_are_tasks_with_their_file(place: Place) {
         ("failed", Some("the segment was deleted"))
     );
     assert!(store.export(f + 100).await.unwrap().is_none());
+}
+
+// ---- breaches ------------------------------------------------------------------------------
+
+use confiance_store::{Touched, TouchedQuery};
+
+/// Whether an event carries a non-null value of `name` where golden records read traits.
+fn carries(e: &StoredEvent, name: &str) -> bool {
+    let own =
+        e.kind == MessageType::Identify && e.body.pointer(&format!("/traits/{name}")).is_some_and(|v| !v.is_null());
+    own || e
+        .body
+        .pointer(&format!("/context/traits/{name}"))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// The brute-force answer: every event read back, checked one by one in Rust.
+async fn touched_by_scan(store: &Store, q: &TouchedQuery) -> Touched {
+    let mut events = Vec::new();
+    loop {
+        let page = store
+            .events_page(events.last().map_or(0, |e: &StoredEvent| e.seq), 100)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    let mut per_profile = std::collections::BTreeMap::<i64, i64>::new();
+    let mut unresolved = 0;
+    for e in events.iter().filter(|e| {
+        q.sources.contains(&e.source_id)
+            && e.received_at < q.to
+            && q.from.is_none_or(|f| e.received_at >= f)
+            && q.traits.iter().any(|t| carries(e, t))
+    }) {
+        let mut profile = None;
+        if let Some(u) = &e.user_id {
+            profile = profile_of(store, "user_id", u).await;
+        }
+        if profile.is_none()
+            && let Some(a) = &e.anonymous_id
+        {
+            profile = profile_of(store, "anonymous_id", a).await;
+        }
+        match profile {
+            Some(p) => *per_profile.entry(p).or_default() += 1,
+            None => unresolved += 1,
+        }
+    }
+    Touched {
+        profiles: per_profile.into_iter().collect(),
+        unresolved_records: unresolved,
+    }
+}
+
+async fn a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let app = new_source(&store, "app").await;
+    let start = at("2026-01-01T00:00:00Z");
+    // A small deterministic generator: every kind of message, source and day, mixed.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut batches: [Vec<Message>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..300 {
+        let user = format!("u{}", next(60));
+        let anon = format!("a{}", next(90));
+        let (user, anon) = match next(3) {
+            0 => (Some(user.as_str()), None),
+            1 => (None, Some(anon.as_str())),
+            _ => (Some(user.as_str()), Some(anon.as_str())),
+        };
+        let email = json!(format!("p{}@example.org", next(60)));
+        let raw = match next(5) {
+            0 => {
+                json!({"type": "identify", "messageId": format!("m{i}"), "userId": user, "anonymousId": anon, "traits": {"email": email}})
+            }
+            1 => {
+                json!({"type": "identify", "messageId": format!("m{i}"), "userId": user, "anonymousId": anon, "traits": {"email": null, "first_name": "Ana"}})
+            }
+            2 => {
+                json!({"type": "track", "event": "Order Completed", "messageId": format!("m{i}"), "userId": user, "anonymousId": anon, "context": {"traits": {"email": email}}})
+            }
+            3 => {
+                json!({"type": "identify", "messageId": format!("m{i}"), "userId": user, "anonymousId": anon, "traits": {"phone": "+33612345678"}})
+            }
+            _ => json!({"type": "page", "messageId": format!("m{i}"), "userId": user, "anonymousId": anon}),
+        };
+        let mut m = normalized(raw);
+        m.received_at = start + jiff::SignedDuration::from_hours(i64::try_from(next(120 * 24)).unwrap());
+        batches[usize::try_from(next(2)).unwrap()].push(m);
+    }
+    let [on_web, on_app] = batches;
+    let (late_web, on_web) = on_web.split_at(10);
+    store.append(web.id, on_web.to_vec(), Vec::new()).await.unwrap();
+    store.append(app.id, on_app, Vec::new()).await.unwrap();
+    resolve_all(&store).await;
+    // Received but not yet resolved into profiles: counted, not attributed.
+    store.append(web.id, late_web.to_vec(), Vec::new()).await.unwrap();
+
+    let emails_from_web = TouchedQuery {
+        traits: vec!["email".into()],
+        sources: vec![web.id],
+        from: Some(at("2026-02-01T00:00:00Z")),
+        to: at("2026-03-15T00:00:00Z"),
+    };
+    let everything = TouchedQuery {
+        traits: vec!["email".into(), "phone".into()],
+        sources: vec![web.id, app.id],
+        from: None,
+        to: at("2027-01-01T00:00:00Z"),
+    };
+    for q in [emails_from_web, everything] {
+        let expected = touched_by_scan(&store, &q).await;
+        assert!(!expected.profiles.is_empty(), "the scenario touches someone");
+        assert_eq!(store.breach_touched(&q).await.unwrap(), expected, "{q:?}");
+    }
+    let everyone = TouchedQuery {
+        traits: vec!["email".into()],
+        sources: vec![web.id, app.id],
+        from: None,
+        to: at("2027-01-01T00:00:00Z"),
+    };
+    let touched = store.breach_touched(&everyone).await.unwrap();
+    assert!(touched.unresolved_records > 0, "the late messages are counted");
+}
+
+async fn the_breach_register_keeps_every_breach_and_who_was_told(place: Place) {
+    use confiance_core::privacy::breach::{Breach, Declaration, Phase, Scope, Wording};
+    use confiance_store::BreachNotice;
+    let store = place.open().await;
+    let now = at("2026-03-02T12:00:00Z");
+    let declare = |nature: &str, aware: &str| Declaration {
+        aware_at: at(aware),
+        scope: Scope {
+            traits: vec!["email".into()],
+            to: at("2026-03-01T00:00:00Z"),
+            ..Scope::default()
+        },
+        wording: Wording {
+            nature: nature.into(),
+            ..Wording::default()
+        },
+        wording_en: None,
+    };
+    let first = Breach::declare(
+        declare("Sauvegarde perdue", "2026-02-01T00:00:00Z"),
+        &Catalog::builtin(),
+        "admin:a",
+        now,
+    )
+    .unwrap();
+    let second = Breach::declare(
+        declare("Courriel mal adressé", "2026-03-01T00:00:00Z"),
+        &Catalog::builtin(),
+        "admin:a",
+        now,
+    )
+    .unwrap();
+    let first = store.insert_breach(first).await.unwrap();
+    let mut second = store.insert_breach(second).await.unwrap();
+    assert_ne!(first.id, second.id);
+    second
+        .update(Phase::Complementary, None, "Périmètre confirmé".into(), "dpo:b", now)
+        .unwrap();
+    store
+        .update_breach(&second, "breach.updated", "dpo:b", now)
+        .await
+        .unwrap();
+    assert_eq!(store.breach(second.id).await.unwrap().as_ref(), Some(&second));
+    let register: Vec<i64> = store.breaches().await.unwrap().iter().map(|b| b.id).collect();
+    assert_eq!(register, [second.id, first.id], "latest awareness first");
+
+    let sent = BreachNotice {
+        profile_id: 7,
+        channel: "email".into(),
+        status: "failed".into(),
+        detail: Some("refused".into()),
+        at: now,
+    };
+    store.record_breach_notice(second.id, &sent).await.unwrap();
+    let retried = BreachNotice {
+        status: "sent".into(),
+        detail: None,
+        ..sent.clone()
+    };
+    store.record_breach_notice(second.id, &retried).await.unwrap();
+    assert_eq!(store.breach_notices(second.id).await.unwrap(), [retried]);
+    assert!(store.breach_notices(first.id).await.unwrap().is_empty());
+    let audit = store.audit_log(0, 100).await.unwrap();
+    let breach_actions = audit.iter().filter(|e| e.action.starts_with("breach.")).count();
+    assert_eq!(breach_actions, 3);
 }

@@ -164,6 +164,19 @@ pub async fn build(dir: &Path, customers: usize, admin_token: String) -> Result<
             .await
             .map_err(|e| anyhow::anyhow!("demo segment {name}: {}", e.into_error()))?;
     }
+    // Birthday cards a week ahead: a legitimate interest, printed from the mailing list, so
+    // the demo shows a campaign at work without an SMTP server.
+    let card: confiance_core::activate::Campaign = serde_json::from_value(serde_json::json!({
+        "name": "Carte d'anniversaire",
+        "purpose": "marketing_postal",
+        "channel": "postal",
+        "trigger": {"date": {"field": "birthday", "days_before": 7, "local_hour": 9}},
+        "steps": [{"template": {"subject": {"fr": ""},
+                                "body": {"fr": "Joyeux anniversaire {{ traits.first_name }} ! Toute l'équipe de Vinyles & Cie vous souhaite une belle journée."}}}],
+    }))?;
+    confiance_server::activate::define(&app, &card)
+        .await
+        .map_err(|e| anyhow::anyhow!("demo campaign: {}", e.into_error()))?;
     Ok((
         store,
         Built {
@@ -251,6 +264,10 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<()> {
         );
         println!(
             "    curl -H 'Authorization: Bearer {}' {base}/api/v1/segments",
+            built.admin_token
+        );
+        println!(
+            "    curl -H 'Authorization: Bearer {}' {base}/api/v1/campaigns/1/mailing-list",
             built.admin_token
         );
         if let Some(user) = &built.example_user {

@@ -252,6 +252,18 @@ async fn the_demo_builds_a_fresh_shop_and_serves_it() {
         .collect();
     assert_eq!(counts.len(), 4, "{segments}");
     assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
+    // Its birthday-card campaign schedules the cards of the birthdays a week ahead.
+    let mut scheduled = 0;
+    for _ in 0..300 {
+        let figures = demo.admin_get("/api/v1/campaigns/1").await;
+        scheduled =
+            figures["figures"]["scheduled"].as_i64().unwrap_or(0) + figures["figures"]["sent"].as_i64().unwrap_or(0);
+        if scheduled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(scheduled > 0, "birthday cards in the next days");
 }
 
 /// A fresh PostgreSQL database for one test, dropped afterwards.
@@ -640,7 +652,10 @@ async fn two_schedulers_on_one_postgresql_send_each_message_once() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let envs = [("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN), ("CONFIANCE_SMTP_URL", smtp_url.as_str())];
+    let envs = [
+        ("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("CONFIANCE_SMTP_URL", smtp_url.as_str()),
+    ];
     let nodes = [
         Server::start(&["--database-url", &db.url], &envs),
         Server::start(&["--database-url", &db.url], &envs),
@@ -648,9 +663,11 @@ async fn two_schedulers_on_one_postgresql_send_each_message_once() {
     let http = reqwest::Client::new();
     let fans = 30;
     let batch: Vec<Value> = (0..fans)
-        .map(|n| json!({"type": "identify", "userId": format!("fan{n}"),
+        .map(|n| {
+            json!({"type": "identify", "userId": format!("fan{n}"),
                         "traits": {"email": format!("fan{n}@example.org"), "favorite_artists": ["Air"]},
-                        "context": {"consent": {"categoryPreferences": {"Personalization": true}}}}))
+                        "context": {"consent": {"categoryPreferences": {"Personalization": true}}}})
+        })
         .collect();
     let resp = http
         .post(nodes[0].url("/v1/batch"))
@@ -688,9 +705,11 @@ async fn two_schedulers_on_one_postgresql_send_each_message_once() {
     let campaign = http
         .post(nodes[0].url("/api/v1/campaigns"))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Air en tournée", "purpose": "marketing_email", "channel": "email",
+        .json(
+            &json!({"name": "Air en tournée", "purpose": "marketing_email", "channel": "email",
                       "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
-                      "steps": [{"template": {"subject": {"fr": "Air en tournée"}, "body": {"fr": "Bonjour !"}}}]}))
+                      "steps": [{"template": {"subject": {"fr": "Air en tournée"}, "body": {"fr": "Bonjour !"}}}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -724,7 +743,11 @@ async fn two_schedulers_on_one_postgresql_send_each_message_once() {
         .iter()
         .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("To: ").map(str::to_owned)))
         .collect();
-    assert_eq!((received, mails.len(), recipients.len()), (fans, fans, fans), "each fan exactly once");
+    assert_eq!(
+        (received, mails.len(), recipients.len()),
+        (fans, fans, fans),
+        "each fan exactly once"
+    );
     drop(nodes);
     db.drop_it().await;
 }

@@ -2,5 +2,6 @@
 //! requests with their legal deadlines.
 
 pub mod audit;
+pub mod breach;
 pub mod requests;
 pub mod retention;
