@@ -10,6 +10,7 @@ pub mod activate;
 pub mod admin;
 pub mod auth;
 pub mod banner;
+pub mod breaches;
 pub mod collect;
 pub mod consent;
 pub mod error;
@@ -232,6 +233,7 @@ pub fn router(state: Shared) -> Router {
         .merge(profiles::routes())
         .merge(matching::routes())
         .merge(requests::routes())
+        .merge(breaches::routes())
         .merge(retention::routes())
         .merge(segments::routes())
         .merge(activate::routes())

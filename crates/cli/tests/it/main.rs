@@ -5,6 +5,7 @@
 //! `confiance` binary as separate processes.
 
 mod api;
+mod breaches;
 mod campaigns;
 mod browser;
 mod cli;
