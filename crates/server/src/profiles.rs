@@ -140,6 +140,7 @@ impl AppState {
             "computed": history,
             "consent": consent,
             "events": events.len(),
+            "campaigns": self.store.sends(None, Some(id), 200).await?,
         }))
     }
 }

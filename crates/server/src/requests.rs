@@ -586,6 +586,11 @@ impl AppState {
                             "retention": p.retention.to_string(), "recipients": p.recipients})
             })
             .collect();
+        // Every campaign decision about them: sent, skipped, delayed or failed, with the reason.
+        let messages = match profile {
+            Some(p) => json!(self.store.sends(None, Some(p), 100_000).await?),
+            None => json!([]),
+        };
         let segments = match profile {
             Some(p) => self.segments_of(p).await?,
             None => json!({"current": [], "history": []}),
@@ -600,7 +605,7 @@ impl AppState {
             "consents": ledger,
             "merges": merges,
             "requests": requests,
-            "messages_sent": [],
+            "messages_sent": messages,
             "segments": segments,
             "purposes": purposes,
         });
@@ -611,6 +616,9 @@ impl AppState {
             "consents": to_csv(&["seq", "recorded_at", "identifier_type", "identifier", "purpose", "status", "method", "touchpoint"], ledger.iter().map(|c| vec![
                 c.seq.to_string(), c.recorded_at.to_string(), c.subject_type.as_str().into(), c.subject_value.clone(), c.purpose.clone(),
                 c.status.as_str().into(), c.method.as_str().into(), c.touchpoint.clone().unwrap_or_default()])),
+            "messages": to_csv(&["campaign", "step", "channel", "outcome", "reason", "at"], data["messages_sent"].as_array().into_iter().flatten().map(|m| vec![
+                m["campaign_id"].to_string(), m["step"].to_string(), m["channel"].as_str().unwrap_or_default().into(),
+                m["outcome"].as_str().unwrap_or_default().into(), m["reason"].as_str().unwrap_or_default().into(), m["at"].as_str().unwrap_or_default().into()])),
             "segments": to_csv(&["segment", "entered", "at"], data["segments"]["history"].as_array().into_iter().flatten().map(|t| vec![
                 t["segment"].as_str().unwrap_or_default().into(), t["entered"].to_string(), t["at"].as_str().unwrap_or_default().into()])),
             "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),

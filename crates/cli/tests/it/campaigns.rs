@@ -226,6 +226,21 @@ async fn a_year_of_birthdays_each_once_at_nine_in_the_persons_time_zone() {
         .await
         .1;
     assert_eq!(figures["figures"]["sent"], 4, "{figures}");
+    // Each decision shows in the person's timeline, with its reason.
+    let (_, eve) = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/profiles/lookup?type=user_id&value=eve",
+            None,
+        )
+        .await;
+    let timeline: Vec<(&str, &str)> = eve["campaigns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{eve}"))
+        .iter()
+        .map(|s| (s["outcome"].as_str().unwrap(), s["reason"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(timeline, [("skipped", "no_legal_basis")]);
     assert_eq!(figures["figures"]["skipped"]["objected"], 1, "{figures}");
 }
 

@@ -246,7 +246,20 @@ pub fn event_fact(catalog: &Catalog, e: &EventView<'_>) -> Option<EventFact> {
         .and_then(Value::as_str)
         .filter(|t| catalog.touchpoints.contains_key(*t))
         .map(str::to_owned)
-        .or_else(|| declared.and_then(|d| d.touchpoints.first().cloned()));
+        .or_else(|| {
+            // Where the event can happen, narrowed to where its source collects: a till's order
+            // happened at the till, a site's at the checkout.
+            let covered = catalog.sources.get(e.source).map(|s| &s.touchpoints);
+            let possible: Vec<&String> = match declared {
+                Some(d) => d.touchpoints.iter().collect(),
+                None => covered.into_iter().flatten().collect(),
+            };
+            possible
+                .iter()
+                .find(|t| covered.is_some_and(|c| c.contains(t)))
+                .or(possible.first())
+                .map(|t| (*t).clone())
+        });
     Some(EventFact {
         name: name.to_owned(),
         at: e.timestamp,
