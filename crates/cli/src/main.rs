@@ -8,6 +8,7 @@ mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use confiance_core::governance::compliance::Outcome;
 use confiance_core::source::{SourceKind, SourceName, WriteKey};
 use config::{Config, StoreArgs};
 use std::net::SocketAddr;
@@ -93,6 +94,23 @@ enum Command {
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+    /// Runs the compliance checks (for cron and CI).
+    Compliance {
+        #[command(subcommand)]
+        command: ComplianceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComplianceCommand {
+    /// Runs every rule and prints its outcome and evidence; exit status 1 when one fails.
+    Check {
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -333,6 +351,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Compliance {
+            command: ComplianceCommand::Check { json, store },
+        } => {
+            let config = Config::load(&store)?;
+            let db = config.store.open().await?;
+            let now = jiff::Timestamp::now();
+            let report = confiance_server::governance::compliance_report(&db, &config.catalog, now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for rule in &report.rules {
+                    let outcome = match rule.outcome {
+                        Outcome::Pass => "PASS",
+                        Outcome::Fail => "FAIL",
+                    };
+                    println!("{outcome} {}: {}", rule.rule, rule.summary);
+                    if rule.outcome == Outcome::Fail {
+                        println!("     evidence: {}", rule.evidence);
+                    }
+                }
+                let failed = report.rules.iter().filter(|r| r.outcome == Outcome::Fail).count();
+                println!("{} rules, {failed} failed", report.rules.len());
+            }
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Catalog {
             command: CatalogCommand::Check { config },

@@ -31,6 +31,8 @@ pub async fn serve(
 ) -> Result<()> {
     let backend = store.backend();
     let state = AppState::with_options(store, catalog, Arc::new(SystemClock), options);
+    let version = confiance_server::governance::record_versions(&state).await?;
+    tracing::info!(catalog_version = version, "records of processing and notice archived");
     // Identity resolution follows the event log beside the HTTP server.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let resolver = tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));

@@ -92,6 +92,9 @@ pub struct Controller {
     /// Contact of the data protection officer.
     #[serde(default)]
     pub dpo_contact: String,
+    /// Security measures (Art. 32) the records of processing describe, beyond Confiance's own.
+    #[serde(default)]
+    pub security: Vec<String>,
 }
 
 /// The lawful bases of GDPR Art. 6(1) that Confiance distinguishes.
@@ -137,6 +140,22 @@ pub struct Purpose {
     pub channel: Option<String>,
     /// How consent signals in incoming data map onto it.
     pub signals: SignalMapping,
+    /// Categories of people whose data it processes (customers, prospects…), for Art. 30.
+    pub subjects: Vec<String>,
+    /// Transfers outside the EU and their safeguards (Art. 30(1)(e), 46).
+    pub transfers: Vec<Transfer>,
+}
+
+/// A transfer of personal data to a third country.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Who receives the data.
+    pub recipient: String,
+    /// The third country.
+    pub country: String,
+    /// The safeguard (adequacy decision, standard contractual clauses…).
+    pub safeguard: String,
 }
 
 /// How consent signals sent by other tools map onto a purpose.
@@ -550,6 +569,10 @@ struct RawPurpose {
     tcf_purposes: Vec<Spanned<i64>>,
     #[serde(default)]
     gpc_refuses: bool,
+    #[serde(default)]
+    subjects: Vec<String>,
+    #[serde(default)]
+    transfers: Vec<Transfer>,
 }
 
 #[derive(Deserialize)]
@@ -803,6 +826,8 @@ impl Catalog {
                     tcf,
                     gpc_refuses: rp.gpc_refuses,
                 },
+                subjects: rp.subjects.clone(),
+                transfers: rp.transfers.clone(),
             });
             match purposes.entry(id) {
                 std::collections::btree_map::Entry::Occupied(e) => {

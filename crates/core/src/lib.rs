@@ -11,6 +11,7 @@ pub mod clock;
 pub mod collect;
 pub mod consent;
 pub mod error;
+pub mod governance;
 pub mod privacy;
 pub mod secret;
 pub mod segment;

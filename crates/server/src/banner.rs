@@ -90,7 +90,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 impl AppState {
     /// The banner's configuration, without what depends on the request.
-    fn banner_config(&self) -> Value {
+    pub(crate) fn banner_config(&self) -> Value {
         let catalog = &self.catalog;
         let categories: Vec<Value> = catalog
             .purposes

@@ -14,6 +14,7 @@
 mod activate;
 mod breaches;
 mod erasure;
+mod governance;
 mod matching;
 mod postgres;
 mod postgres_unify;
@@ -26,6 +27,7 @@ mod unify;
 pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
 pub use breaches::{BreachNotice, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
+pub use governance::{CatalogVersion, Notice, TraitCounts};
 pub use matching::Review;
 pub use postgres::PgStore;
 pub use segments::{ExportRow, SegmentRow, Transition};
@@ -884,6 +886,59 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, String)>> {
         dispatch!(self, s => s.consent_changes(after, to_micros(recent), limit).await)
+    }
+
+    /// Keeps a dated version of the catalog and its records of processing when its hash
+    /// differs from the latest one: the version in force and whether it is new.
+    pub async fn record_catalog_version(
+        &self,
+        hash: &str,
+        catalog: Value,
+        register: Value,
+        at: jiff::Timestamp,
+    ) -> Result<(i64, bool)> {
+        dispatch!(self, s => s.record_catalog_version(hash.to_owned(), catalog.clone(), register.clone(), at).await)
+    }
+
+    /// Catalog versions in order, only those taken by `at` when given (the last is then the
+    /// one in force at that instant).
+    pub async fn catalog_versions(&self, at: Option<jiff::Timestamp>) -> Result<Vec<CatalogVersion>> {
+        dispatch!(self, s => s.catalog_versions(at).await)
+    }
+
+    /// Archives a notice when its hash is new, closing the publication of the previous ones.
+    pub async fn record_notice(&self, version: &str, hash: &str, text: &str, at: jiff::Timestamp) -> Result<bool> {
+        dispatch!(self, s => s.record_notice(version.to_owned(), hash.to_owned(), text.to_owned(), at).await)
+    }
+
+    /// Every notice shown, oldest first.
+    pub async fn notices(&self) -> Result<Vec<Notice>> {
+        dispatch!(self, s => s.notices().await)
+    }
+
+    /// Ledger positions of current grants recorded with neither a notice hash nor a proof.
+    pub async fn unproven_grants(&self, limit: usize) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.unproven_grants(limit).await)
+    }
+
+    /// Current choices recorded before `before`, counted by purpose and status.
+    pub async fn stale_choices(&self, before: jiff::Timestamp) -> Result<Vec<(String, String, i64)>> {
+        dispatch!(self, s => s.stale_choices(before).await)
+    }
+
+    /// When the audit log last recorded `action`.
+    pub async fn last_audit(&self, action: &str) -> Result<Option<jiff::Timestamp>> {
+        dispatch!(self, s => s.last_audit(action.to_owned()).await)
+    }
+
+    /// How many people each trait was collected for, per source and in all (a scan of the log).
+    pub async fn trait_counts(&self) -> Result<TraitCounts> {
+        dispatch!(self, s => s.trait_counts().await)
+    }
+
+    /// Messages sent since an instant: campaign, profile and when, in order.
+    pub async fn sent_since(&self, since: jiff::Timestamp) -> Result<Vec<(i64, i64, jiff::Timestamp)>> {
+        dispatch!(self, s => s.sent_since(since).await)
     }
 
     /// Records an admin API token by digest (idempotent).

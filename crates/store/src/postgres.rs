@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "segments", include_str!("../migrations/postgres/0007_segments.sql")),
     (8, "activate", include_str!("../migrations/postgres/0008_activate.sql")),
     (9, "breaches", include_str!("../migrations/postgres/0009_breaches.sql")),
+    (
+        10,
+        "governance",
+        include_str!("../migrations/postgres/0010_governance.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

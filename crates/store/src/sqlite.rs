@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "segments", include_str!("../migrations/sqlite/0007_segments.sql")),
     (8, "activate", include_str!("../migrations/sqlite/0008_activate.sql")),
     (9, "breaches", include_str!("../migrations/sqlite/0009_breaches.sql")),
+    (
+        10,
+        "governance",
+        include_str!("../migrations/sqlite/0010_governance.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.

@@ -196,6 +196,8 @@ conformance!(
     exports_are_tasks_with_their_file,
     a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window,
     the_breach_register_keeps_every_breach_and_who_was_told,
+    catalog_versions_are_kept_on_change_and_found_by_date,
+    compliance_facts_are_gathered_alike,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -1822,4 +1824,157 @@ async fn the_breach_register_keeps_every_breach_and_who_was_told(place: Place) {
     let audit = store.audit_log(0, 100).await.unwrap();
     let breach_actions = audit.iter().filter(|e| e.action.starts_with("breach.")).count();
     assert_eq!(breach_actions, 3);
+}
+
+async fn catalog_versions_are_kept_on_change_and_found_by_date(place: Place) {
+    let store = place.open().await;
+    let (t1, t2) = (at("2026-01-01T00:00:00Z"), at("2026-06-01T00:00:00Z"));
+    let v1 = store
+        .record_catalog_version("h1", json!({"a": 1}), json!({"r": 1}), t1)
+        .await
+        .unwrap();
+    assert_eq!(v1, (1, true));
+    let again = store
+        .record_catalog_version("h1", json!({"a": 1}), json!({"r": 1}), t2)
+        .await
+        .unwrap();
+    assert_eq!(again, (1, false), "an unchanged catalog is no new version");
+    let v2 = store
+        .record_catalog_version("h2", json!({"a": 2}), json!({"r": 2}), t2)
+        .await
+        .unwrap();
+    assert_eq!(v2, (2, true));
+    let in_march = store.catalog_versions(Some(at("2026-03-01T00:00:00Z"))).await.unwrap();
+    assert_eq!(in_march.len(), 1);
+    assert_eq!((in_march[0].taken_at, &in_march[0].register), (t1, &json!({"r": 1})));
+    let all = store.catalog_versions(None).await.unwrap();
+    assert_eq!(all.iter().map(|v| v.hash.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
+    assert!(
+        store
+            .catalog_versions(Some(at("2025-12-31T00:00:00Z")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(store.record_notice("1", "n1", "texte 1", t1).await.unwrap());
+    assert!(!store.record_notice("1", "n1", "texte 1", t2).await.unwrap());
+    assert!(store.record_notice("2", "n2", "texte 2", t2).await.unwrap());
+    let notices = store.notices().await.unwrap();
+    assert_eq!(notices.len(), 2);
+    assert_eq!((notices[0].published_from, notices[0].published_until), (t1, Some(t2)));
+    assert_eq!(
+        (notices[1].text.as_str(), notices[1].published_until),
+        ("texte 2", None)
+    );
+}
+
+async fn compliance_facts_are_gathered_alike(place: Place) {
+    use confiance_core::consent::{Decision, IdKind, Method, Status, Subject};
+    let store = place.open().await;
+    let decide = |who: &str, status: Status, when: &str, proof: serde_json::Value| Decision {
+        subject: Subject::parse(IdKind::Email, who).unwrap(),
+        purpose: "analytics".into(),
+        status,
+        method: Method::Api,
+        recorded_at: at(when),
+        notice: None,
+        source_id: None,
+        touchpoint: None,
+        ip_hash: None,
+        ua_hash: None,
+        proof,
+    };
+    let seqs = store
+        .record_consents(vec![
+            decide(
+                "ana@example.org",
+                Status::Granted,
+                "2026-01-01T00:00:00Z",
+                serde_json::Value::Null,
+            ),
+            decide(
+                "bob@example.org",
+                Status::Granted,
+                "2026-05-01T00:00:00Z",
+                json!({"form": "f"}),
+            ),
+            decide(
+                "eve@example.org",
+                Status::Denied,
+                "2026-01-02T00:00:00Z",
+                serde_json::Value::Null,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.unproven_grants(10).await.unwrap(), vec![seqs[0]]);
+    let stale = store.stale_choices(at("2026-03-01T00:00:00Z")).await.unwrap();
+    assert_eq!(
+        stale,
+        vec![
+            ("analytics".to_owned(), "denied".to_owned(), 1),
+            ("analytics".to_owned(), "granted".to_owned(), 1)
+        ]
+    );
+
+    assert_eq!(store.last_audit("retention.applied").await.unwrap(), None);
+    store
+        .expire_events(Vec::new(), Vec::new(), at("2026-02-01T00:00:00Z"), json!({}))
+        .await
+        .unwrap();
+    store
+        .expire_events(Vec::new(), Vec::new(), at("2026-02-02T00:00:00Z"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_audit("retention.applied").await.unwrap(),
+        Some(at("2026-02-02T00:00:00Z"))
+    );
+
+    let web = new_source(&store, "web").await;
+    let tills = new_source(&store, "tills").await;
+    let identify = |id: &str, user: &str, traits: serde_json::Value| Message {
+        user_id: Some(user.to_owned()),
+        body: json!({"type": "identify", "messageId": id, "userId": user, "traits": traits}),
+        ..message(id, MessageType::Identify)
+    };
+    store
+        .append(
+            web.id,
+            vec![
+                identify("m1", "u1", json!({"city": "Lyon", "email": "u1@example.org"})),
+                identify("m2", "u2", json!({"city": "Paris"})),
+                identify("m3", "u1", json!({"city": "Lyon"})),
+            ],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            tills.id,
+            vec![identify("m4", "u1", json!({"city": "Lyon"}))],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    // Before resolution each message counts as one person; after, people are profiles.
+    let (by_source, _) = store.trait_counts().await.unwrap();
+    assert!(
+        by_source.contains(&("city".to_owned(), "web".to_owned(), 3)),
+        "{by_source:?}"
+    );
+    resolve_all(&store).await;
+    let (by_source, totals) = store.trait_counts().await.unwrap();
+    assert!(
+        by_source.contains(&("city".to_owned(), "web".to_owned(), 2)),
+        "{by_source:?}"
+    );
+    assert!(totals.contains(&("city".to_owned(), 2)), "{totals:?}");
+    assert!(
+        by_source.contains(&("city".to_owned(), "tills".to_owned(), 1)),
+        "{by_source:?}"
+    );
+    assert!(totals.contains(&("email".to_owned(), 1)), "{totals:?}");
 }
