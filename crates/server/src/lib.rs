@@ -14,6 +14,7 @@ pub mod breaches;
 pub mod collect;
 pub mod consent;
 pub mod error;
+pub mod governance;
 pub mod kpis;
 pub mod mail;
 pub mod matching;
@@ -238,6 +239,7 @@ pub fn router(state: Shared) -> Router {
         .merge(segments::routes())
         .merge(activate::routes())
         .merge(kpis::routes())
+        .merge(governance::routes())
         .merge(admin::routes())
         .merge(ops::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

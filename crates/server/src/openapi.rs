@@ -108,6 +108,11 @@ impl Modify for Security {
         crate::kpis::chart,
         crate::kpis::journey,
         crate::retention::run,
+        crate::governance::records,
+        crate::governance::versions,
+        crate::governance::notices,
+        crate::governance::inventory,
+        crate::governance::compliance_check,
         crate::ops::healthz,
         crate::ops::metrics,
         crate::ops::openapi_json,
@@ -123,6 +128,7 @@ impl Modify for Security {
         (name = "campaigns", description = "Triggered, consent-checked campaigns, vouchers and happenings"),
         (name = "segments", description = "Purpose-bound segments, live counts and members exports"),
         (name = "kpis", description = "KPIs, charts and the journey map: counts and rates, never people"),
+        (name = "governance", description = "Records of processing, notices and compliance checks, for the DPO"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -10,6 +10,7 @@ mod campaigns;
 mod browser;
 mod cli;
 mod consent;
+mod governance;
 mod kpis;
 mod process;
 mod profiles;
