@@ -65,6 +65,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/vouchers/redeem", post(redeem))
         .route("/api/v1/profiles/{id}/suggestions", get(suggestions))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
+        .route("/c/{token}", get(click))
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
@@ -199,6 +200,7 @@ impl AppState {
                 "failed": by_outcome.get("failed").copied().unwrap_or(0),
                 "delayed": by_outcome.get("delayed").copied().unwrap_or(0),
                 "unsubscribed": by_outcome.get("unsubscribed").copied().unwrap_or(0),
+                "clicks": by_outcome.get("clicked").copied().unwrap_or(0),
                 "skipped": skipped,
                 "recipients": recipients.len(),
                 "vouchers_redeemed": redeemed,
@@ -691,7 +693,7 @@ async fn process(app: &Shared, o: Occurrence, campaign: Option<&Campaign>) -> Re
                 )
                 .await?;
         }
-        Decision::Send => send(app, o, c, step, &facts.traits, &keys, address).await?,
+        Decision::Send => send(app, o, c, step, &facts, &keys, address).await?,
     }
     Ok(())
 }
@@ -765,7 +767,7 @@ async fn send(
     o: Occurrence,
     c: &Campaign,
     step: &confiance_core::activate::Step,
-    traits: &BTreeMap<String, Value>,
+    facts: &confiance_core::segment::index::ProfileFacts,
     keys: &[String],
     address: Option<Value>,
 ) -> Result<(), ApiError> {
@@ -796,14 +798,17 @@ async fn send(
     });
     let links = links_for(app, keys, o.campaign_id).await?;
     let unsubscribe = links.unsubscribe.clone();
-    let traits = allowed(app, c, traits);
+    let traits = allowed(app, c, &facts.traits);
     // Suggestions are computed only for templates that show them.
     let suggested = if step.template.to_string().contains("suggestions") {
         app.suggestions_for(o.profile_id, 3).await?
     } else {
         Vec::new()
     };
-    let rendered = render(c, step, &traits, view, links, suggested)?;
+    let mut rendered = render(c, step, &traits, view, links, suggested)?;
+    if facts.lawful.contains(CLICK_PURPOSE) && matches!(c.channel, Channel::Email | Channel::Sms) {
+        rendered.body = tracked_links(app, &rendered.body, &o).await?;
+    }
     let message_id = format!("<occurrence-{}-step-{}@confiance>", o.id, o.step);
     let delivered: Result<Value, (bool, String)> = match c.channel {
         Channel::Email => {
@@ -1264,4 +1269,67 @@ pub async fn suggestions(
     Ok(Json(
         json!({"profile": id, "suggestions": app.suggestions_for(id, k).await?}),
     ))
+}
+
+/// The purpose clicks are measured for: audience measurement, so only people who agreed to it
+/// have their clicks counted; everyone else's links go straight to the shop.
+const CLICK_PURPOSE: &str = "analytics";
+
+/// The shop's links in a message, each turned into a signed redirect that counts the click.
+/// The preference-centre and unsubscribe links are left alone.
+async fn tracked_links(app: &AppState, body: &str, o: &Occurrence) -> Result<String, ApiError> {
+    let secret = app.secret().await?;
+    let base = app.base_url(&HeaderMap::new());
+    let own = [format!("{base}/preferences"), format!("{base}/unsubscribe")];
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("http://").into_iter().chain(rest.find("https://")).min() {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '"')
+            .map_or(rest.len(), |e| start + e);
+        let url = rest[start..end].trim_end_matches(['.', ',', ';', ')']);
+        let end = start + url.len();
+        if own.iter().any(|p| url.starts_with(p.as_str())) {
+            out.push_str(url);
+        } else {
+            let payload = format!("{}.{}.{}.{url}", o.campaign_id, o.profile_id, o.id);
+            let mac = confiance_core::consent::link::keyed_hash(secret, "campaign click", &payload);
+            let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload);
+            out.push_str(&format!("{base}/c/{token}.{}", &mac[..32]));
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A tracked link: counts the click in the campaign's log, then goes where the link pointed.
+pub async fn click(State(app): State<Shared>, Path(token): Path<String>) -> Result<Response, ApiError> {
+    let invalid = || ApiError::new(ErrorCode::NotFound, "this link is not one of ours");
+    let (encoded, mac) = token.rsplit_once('.').ok_or_else(invalid)?;
+    let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let expected = confiance_core::consent::link::keyed_hash(app.secret().await?, "campaign click", &payload);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes().get(..32).unwrap_or_default(),
+        mac.as_bytes(),
+    )) {
+        return Err(invalid());
+    }
+    let mut parts = payload.splitn(4, '.');
+    let (Some(campaign), Some(profile), Some(_), Some(url)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    let (Ok(campaign), Ok(profile)) = (campaign.parse::<i64>(), profile.parse::<i64>()) else {
+        return Err(invalid());
+    };
+    // The link itself is the shop's: keep where it led, without its query string.
+    let target = url.split(['?', '#']).next().unwrap_or(url);
+    let r = record("link", "clicked", None, json!({"url": target}), app.clock.now());
+    app.store.log_campaign_event(campaign, profile, r).await?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, url.to_owned())]).into_response())
 }

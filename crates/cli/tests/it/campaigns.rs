@@ -857,3 +857,80 @@ async fn every_channel_conforms() {
         channel_conforms(channel).await;
     }
 }
+
+#[tokio::test]
+async fn clicks_are_counted_only_for_people_who_agreed_to_measurement() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    app.clock.set("2026-10-01T10:00:00Z".parse().unwrap());
+    for id in ["quentin", "rose"] {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "favorite_artists": ["Air"]}),
+            true,
+        )
+        .await;
+    }
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/consents",
+            Some(json!({"subject": {"type": "user_id", "value": "quentin"}, "purpose": "analytics", "status": "granted"})),
+        )
+        .await;
+    assert!(status < 300);
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Précommande", "purpose": "marketing_email", "channel": "email",
+            "trigger": {"happening": {"kind": "release", "field": "favorite_artists"}},
+            "steps": [{"template": {"subject": {"fr": "Précommande"},
+                                    "body": {"fr": "Réservez-le : https://vinyles.example/air?from=mail.\nVos choix : {{ links.preferences }}"}}}],
+        }))
+        .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "release", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    let mails: Vec<String> = smtp.messages().iter().map(|m| decoded(m)).collect();
+    let body_of = |who: &str| {
+        mails
+            .iter()
+            .find(|m| m.contains(&format!("To: {who}@example.org")))
+            .unwrap()
+            .clone()
+    };
+    let rose = body_of("rose");
+    assert!(
+        rose.contains("Réservez-le : https://vinyles.example/air?from=mail."),
+        "{rose}"
+    );
+    let quentin = body_of("quentin");
+    assert!(!quentin.contains("https://vinyles.example"), "{quentin}");
+    assert!(
+        quentin.contains("http://shop.test/preferences?token="),
+        "own links stay as they are"
+    );
+    let tracked = quentin
+        .split_whitespace()
+        .find(|w| w.starts_with("http://shop.test/c/"))
+        .unwrap()
+        .trim_end_matches('.')
+        .replace("http://shop.test", &app.base);
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirect.get(&tracked).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], "https://vinyles.example/air?from=mail");
+    let forged = no_redirect.get(format!("{tracked}x")).send().await.unwrap();
+    assert_eq!(forged.status(), 404);
+    let (_, figures) = app
+        .call(reqwest::Method::GET, &format!("/api/v1/campaigns/{id}"), None)
+        .await;
+    assert_eq!(figures["figures"]["clicks"], 1, "{figures}");
+}
