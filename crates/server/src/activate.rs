@@ -66,6 +66,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/profiles/{id}/suggestions", get(suggestions))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
         .route("/c/{token}", get(click))
+        .route("/o/{token}", get(open))
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
@@ -201,6 +202,7 @@ impl AppState {
                 "delayed": by_outcome.get("delayed").copied().unwrap_or(0),
                 "unsubscribed": by_outcome.get("unsubscribed").copied().unwrap_or(0),
                 "clicks": by_outcome.get("clicked").copied().unwrap_or(0),
+                "opened": sends.iter().filter(|s| s.record.outcome == "opened").map(|s| s.profile_id).collect::<std::collections::BTreeSet<_>>().len(),
                 "skipped": skipped,
                 "recipients": recipients.len(),
                 "vouchers_redeemed": redeemed,
@@ -806,16 +808,31 @@ async fn send(
         Vec::new()
     };
     let mut rendered = render(c, step, &traits, view, links, suggested)?;
-    if facts.lawful.contains(CLICK_PURPOSE) && matches!(c.channel, Channel::Email | Channel::Sms) {
+    // Clicks and opens are measured only for people who agreed to audience measurement; the
+    // others get the links as written and a text-only email.
+    let measured = facts.lawful.contains(MEASUREMENT_PURPOSE);
+    if measured && matches!(c.channel, Channel::Email | Channel::Sms) {
         rendered.body = tracked_links(app, &rendered.body, &o).await?;
     }
+    let html = if measured && c.channel == Channel::Email {
+        Some(html_with_pixel(app, &rendered.body, &o).await?)
+    } else {
+        None
+    };
     let message_id = format!("<occurrence-{}-step-{}@confiance>", o.id, o.step);
     let delivered: Result<Value, (bool, String)> = match c.channel {
         Channel::Email => {
             let to = address.as_ref().and_then(Value::as_str).unwrap_or_default();
             match &app.options.mailer {
                 Some(mailer) => mailer
-                    .send_campaign(to, &rendered.subject, rendered.body.clone(), &message_id, &unsubscribe)
+                    .send_campaign(
+                        to,
+                        &rendered.subject,
+                        rendered.body.clone(),
+                        html,
+                        &message_id,
+                        &unsubscribe,
+                    )
                     .await
                     .map(|()| json!({"message_id": message_id}))
                     .map_err(|e| (e.transient, e.message)),
@@ -1271,9 +1288,71 @@ pub async fn suggestions(
     ))
 }
 
-/// The purpose clicks are measured for: audience measurement, so only people who agreed to it
-/// have their clicks counted; everyone else's links go straight to the shop.
-const CLICK_PURPOSE: &str = "analytics";
+/// The purpose clicks and opens are measured for: audience measurement, so only people who
+/// agreed to it are counted; everyone else's links go straight to the shop.
+const MEASUREMENT_PURPOSE: &str = "analytics";
+
+/// The HTML alternative of a text email: the same text, links clickable, and a one-pixel image
+/// whose loading counts the open.
+async fn html_with_pixel(app: &AppState, text: &str, o: &Occurrence) -> Result<String, ApiError> {
+    let payload = format!("{}.{}.{}.open", o.campaign_id, o.profile_id, o.id);
+    let mac = confiance_core::consent::link::keyed_hash(app.secret().await?, "campaign open", &payload);
+    let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload);
+    let base = app.base_url(&HeaderMap::new());
+    let mut html = String::from("<!doctype html><html><body><p>");
+    for word in escape(text).split_inclusive(char::is_whitespace) {
+        let bare = word.trim_end();
+        if bare.starts_with("http://") || bare.starts_with("https://") {
+            html.push_str(&format!("<a href=\"{bare}\">{bare}</a>{}", &word[bare.len()..]));
+        } else {
+            html.push_str(word);
+        }
+    }
+    let html = html.replace('\n', "<br>\n");
+    Ok(format!(
+        "{html}</p><img src=\"{base}/o/{token}.{}\" width=\"1\" height=\"1\" alt=\"\"></body></html>",
+        &mac[..32]
+    ))
+}
+
+/// The one-pixel image of an HTML email: counts the open (see [`html_with_pixel`]).
+pub async fn open(State(app): State<Shared>, Path(token): Path<String>) -> Result<Response, ApiError> {
+    let payload = verified(&app, &token, "campaign open").await?;
+    let mut parts = payload.splitn(4, '.');
+    let (Some(campaign), Some(profile)) = (parts.next(), parts.next()) else {
+        return Err(ApiError::new(ErrorCode::NotFound, "this image is not one of ours"));
+    };
+    if let (Ok(campaign), Ok(profile)) = (campaign.parse::<i64>(), profile.parse::<i64>()) {
+        let r = record("email", "opened", None, json!({}), app.clock.now());
+        app.store.log_campaign_event(campaign, profile, r).await?;
+    }
+    // The smallest transparent GIF.
+    const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+    Ok((
+        [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")],
+        PIXEL,
+    )
+        .into_response())
+}
+
+/// The payload of a signed token `base64(payload).mac`, if the mac is ours for `label`.
+async fn verified(app: &AppState, token: &str, label: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::new(ErrorCode::NotFound, "this link is not one of ours");
+    let (encoded, mac) = token.rsplit_once('.').ok_or_else(invalid)?;
+    let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let expected = confiance_core::consent::link::keyed_hash(app.secret().await?, label, &payload);
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes().get(..32).unwrap_or_default(),
+        mac.as_bytes(),
+    )) {
+        Ok(payload)
+    } else {
+        Err(invalid())
+    }
+}
 
 /// The shop's links in a message, each turned into a signed redirect that counts the click.
 /// The preference-centre and unsubscribe links are left alone.
@@ -1307,18 +1386,7 @@ async fn tracked_links(app: &AppState, body: &str, o: &Occurrence) -> Result<Str
 /// A tracked link: counts the click in the campaign's log, then goes where the link pointed.
 pub async fn click(State(app): State<Shared>, Path(token): Path<String>) -> Result<Response, ApiError> {
     let invalid = || ApiError::new(ErrorCode::NotFound, "this link is not one of ours");
-    let (encoded, mac) = token.rsplit_once('.').ok_or_else(invalid)?;
-    let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    let expected = confiance_core::consent::link::keyed_hash(app.secret().await?, "campaign click", &payload);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        expected.as_bytes().get(..32).unwrap_or_default(),
-        mac.as_bytes(),
-    )) {
-        return Err(invalid());
-    }
+    let payload = verified(&app, &token, "campaign click").await?;
     let mut parts = payload.splitn(4, '.');
     let (Some(campaign), Some(profile), Some(_), Some(url)) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {

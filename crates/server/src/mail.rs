@@ -42,40 +42,48 @@ impl Mailer {
         Ok(Self { transport, from })
     }
 
-    /// Sends a campaign message: plain text, with a stable Message-ID and the one-click
-    /// unsubscribe headers of RFC 8058. An error says whether trying again later may work (a
-    /// 4xx answer: the relay is throttling or busy).
+    /// Sends a campaign message: plain text (and an HTML alternative when given), with a
+    /// stable Message-ID and the one-click unsubscribe headers of RFC 8058. An error says
+    /// whether trying again later may work (a 4xx answer: the relay is throttling or busy).
     pub async fn send_campaign(
         &self,
         to: &str,
         subject: &str,
         body: String,
+        html: Option<String>,
         message_id: &str,
         unsubscribe: &str,
     ) -> Result<(), SendError> {
+        use lettre::message::header::{ContentTransferEncoding, ContentType};
+        use lettre::message::{Body, MultiPart, SinglePart};
         let permanent = |message: String| SendError {
             transient: false,
             message,
         };
+        // Quoted-printable: lines stay under 76 characters whatever the links' length, and the
+        // text stays readable in the raw message.
+        let part = |content: String, kind: ContentType| -> Result<SinglePart, SendError> {
+            let body = Body::new_with_encoding(content, ContentTransferEncoding::QuotedPrintable)
+                .map_err(|_| permanent("the body cannot be encoded".into()))?;
+            Ok(SinglePart::builder().header(kind).body(body))
+        };
         let to: Mailbox = to.parse().map_err(|e| permanent(format!("bad recipient: {e}")))?;
-        let message = Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
             .message_id(Some(message_id.to_owned()))
             .header(ListUnsubscribe(format!("<{unsubscribe}>")))
-            .header(ListUnsubscribePost)
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            // Quoted-printable: lines stay under 76 characters whatever the links' length, and
-            // the text stays readable in the raw message.
-            .body(
-                lettre::message::Body::new_with_encoding(
-                    body,
-                    lettre::message::header::ContentTransferEncoding::QuotedPrintable,
-                )
-                .map_err(|_| permanent("the body cannot be encoded".into()))?,
-            )
-            .map_err(|e| permanent(e.to_string()))?;
+            .header(ListUnsubscribePost);
+        let message = match html {
+            Some(html) => builder.multipart(
+                MultiPart::alternative()
+                    .singlepart(part(body, ContentType::TEXT_PLAIN)?)
+                    .singlepart(part(html, ContentType::TEXT_HTML)?),
+            ),
+            None => builder.singlepart(part(body, ContentType::TEXT_PLAIN)?),
+        }
+        .map_err(|e| permanent(e.to_string()))?;
         self.transport.send(message).await.map(|_| ()).map_err(|e| SendError {
             transient: e.is_transient() || e.is_timeout(),
             message: e.to_string(),

@@ -859,7 +859,7 @@ async fn every_channel_conforms() {
 }
 
 #[tokio::test]
-async fn clicks_are_counted_only_for_people_who_agreed_to_measurement() {
+async fn opens_and_clicks_are_counted_only_for_people_who_agreed_to_measurement() {
     let smtp = SmtpSink::start();
     let app = shop(&smtp).await;
     app.clock.set("2026-10-01T10:00:00Z".parse().unwrap());
@@ -929,8 +929,28 @@ async fn clicks_are_counted_only_for_people_who_agreed_to_measurement() {
     assert_eq!(resp.headers()["location"], "https://vinyles.example/air?from=mail");
     let forged = no_redirect.get(format!("{tracked}x")).send().await.unwrap();
     assert_eq!(forged.status(), 404);
+    // Quentin's mail also has an HTML part whose one-pixel image counts the open; Rose's is text.
+    assert!(!rose.contains("text/html"), "{rose}");
+    let pixel = quentin
+        .split("src=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("{quentin}"))
+        .replace("http://shop.test", &app.base);
+    assert!(pixel.contains("/o/"), "{pixel}");
+    for _ in 0..2 {
+        let image = no_redirect.get(&pixel).send().await.unwrap();
+        assert_eq!(image.headers()["content-type"], "image/gif");
+    }
     let (_, figures) = app
         .call(reqwest::Method::GET, &format!("/api/v1/campaigns/{id}"), None)
         .await;
-    assert_eq!(figures["figures"]["clicks"], 1, "{figures}");
+    assert_eq!(
+        (
+            figures["figures"]["clicks"].as_i64(),
+            figures["figures"]["opened"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "one click; two loads of the image are one person who opened: {figures}"
+    );
 }
