@@ -954,3 +954,80 @@ async fn opens_and_clicks_are_counted_only_for_people_who_agreed_to_measurement(
         "one click; two loads of the image are one person who opened: {figures}"
     );
 }
+
+#[tokio::test]
+async fn soft_opt_in_reaches_customers_who_never_refused_only_when_enabled() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    app.clock.set("2026-11-02T10:00:00Z".parse().unwrap());
+    for id in ["sam", "tess", "ugo"] {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "favorite_artists": ["Air"]}),
+            false,
+        )
+        .await;
+    }
+    // Sam and Ugo are customers; Ugo said no to offers by email; Tess never bought anything.
+    for user in ["sam", "ugo"] {
+        let (status, _) = app
+            .post(
+                "/v1/track",
+                &json!({"userId": user, "event": "Order Completed", "properties": {"order_id": format!("o-{user}"), "total": 30.0}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/consents",
+        Some(json!({"subject": {"type": "user_id", "value": "ugo"}, "purpose": "marketing_email", "status": "denied"})),
+    )
+    .await;
+    app.indexed().await;
+    let campaign = |name: &str, soft: bool| {
+        json!({"name": name, "purpose": "marketing_email", "channel": "email", "soft_opt_in": soft,
+               "trigger": {"happening": {"kind": "release", "field": "favorite_artists"}},
+               "steps": [{"template": {"subject": {"fr": "Nouveauté"}, "body": {"fr": "Un disque proche de vos achats."}}}]})
+    };
+    let strict = app.campaign(campaign("Sans soft opt-in", false)).await;
+    let soft = app.campaign(campaign("Avec soft opt-in", true)).await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "release", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    let outcomes = |sends: Vec<Value>| -> Vec<String> {
+        sends
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}",
+                    s["outcome"].as_str().unwrap(),
+                    s["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        outcomes(app.sends(strict).await),
+        [
+            "skipped:no_legal_basis",
+            "skipped:no_legal_basis",
+            "skipped:no_legal_basis"
+        ],
+        "without soft opt-in, nobody who did not opt in"
+    );
+    let mut with_soft = outcomes(app.sends(soft).await);
+    with_soft.sort();
+    assert_eq!(
+        with_soft,
+        ["sent:", "skipped:no_legal_basis", "skipped:no_legal_basis"],
+        "the customer who never refused; not the prospect, not the one who said no"
+    );
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("To: sam@example.org"));
+}
