@@ -37,7 +37,10 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let resolver = tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));
     let audience = tokio::spawn(confiance_server::segments::run_audience(state.clone(), stopped.clone()));
-    let campaigns = tokio::spawn(confiance_server::activate::run_campaigns(state.clone(), stopped.clone()));
+    let campaigns = tokio::spawn(confiance_server::activate::run_campaigns(
+        state.clone(),
+        stopped.clone(),
+    ));
     let retention = tokio::spawn(confiance_server::retention::run_daily(state.clone(), stopped));
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)

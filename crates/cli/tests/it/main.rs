@@ -6,8 +6,8 @@
 
 mod api;
 mod breaches;
-mod campaigns;
 mod browser;
+mod campaigns;
 mod cli;
 mod consent;
 mod governance;
