@@ -46,10 +46,11 @@ use std::time::Duration;
 
 /// How far ahead date triggers are scanned: the widest time-zone offset plus a day.
 const LOOKAHEAD_HOURS: i64 = 40;
-/// Steps claimed per batch.
-const CLAIM: usize = 200;
+/// Steps claimed per batch: few enough to be sent well within the lease even through a slow
+/// relay.
+const CLAIM: usize = 50;
 /// How long a claimed step is reserved to its node.
-const LEASE_SECS: i64 = 120;
+const LEASE_SECS: i64 = 600;
 /// How often the scheduler runs when idle.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -434,7 +435,14 @@ pub async fn tick(app: &Shared) -> Result<usize, ApiError> {
         .claim_due(now, now + SignedDuration::from_secs(LEASE_SECS), CLAIM)
         .await?;
     let n = due.len();
+    let started = std::time::Instant::now();
     for o in due {
+        // Never send under a lease about to run out: another node could claim the step and
+        // send it too. What is left is claimed again once the lease expires.
+        if started.elapsed() > Duration::from_secs(LEASE_SECS as u64 / 2) {
+            tracing::warn!("a batch of campaign steps took half its lease; the rest waits for the next claim");
+            break;
+        }
         let active = rows.iter().any(|r| r.id == o.campaign_id && r.active);
         let campaign = campaigns.get(&o.campaign_id).filter(|_| active);
         let occurrence = o.id;
