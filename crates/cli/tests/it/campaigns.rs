@@ -1031,3 +1031,57 @@ async fn soft_opt_in_reaches_customers_who_never_refused_only_when_enabled() {
     assert_eq!(mails.len(), 1);
     assert!(mails[0].contains("To: sam@example.org"));
 }
+
+#[tokio::test]
+async fn a_delivery_brings_the_satisfaction_questionnaire_three_days_later() {
+    let smtp = SmtpSink::start();
+    let app = shop(&smtp).await;
+    let start: Timestamp = "2026-03-10T09:00:00Z".parse().unwrap();
+    app.clock.set(start);
+    for id in ["vic", "wes"] {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "first_name": id}),
+            false,
+        )
+        .await;
+    }
+    app.indexed().await;
+    let id = app
+        .campaign(json!({
+            "name": "Votre avis", "purpose": "service", "channel": "email",
+            "trigger": {"event": {"event": "Order Delivered",
+                                  "where": [{"field": "carrier", "cmp": {"op": "=", "value": "colissimo"}}]}},
+            "steps": [{"delay_hours": 72, "template": {"subject": {"fr": "Votre commande est bien arrivée ?"},
+                                                       "body": {"fr": "Bonjour {{ traits.first_name }}, dites-nous tout."}}}],
+        }))
+        .await;
+    // Two deliveries; only Colissimo's count.
+    for (user, carrier) in [("vic", "Colissimo"), ("wes", "coursier")] {
+        let (status, _) = app
+            .post(
+                "/v1/track",
+                &json!({"userId": user, "event": "Order Delivered", "timestamp": "2026-03-10T09:00:00Z",
+                        "properties": {"order_id": format!("o-{user}"), "carrier": carrier}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    app.resolved().await;
+    app.tick().await;
+    app.clock.set(start + SignedDuration::from_hours(71));
+    app.tick().await;
+    assert!(smtp.messages().is_empty(), "not before three days");
+    app.clock.set(start + SignedDuration::from_hours(72));
+    app.tick().await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("To: vic@example.org"), "{}", mails[0]);
+    let sends = app.sends(id).await;
+    assert_eq!(
+        sends.len(),
+        1,
+        "the courier's delivery is not one the campaign waits for: {sends:#?}"
+    );
+    assert_eq!(sends[0]["at"], "2026-03-13T09:00:00Z");
+}
