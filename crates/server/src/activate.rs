@@ -34,7 +34,6 @@ use confiance_core::activate::{Campaign, Channel, StepCondition, Trigger};
 use confiance_core::catalog::LegalBasis;
 use confiance_core::consent::{Decision as ConsentDecision, Method, Status, Subject};
 use confiance_core::segment::index::property_matches;
-use confiance_core::segment::query::Query;
 use confiance_core::unify::identifier::Identifier;
 use confiance_store::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, Unredeemable, Voucher};
 use jiff::{SignedDuration, Timestamp};
@@ -558,13 +557,7 @@ async fn date_occurrences(
     upto: Timestamp,
 ) -> Result<Vec<(i64, String, Timestamp)>, ApiError> {
     let saved = app.store.segments().await?;
-    let audience_query: Option<Query> = match audience {
-        Some(name) => saved
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| serde_json::from_value(s.doc["query"].clone()).ok()),
-        None => None,
-    };
+    let audience_query = audience.and_then(resolver(&saved));
     let index = app.audience.read();
     let members = match &audience_query {
         // Only the audience; consent is checked again when each message goes.
@@ -726,11 +719,7 @@ fn record(channel: &str, outcome: &str, reason: Option<Reason>, detail: Value, a
 async fn in_audience(app: &Shared, c: &Campaign, profile: i64) -> Result<bool, ApiError> {
     let Some(name) = &c.audience else { return Ok(true) };
     let saved = app.store.segments().await?;
-    let Some(q) = saved
-        .iter()
-        .find(|s| &s.name == name)
-        .and_then(|s| serde_json::from_value::<Query>(s.doc["query"].clone()).ok())
-    else {
+    let Some(q) = resolver(&saved)(name) else {
         return Ok(false);
     };
     let index = app.audience.read();

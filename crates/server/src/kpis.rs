@@ -193,7 +193,7 @@ impl AppState {
             .iter()
             .find(|s| s.id == id)
             .ok_or_else(|| bad("segment", format!("no segment {id}")))?;
-        let purpose = row.doc["purpose"].as_str().unwrap_or_default().to_owned();
+        let purpose = crate::segments::purpose_of(row).to_owned();
         let query = serde_json::from_value(row.doc["query"].clone())
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("segment {id} is stored unreadable: {e}")))?;
         let members = self.members(&query, &purpose, &saved)?;

@@ -157,14 +157,19 @@ pub struct SegmentInput {
     pub description: Option<String>,
 }
 
+/// The query of a saved segment (`None` if its stored document is unreadable).
+pub(crate) fn query_of(row: &SegmentRow) -> Option<Query> {
+    serde_json::from_value(row.doc["query"].clone()).ok()
+}
+
+/// The purpose a saved segment serves.
+pub(crate) fn purpose_of(row: &SegmentRow) -> &str {
+    row.doc["purpose"].as_str().unwrap_or_default()
+}
+
 /// Resolves `segment "name"` to saved queries.
 pub(crate) fn resolver(saved: &[SegmentRow]) -> impl Fn(&str) -> Option<Query> + '_ {
-    move |name| {
-        saved
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| serde_json::from_value(s.doc["query"].clone()).ok())
-    }
+    move |name| saved.iter().find(|s| s.name == name).and_then(query_of)
 }
 
 impl AppState {
@@ -204,9 +209,8 @@ impl AppState {
     }
 
     fn segment_view(&self, row: &SegmentRow, saved: &[SegmentRow]) -> Value {
-        let purpose = row.doc["purpose"].as_str().unwrap_or_default();
-        let count = serde_json::from_value::<Query>(row.doc["query"].clone())
-            .ok()
+        let purpose = purpose_of(row);
+        let count = query_of(row)
             .and_then(|q| self.members(&q, purpose, saved).ok())
             .map(|m| m.len());
         let mut out = json!({"id": row.id, "name": row.name, "count": count});
@@ -367,7 +371,7 @@ pub async fn show(_: Viewer, State(app): State<Shared>, Path(id): Path<i64>) -> 
 pub async fn remove(_: Marketing, State(app): State<Shared>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     let (row, saved) = app.segment_row(id).await?;
     for other in saved.iter().filter(|s| s.id != id) {
-        let Ok(q) = serde_json::from_value::<Query>(other.doc["query"].clone()) else {
+        let Some(q) = query_of(other) else {
             continue;
         };
         let mut named = false;
@@ -472,7 +476,7 @@ pub async fn export(
 /// re-checked against each member's legal basis when the export runs.
 async fn run_export(app: &Shared, row: &SegmentRow, format: &str) -> Result<(i64, String), ApiError> {
     let saved = app.store.segments().await?;
-    let purpose = row.doc["purpose"].as_str().unwrap_or_default().to_owned();
+    let purpose = purpose_of(row).to_owned();
     let q: Query = serde_json::from_value(row.doc["query"].clone())
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored query: {e}")))?;
     seg::check(&app.catalog, &purpose, &q, &resolver(&saved)).map_err(check_error)?;
@@ -826,8 +830,8 @@ async fn sync_segment(app: &AppState, row: &SegmentRow, saved: &[SegmentRow], re
     }
     let first = row.doc.get("synced_at").is_none();
     let record = record && !first;
-    let purpose = row.doc["purpose"].as_str().unwrap_or_default();
-    let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
+    let purpose = purpose_of(row);
+    let Some(q) = query_of(row) else {
         return Ok(());
     };
     let members: BTreeSet<i64> = {
@@ -868,8 +872,8 @@ async fn sync_touched(app: &AppState, touched: &BTreeSet<i64>) -> Result<(), Api
     }
     // A segment not yet filled is filled whole, silently, by `sync_segment`.
     for row in saved.iter().filter(|r| r.doc.get("synced_at").is_some()) {
-        let purpose = row.doc["purpose"].as_str().unwrap_or_default();
-        let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
+        let purpose = purpose_of(row);
+        let Some(q) = query_of(row) else {
             continue;
         };
         let (entered, exited) = {
@@ -929,8 +933,8 @@ impl AppState {
         let saved = self.store.segments().await?;
         let mut current = Vec::new();
         for row in &saved {
-            let purpose = row.doc["purpose"].as_str().unwrap_or_default();
-            let Ok(q) = serde_json::from_value::<Query>(row.doc["query"].clone()) else {
+            let purpose = purpose_of(row);
+            let Some(q) = query_of(row) else {
                 continue;
             };
             let member = {
