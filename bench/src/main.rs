@@ -9,6 +9,7 @@
 //! ```text
 //! cargo run --release -p confiance-bench -- ingest [--seconds N] [--connections C] [--database-url URL]
 //! cargo run --release -p confiance-bench -- consent-cost [--rounds N] [--seconds N]
+//! cargo run --release -p confiance-bench -- seal-cost [--rounds N] [--seconds N]
 //! ```
 
 mod bodies;
@@ -41,16 +42,28 @@ enum Command {
     },
     /// What consent enforcement costs ingestion: SQLite runs with and without it, interleaved.
     ConsentCost {
-        /// Rounds, each one run with enforcement and one without.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-        rounds: u64,
-        /// Seconds measured per run, after one second of warm-up.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-        seconds: u64,
-        /// Concurrent keep-alive HTTP/1.1 connections.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
-        connections: u64,
+        #[command(flatten)]
+        runs: Runs,
     },
+    /// What sealing bodies under per-subject keys costs ingestion: SQLite runs with and without.
+    SealCost {
+        #[command(flatten)]
+        runs: Runs,
+    },
+}
+
+/// Interleaved runs with a part of ingestion on and off.
+#[derive(clap::Args)]
+struct Runs {
+    /// Rounds, each one run with the part on and one with it off.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Seconds measured per run, after one second of warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Concurrent keep-alive HTTP/1.1 connections.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    connections: u64,
 }
 
 #[tokio::main]
@@ -68,17 +81,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Command::ConsentCost {
-            rounds,
-            seconds,
-            connections,
-        } => {
-            let options = ingest::Options {
-                seconds,
-                connections: connections as usize,
-                database_url: None,
-            };
-            ingest::consent_cost(options, rounds as usize).await
-        }
+        Command::ConsentCost { runs } => runs.cost(ingest::Part::Consent).await,
+        Command::SealCost { runs } => runs.cost(ingest::Part::Sealing).await,
+    }
+}
+
+impl Runs {
+    async fn cost(self, part: ingest::Part) -> anyhow::Result<()> {
+        let options = ingest::Options {
+            seconds: self.seconds,
+            connections: self.connections as usize,
+            database_url: None,
+        };
+        ingest::cost(options, self.rounds as usize, part).await
     }
 }

@@ -49,7 +49,7 @@ fn generate(path: &std::path::Path, profiles: i64, start_us: i64) -> anyhow::Res
     // Message k of person p is event 3(p-1)+k+1; its source and reception time are scattered
     // by multiplicative hashing so that every source and month holds a share of everyone.
     tx.execute(
-        "INSERT INTO events (seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes)
+        "INSERT INTO events (seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3 * ?1),
          m AS (SELECT i, (i - 1) / 3 + 1 AS p, (i - 1) % 3 AS k,
                       ?2 + ((i * 2654435761) % ?3) * 1000000 AS at,
@@ -69,7 +69,8 @@ fn generate(path: &std::path::Path, profiles: i64, start_us: i64) -> anyhow::Res
                   ELSE json_object('type', 'page', 'messageId', 'm' || i, 'userId', 'u' || p, 'name', 'Home',
                       'context', json_object('ip', '203.0.113.7', 'locale', 'fr-FR'))
                 END,
-                ',service,'
+                ',service,',
+                CASE k WHEN 0 THEN ',city,email,first_name,' WHEN 1 THEN ',email,' ELSE NULL END
          FROM m",
         rusqlite::params![profiles, start_us, TWO_YEARS_S],
     )?;

@@ -197,6 +197,9 @@ struct Setup {
     /// Whether identity resolution follows the event log beside the server, as `confiance
     /// serve` runs it: it competes with ingestion for the cores and the store's writer.
     resolver: bool,
+    /// Whether bodies are sealed under their subject's key, as they always are in production;
+    /// off only to tell, in the same run, what encryption at rest costs.
+    seal: bool,
 }
 
 impl Setup {
@@ -204,7 +207,39 @@ impl Setup {
     const INGESTION: Setup = Setup {
         enforce_consent: true,
         resolver: false,
+        seal: true,
     };
+}
+
+/// A part of ingestion whose cost [`cost`] measures by switching it off.
+#[derive(Clone, Copy, Debug)]
+pub enum Part {
+    /// Consent enforcement at collection.
+    Consent,
+    /// Sealing each body under its subject's key.
+    Sealing,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Consent => "consent enforcement",
+            Part::Sealing => "per-subject encryption",
+        }
+    }
+
+    fn setup(self, on: bool) -> Setup {
+        match self {
+            Part::Consent => Setup {
+                enforce_consent: on,
+                ..Setup::INGESTION
+            },
+            Part::Sealing => Setup {
+                seal: on,
+                ..Setup::INGESTION
+            },
+        }
+    }
 }
 
 /// Confiance's whole router over `store`, with one source; checks the store afterwards.
@@ -215,6 +250,7 @@ async fn confiance(
     bodies: &Arc<Bodies>,
     catalog: &Catalog,
 ) -> anyhow::Result<Row> {
+    store.set_sealing(setup.seal);
     let key = WriteKey::generate();
     let name = SourceName::parse("bench-web")?;
     store
@@ -278,7 +314,9 @@ async fn postgres(
         Err(e) => Row::Unavailable(format!("the store did not open: {e}")),
     };
     admin
-        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .batch_execute(&format!(
+            "DROP DATABASE {database} WITH (FORCE); DROP DATABASE IF EXISTS {database}_vault WITH (FORCE)"
+        ))
         .await
         .context("dropping the benchmark database")?;
     Ok(row)
@@ -387,10 +425,10 @@ fn table(rows: &[(&str, Row)]) -> String {
     out
 }
 
-/// What consent enforcement costs ingestion: runs with and without it, interleaved (on, off,
-/// on, off…) so that a change of load on the shared machine hits both alike, each on a fresh
-/// SQLite store; reports the median of each and the cost.
-pub async fn consent_cost(options: Options, rounds: usize) -> anyhow::Result<()> {
+/// What a part of ingestion costs: runs with and without it, interleaved (on, off, on, off…) so
+/// that a change of load on the shared machine hits both alike, each on a fresh SQLite store;
+/// reports the median of each and the cost.
+pub async fn cost(options: Options, rounds: usize, part: Part) -> anyhow::Result<()> {
     let catalog = Catalog::builtin();
     let bodies = Arc::new(Bodies::build(BATCH_SIZE, &catalog)?);
     let plan = |url: String, write_key: Option<String>| Plan {
@@ -402,30 +440,29 @@ pub async fn consent_cost(options: Options, rounds: usize) -> anyhow::Result<()>
         measured: Duration::from_secs(options.seconds),
     };
     println!(
-        "consent enforcement on and off, interleaved: {rounds} rounds of {} s each, {} connections, load average {}",
+        "{} on and off, interleaved: {rounds} rounds of {} s each, {} connections, load average {}",
+        part.name(),
         options.seconds,
         options.connections,
         load_average()
     );
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        for enforce_consent in [true, false] {
+        for switched_on in [true, false] {
             let dir = tempfile::tempdir()?;
             let store = Store::open_sqlite(dir.path()).await?;
-            let setup = Setup {
-                enforce_consent,
-                ..Setup::INGESTION
-            };
-            let Row::Measured(outcome) = confiance(store, setup, &plan, &bodies, &catalog).await? else {
+            let Row::Measured(outcome) = confiance(store, part.setup(switched_on), &plan, &bodies, &catalog).await?
+            else {
                 anyhow::bail!("a run could not be measured");
             };
             let rate = outcome.events_per_second();
             eprintln!(
-                "  round {}: consent {}: {rate:.0} events/s",
+                "  round {}: {} {}: {rate:.0} events/s",
                 round + 1,
-                if enforce_consent { "on " } else { "off" }
+                part.name(),
+                if switched_on { "on " } else { "off" }
             );
-            if enforce_consent { on.push(rate) } else { off.push(rate) }
+            if switched_on { on.push(rate) } else { off.push(rate) }
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -434,15 +471,16 @@ pub async fn consent_cost(options: Options, rounds: usize) -> anyhow::Result<()>
     };
     let (on_median, off_median) = (median(&mut on), median(&mut off));
     println!(
-        "enforced:     median {on_median:.0} events/s  (runs: {})",
+        "on:  median {on_median:.0} events/s  (runs: {})",
         on.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
     );
     println!(
-        "not enforced: median {off_median:.0} events/s  (runs: {})",
+        "off: median {off_median:.0} events/s  (runs: {})",
         off.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
     );
     println!(
-        "cost of enforcement: {:.1}% of the throughput",
+        "cost of {}: {:.1}% of the throughput",
+        part.name(),
         (1.0 - on_median / off_median) * 100.0
     );
     Ok(())

@@ -9,6 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use confiance_core::catalog::Catalog;
+use confiance_core::privacy::vault::MasterKey;
 use confiance_store::Store;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -26,6 +27,11 @@ pub struct StoreArgs {
     /// Configuration file (TOML): a `[server]` table and, optionally, the data catalog.
     #[arg(long, env = "CONFIANCE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// File holding the master key that wraps the per-subject data keys (64 hexadecimal digits
+    /// or base64 of 32 bytes); `CONFIANCE_MASTER_KEY` may give the key itself. Without either,
+    /// a key derived from the instance's secret is used.
+    #[arg(long, env = "CONFIANCE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// The `[server]` table of the configuration file.
@@ -37,6 +43,7 @@ struct ServerSection {
     database_url: Option<String>,
     public_url: Option<String>,
     smtp_url: Option<String>,
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,13 +62,15 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
-    /// Opens the store (creating and migrating it).
-    pub async fn open(&self) -> Result<Store> {
+    /// Opens the store (creating and migrating it), its key vault under `master` when given.
+    pub async fn open_with(&self, master: Option<MasterKey>) -> Result<Store> {
         match self {
-            StoreLocation::Sqlite(dir) => Store::open_sqlite(dir)
+            StoreLocation::Sqlite(dir) => Store::open_sqlite_with(dir, master)
                 .await
                 .with_context(|| format!("opening the SQLite store in {}", dir.display())),
-            StoreLocation::Postgres(url) => Store::connect_postgres(url).await.context("connecting to PostgreSQL"),
+            StoreLocation::Postgres(url) => Store::connect_postgres_with(url, master)
+                .await
+                .context("connecting to PostgreSQL"),
         }
     }
 }
@@ -78,6 +87,8 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The data catalog.
     pub catalog: Catalog,
+    /// The master key of the key vault, when one is configured.
+    pub master: Option<MasterKey>,
 }
 
 /// Formats every catalog problem of `path`.
@@ -130,12 +141,31 @@ impl Config {
             }
             (None, dir) => StoreLocation::Sqlite(dir.unwrap_or_else(|| PathBuf::from("./confiance-data"))),
         };
+        let master = match (
+            std::env::var("CONFIANCE_MASTER_KEY").ok(),
+            args.master_key_file.clone().or(file.server.master_key_file),
+        ) {
+            (Some(_), Some(_)) => bail!("give the master key either in CONFIANCE_MASTER_KEY or in a file, not both"),
+            (Some(key), None) => Some(MasterKey::parse(&key).context("in CONFIANCE_MASTER_KEY")?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the master key file {}", path.display()))?;
+                Some(MasterKey::parse(&text).with_context(|| format!("in the master key file {}", path.display()))?)
+            }
+            (None, None) => None,
+        };
         Ok(Config {
             store,
             listen: file.server.listen,
             public_url: file.server.public_url,
             smtp_url: file.server.smtp_url,
             catalog,
+            master,
         })
+    }
+
+    /// Opens the store (creating and migrating it) with its key vault.
+    pub async fn open_store(&self) -> Result<Store> {
+        self.store.open_with(self.master.clone()).await
     }
 }

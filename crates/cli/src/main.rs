@@ -202,7 +202,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let listen = listen
                 .or(config.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-            let mailer = match smtp_url.or(config.smtp_url) {
+            let mailer = match smtp_url.or(config.smtp_url.clone()) {
                 Some(url) => Some(confiance_server::mail::Mailer::new(&url, &mail_from).map_err(anyhow::Error::msg)?),
                 None => None,
             };
@@ -213,13 +213,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None => None,
             };
             let options = confiance_server::Options {
-                public_url: public_url.or(config.public_url),
+                public_url: public_url.or(config.public_url.clone()),
                 shop_write_key,
                 mailer,
                 sms,
                 ..Default::default()
             };
-            let store = config.store.open().await?;
+            let store = config.open_store().await?;
             serve::bootstrap_admin(&store).await?;
             serve::serve(store, config.catalog, listen, options, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
@@ -235,7 +235,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             SourceCommand::Add { name, kind, store } => {
                 let config = Config::load(&store)?;
                 let name = SourceName::parse(&name)?;
-                let store = config.store.open().await?;
+                let store = config.open_store().await?;
                 let key = WriteKey::generate();
                 store
                     .create_source(&name, kind, &key.digest(), &key.prefix())
@@ -246,7 +246,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             SourceCommand::List { store } => {
                 let config = Config::load(&store)?;
-                let store = config.store.open().await?;
+                let store = config.open_store().await?;
                 println!(
                     "{:<20} {:<8} {:<10} {:>10} {:>10} {:>9} {:>9}  created",
                     "name", "kind", "key", "accepted", "duplicate", "rejected", "dropped"
@@ -282,7 +282,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store,
         } => {
             let config = Config::load(&store)?;
-            let db = config.store.open().await?;
+            let db = config.open_store().await?;
             let app = confiance_server::AppState::new(
                 db,
                 config.catalog,
@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Retention { dry_run, store } => {
             let config = Config::load(&store)?;
-            let db = config.store.open().await?;
+            let db = config.open_store().await?;
             let app = confiance_server::AppState::new(
                 db,
                 config.catalog,
@@ -340,7 +340,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: AuditCommand::Verify { store },
         } => {
             let config = Config::load(&store)?;
-            let store = config.store.open().await?;
+            let store = config.open_store().await?;
             match store.verify_audit().await? {
                 Ok(n) => {
                     println!("audit log verified: {n} entries, chain intact");
@@ -356,7 +356,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: ComplianceCommand::Check { json, store },
         } => {
             let config = Config::load(&store)?;
-            let db = config.store.open().await?;
+            let db = config.open_store().await?;
             let now = jiff::Timestamp::now();
             let report = confiance_server::governance::compliance_report(&db, &config.catalog, now).await?;
             if json {

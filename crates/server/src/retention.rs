@@ -105,7 +105,8 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
             }
             let expired = expired_traits(&e.body, e.timestamp, catalog, now);
             if !expired.is_empty() {
-                let mut body = e.body.clone();
+                let mut e = e.clone();
+                let body = &mut e.body;
                 for name in &expired {
                     *traits.entry(name.clone()).or_default() += 1;
                     for path in ["traits", "context"] {
@@ -119,7 +120,7 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
                         }
                     }
                 }
-                rewrite.push((e.seq, body));
+                rewrite.push(e);
             }
         }
     }

@@ -7,11 +7,13 @@
 //! per person and channel, so that the register proves who was told, when and how.
 //!
 //! Whom a breach touched is one SQL statement per backend over the event log, not a scan in
-//! Rust: the events of the breach's sources received in its window (an index on source and
-//! reception time narrows them), that carry one of its traits — `traits.<name>` of an identify
-//! or `context.traits.<name>` of any message, the places golden records read them from — with a
-//! value that is not null. They are grouped by sender first (one identity lookup per sender,
-//! not per event), then by the profile each sender's identifiers belong to.
+//! Rust, and it reads no body: every event keeps, beside it, which of the person's traits it
+//! carries (`traits.<name>` of an identify, `context.traits.<name>` of any message, with a value
+//! that is not null: the places golden records read them from). A partial index over the events
+//! that carry traits holds the source, the reception time, those traits and the sender, all the
+//! statement reads: the events of the breach's sources received in its window that carry one of
+//! its traits. They are grouped by sender first (one identity lookup per sender, not per event),
+//! then by the profile each sender's identifiers belong to.
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
@@ -100,15 +102,6 @@ fn audit_of(b: &Breach, action: &str, actor: &str) -> AuditEvent {
     )
 }
 
-/// JSON paths of a trait in SQLite: quoted, so any catalog name is one key.
-fn sqlite_paths(name: &str) -> [String; 3] {
-    [
-        format!("\"{name}\""),
-        format!("$.traits.\"{name}\""),
-        format!("$.context.traits.\"{name}\""),
-    ]
-}
-
 impl SqliteStore {
     pub(crate) async fn insert_breach(&self, mut b: Breach) -> Result<Breach> {
         self.write(move |tx| {
@@ -174,21 +167,13 @@ impl SqliteStore {
             }
             let mut carried = Vec::new();
             for name in &q.traits {
-                let n = args.len();
-                let [key, own, context] = sqlite_paths(name);
-                args.extend([key.into(), own.into(), context.into()]);
-                // `instr` is a cheap first look at the raw text; `json_extract` decides.
-                carried.push(format!(
-                    "(instr(body, ?{}) > 0 AND ((type = 'identify' AND json_extract(body, ?{}) IS NOT NULL) OR json_extract(body, ?{}) IS NOT NULL))",
-                    n + 1,
-                    n + 2,
-                    n + 3
-                ));
+                args.push(format!(",{name},").into());
+                carried.push(format!("instr(traits, ?{}) > 0", args.len()));
             }
             let sql = format!(
                 "WITH hit AS (
                      SELECT user_id, anonymous_id, count(*) AS n FROM events
-                     WHERE source_id IN (SELECT value FROM json_each(?1)) AND {window} AND ({carried})
+                     WHERE source_id IN (SELECT value FROM json_each(?1)) AND {window} AND traits IS NOT NULL AND ({carried})
                      GROUP BY user_id, anonymous_id)
                  SELECT coalesce(u.profile_id, a.profile_id) AS profile, sum(n) FROM hit
                  LEFT JOIN identities u ON u.identifier = 'user_id:' || hit.user_id
@@ -314,18 +299,16 @@ impl PgStore {
             args.push(from);
             window.push_str(" AND received_at >= $3");
         }
+        let needles: Vec<String> = q.traits.iter().map(|name| format!(",{name},")).collect();
         let mut carried = Vec::new();
-        for name in &q.traits {
-            args.push(name);
-            let n = args.len();
-            carried.push(format!(
-                "((type = 'identify' AND jsonb_typeof(body->'traits'->${n}::text) <> 'null') OR jsonb_typeof(body->'context'->'traits'->${n}::text) <> 'null')"
-            ));
+        for needle in &needles {
+            args.push(needle);
+            carried.push(format!("strpos(traits, ${}) > 0", args.len()));
         }
         let sql = format!(
             "WITH hit AS (
                  SELECT user_id, anonymous_id, count(*) AS n FROM events
-                 WHERE source_id = ANY($1::bigint[]) AND {window} AND ({carried})
+                 WHERE source_id = ANY($1::bigint[]) AND {window} AND traits IS NOT NULL AND ({carried})
                  GROUP BY user_id, anonymous_id)
              SELECT coalesce(u.profile_id, a.profile_id) AS profile, sum(n)::bigint FROM hit
              LEFT JOIN identities u ON u.identifier = 'user_id:' || hit.user_id

@@ -36,12 +36,22 @@ pub struct Erased {
     pub identities: u64,
     /// Requests whose subject was pseudonymised (their records are kept).
     pub requests: u64,
+    /// Data keys destroyed in the key vault: every copy of what they sealed is now unreadable.
+    pub keys: u64,
 }
 
 fn values(keys: &[String], prefix: &str) -> Vec<String> {
     keys.iter()
         .filter_map(|k| k.strip_prefix(prefix))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The vault identifiers to shred: the person's, and their requests' results'.
+fn with_requests(keys: &[String], requests: &[i64]) -> Vec<String> {
+    keys.iter()
+        .cloned()
+        .chain(requests.iter().map(|id| crate::request_key(*id)))
         .collect()
 }
 
@@ -56,12 +66,23 @@ fn audit(e: &Erasure, erased: &Erased) -> AuditEvent {
         "staff",
         "subject.erased",
         e.profile.map(|p| format!("profile:{p}")),
-        serde_json::json!({"events": erased.events, "consents": erased.consents, "identities": erased.identities, "requests": erased.requests}),
+        serde_json::json!({"events": erased.events, "consents": erased.consents, "identities": erased.identities, "requests": erased.requests, "keys": erased.keys}),
     )
 }
 
 impl SqliteStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
+        // The keys go first: from then on, every copy of the person's bodies and of their
+        // requests' results is unreadable, whatever happens to the rest.
+        let keys = serde_json::to_string(&e.keys).map_err(|x| StoreError::Database(x.to_string()))?;
+        let requests: Vec<i64> = self
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT id FROM requests WHERE subject IN (SELECT value FROM json_each(?1))")?;
+                Ok(stmt.query_map([keys], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
         let erased = self
             .write(move |tx| {
                 let keys = serde_json::to_string(&e.keys).map_err(|x| StoreError::Database(x.to_string()))?;
@@ -72,6 +93,7 @@ impl SqliteStore {
                         "DELETE FROM events WHERE user_id IN (SELECT value FROM json_each(?1)) OR anonymous_id IN (SELECT value FROM json_each(?2))",
                         [&users, &anons],
                     )? as u64,
+                    keys: shredded,
                     ..Erased::default()
                 };
                 out.consents = tx.execute("DELETE FROM consent_ledger WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])? as u64;
@@ -146,6 +168,16 @@ impl SqliteStore {
 
 impl PgStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
+        let requests: Vec<i64> = self
+            .pool()
+            .get()
+            .await?
+            .query("SELECT id FROM requests WHERE subject = ANY($1)", &[&e.keys])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
         let users = values(&e.keys, "user_id:");
         let anons = values(&e.keys, "anonymous_id:");
         let mut client = self.pool().get().await?;
@@ -157,6 +189,7 @@ impl PgStore {
                     &[&users, &anons],
                 )
                 .await?,
+            keys: shredded,
             ..Erased::default()
         };
         out.consents = tx
@@ -231,15 +264,13 @@ impl PgStore {
 
 impl SqliteStore {
     pub(crate) async fn events_page(&self, after: i64, limit: usize) -> Result<Vec<crate::StoredEvent>> {
+        let vault = self.vault.clone();
         self.read(move |c| {
             let sql = format!(
                 "SELECT {} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 crate::sqlite::EVENT_COLUMNS
             );
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params![after, limit as i64], crate::sqlite::event_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(crate::sqlite::into_event))
-                .collect()
+            crate::sqlite::query_events(c, &vault, &sql, rusqlite::params![after, limit as i64])
         })
         .await
     }
@@ -247,18 +278,23 @@ impl SqliteStore {
     pub(crate) async fn expire_events(
         &self,
         delete: Vec<i64>,
-        rewrite: Vec<(i64, serde_json::Value)>,
+        rewrite: Vec<crate::StoredEvent>,
         at: jiff::Timestamp,
         report: serde_json::Value,
     ) -> Result<()> {
+        let rewrite = crate::rewritten(&self.vault, rewrite).await?;
         self.write(move |tx| {
             for seq in &delete {
                 tx.execute("DELETE FROM events WHERE seq = ?1", [seq])?;
             }
-            for (seq, body) in &rewrite {
+            for (seq, body, traits) in rewrite {
+                let body = match body {
+                    Ok(sealed) => rusqlite::types::Value::Blob(sealed),
+                    Err(plain) => rusqlite::types::Value::Text(plain.to_string()),
+                };
                 tx.execute(
-                    "UPDATE events SET body = ?1 WHERE seq = ?2",
-                    rusqlite::params![body.to_string(), seq],
+                    "UPDATE events SET body = ?1, traits = ?2 WHERE seq = ?3",
+                    rusqlite::params![body, traits, seq],
                 )?;
             }
             crate::sqlite::append_audit(
@@ -294,22 +330,31 @@ impl PgStore {
                 &[&after, &limit],
             )
             .await?;
-        rows.iter().map(crate::postgres::row_to_event).collect()
+        drop(client);
+        self.open_events(&rows).await
     }
 
     pub(crate) async fn expire_events(
         &self,
         delete: Vec<i64>,
-        rewrite: Vec<(i64, serde_json::Value)>,
+        rewrite: Vec<crate::StoredEvent>,
         at: jiff::Timestamp,
         report: serde_json::Value,
     ) -> Result<()> {
+        let rewrite = crate::rewritten(&self.vault, rewrite).await?;
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         tx.execute("DELETE FROM events WHERE seq = ANY($1)", &[&delete]).await?;
-        for (seq, body) in &rewrite {
-            tx.execute("UPDATE events SET body = $1 WHERE seq = $2", &[body, seq])
-                .await?;
+        for (seq, body, traits) in &rewrite {
+            let (body, sealed) = match body {
+                Ok(sealed) => (serde_json::Value::Null, Some(sealed)),
+                Err(plain) => (plain.clone(), None),
+            };
+            tx.execute(
+                "UPDATE events SET body = $1, sealed = $2, traits = $3 WHERE seq = $4",
+                &[&body, &sealed, traits, seq],
+            )
+            .await?;
         }
         crate::postgres::append_audit(
             &tx,

@@ -79,14 +79,13 @@ fn pg_time(t: jiff::Timestamp) -> std::time::SystemTime {
     std::time::SystemTime::from(from_micros(to_micros(t)))
 }
 
-/// The traits of every message, with the profile of its sender (a negative log position when
-/// the sender is not resolved yet, so that each such message counts once).
+/// The traits every message carries (the column written at collection, not the bodies), with
+/// the profile of its sender (a negative log position when the sender is not resolved yet, so
+/// that each such message counts once).
 const SQLITE_TRAITS: &str = "WITH t AS (
-        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.key AS name
-        FROM events e, json_each(e.body, '$.traits') j
-        UNION
-        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.key
-        FROM events e, json_each(e.body, '$.context.traits') j
+        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.value AS name
+        FROM events e, json_each('[\"' || replace(substr(e.traits, 2, length(e.traits) - 2), ',', '\",\"') || '\"]') j
+        WHERE e.traits IS NOT NULL
     ), p AS (
         SELECT t.name, s.name AS source, COALESCE(i.profile_id, -t.seq) AS person
         FROM t JOIN sources s ON s.id = t.source_id
@@ -95,13 +94,9 @@ const SQLITE_TRAITS: &str = "WITH t AS (
     )";
 
 const PG_TRAITS: &str = "WITH t AS (
-        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.key AS name
-        FROM events e, jsonb_each(CASE WHEN jsonb_typeof(e.body->'traits') = 'object'
-            THEN e.body->'traits' END) j
-        UNION
-        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.key
-        FROM events e, jsonb_each(CASE WHEN jsonb_typeof(e.body->'context'->'traits') = 'object'
-            THEN e.body->'context'->'traits' END) j
+        SELECT e.seq, e.source_id, e.user_id, e.anonymous_id, j.name
+        FROM events e, unnest(string_to_array(trim(both ',' from e.traits), ',')) AS j(name)
+        WHERE e.traits IS NOT NULL
     ), p AS (
         SELECT t.name, s.name AS source, COALESCE(i.profile_id, -t.seq) AS person
         FROM t JOIN sources s ON s.id = t.source_id

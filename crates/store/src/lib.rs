@@ -23,6 +23,7 @@ mod segments;
 mod sqlite;
 mod sqlite_unify;
 mod unify;
+mod vault;
 
 pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
 pub use breaches::{BreachNotice, Touched, TouchedQuery};
@@ -33,12 +34,14 @@ pub use postgres::PgStore;
 pub use segments::{ExportRow, SegmentRow, Transition};
 pub use sqlite::SqliteStore;
 pub use unify::{GAP_PATIENCE_US, Resolved};
+pub use vault::VAULT_FILE;
 
 use confiance_core::catalog::{Catalog, LegalBasis, Purpose};
 use confiance_core::collect::{Message, MessageType};
 use confiance_core::consent::{ConsentView, Decision, IdKind, LedgerEntry, Status, Subject, has_basis};
 use confiance_core::privacy::audit::{AuditEntry, AuditEvent, Broken};
 use confiance_core::privacy::requests::Request;
+use confiance_core::privacy::vault::MasterKey;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use confiance_core::unify::graph::Guards;
 use confiance_core::unify::identifier::Identifier;
@@ -231,13 +234,57 @@ pub struct ConsentCount {
 }
 
 /// `,a,b,` — how the purposes of an event are stored, so that `LIKE '%,a,%'` finds them.
-pub(crate) fn purposes_column(purposes: &[String]) -> String {
+pub(crate) fn purposes_column(purposes: &[impl AsRef<str>]) -> String {
     let mut out = String::from(",");
     for p in purposes {
-        out.push_str(p);
+        out.push_str(p.as_ref());
         out.push(',');
     }
     out
+}
+
+/// The vault identifier of a request's result.
+pub(crate) fn request_key(id: i64) -> String {
+    format!("request:{id}")
+}
+
+/// The traits a message carries, as kept beside it (`,email,phone,`), or none.
+pub(crate) fn traits_column(message: &Message) -> Option<String> {
+    traits_of(message.kind, &message.body)
+}
+
+/// [`traits_column`] of a message of `kind` with `body`.
+pub(crate) fn traits_of(kind: MessageType, body: &Value) -> Option<String> {
+    let names = confiance_core::collect::carried_traits(kind, body);
+    (!names.is_empty()).then(|| purposes_column(&names))
+}
+
+/// Bodies rewritten by retention, in their column forms: the body (sealed under its subject's
+/// key when bodies are sealed, else JSON) and the traits it still carries.
+pub(crate) async fn rewritten(
+    vault: &std::sync::Arc<vault::Vault>,
+    events: Vec<StoredEvent>,
+) -> Result<Vec<(i64, std::result::Result<Vec<u8>, Value>, Option<String>)>> {
+    let tags: Vec<_> = events
+        .iter()
+        .map(|e| {
+            vault
+                .seals()
+                .then(|| vault.tag_of(e.user_id.as_deref(), e.anonymous_id.as_deref()))
+                .flatten()
+        })
+        .collect();
+    let keys = vault.keys(tags.iter().flatten().copied().collect(), true).await?;
+    events
+        .into_iter()
+        .zip(&tags)
+        .map(|(e, tag)| {
+            let text = serde_json::to_vec(&e.body).map_err(|x| StoreError::Database(x.to_string()))?;
+            let traits = traits_of(e.kind, &e.body);
+            let body = vault.seal(tag.as_ref(), &keys, &text).ok_or(e.body);
+            Ok((e.seq, body, traits))
+        })
+        .collect()
 }
 
 /// The inverse of [`purposes_column`].
@@ -334,14 +381,33 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the SQLite store under `dir`.
+    /// Opens (creating and migrating) the SQLite store under `dir`, its key vault under a master
+    /// key derived from the instance's secret.
     pub async fn open_sqlite(dir: &Path) -> Result<Store> {
-        Ok(Store::Sqlite(SqliteStore::open(dir).await?))
+        Self::open_sqlite_with(dir, None).await
     }
 
-    /// Connects to PostgreSQL and migrates the schema.
+    /// Opens the SQLite store under `dir`, its key vault under `master` when given.
+    pub async fn open_sqlite_with(dir: &Path, master: Option<MasterKey>) -> Result<Store> {
+        Ok(Store::Sqlite(SqliteStore::open(dir, master).await?))
+    }
+
+    /// Connects to PostgreSQL and migrates the schema, its key vault under a master key derived
+    /// from the instance's secret.
     pub async fn connect_postgres(url: &str) -> Result<Store> {
-        Ok(Store::Postgres(PgStore::connect(url).await?))
+        Self::connect_postgres_with(url, None).await
+    }
+
+    /// Connects to PostgreSQL, its key vault under `master` when given.
+    pub async fn connect_postgres_with(url: &str, master: Option<MasterKey>) -> Result<Store> {
+        Ok(Store::Postgres(PgStore::connect(url, master).await?))
+    }
+
+    /// Whether new event bodies are sealed under their subject's key (the default). Switching it
+    /// off serves only to measure what sealing costs: bodies written meanwhile stay readable by
+    /// anyone who can read the database, and erasure cannot shred their backups.
+    pub fn set_sealing(&self, on: bool) {
+        dispatch!(self, s => s.vault.set_sealing(on))
     }
 
     /// Which backend, for logs and metrics.
@@ -564,14 +630,24 @@ impl Store {
         dispatch!(self, s => s.requests(open_only, limit).await)
     }
 
-    /// Keeps what carrying out a request produced.
-    pub async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
-        dispatch!(self, s => s.put_request_result(id, result.clone()).await)
+    fn vault(&self) -> &std::sync::Arc<vault::Vault> {
+        dispatch!(self, s => &s.vault)
     }
 
-    /// What carrying out a request produced.
+    /// Keeps what carrying out a request produced (an access archive holds everything about
+    /// the person): sealed under a key of the request's own, which erasing the person shreds.
+    pub async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
+        let stored = self.vault().seal_text(&request_key(id), &result).await?;
+        dispatch!(self, s => s.put_request_result(id, stored.clone()).await)
+    }
+
+    /// What carrying out a request produced; none once its subject was erased.
     pub async fn request_result(&self, id: i64) -> Result<Option<String>> {
-        dispatch!(self, s => s.request_result(id).await)
+        let stored = dispatch!(self, s => s.request_result(id).await)?;
+        match stored {
+            Some(text) => self.vault().open_text(&request_key(id), text).await,
+            None => Ok(None),
+        }
     }
 
     /// Merges `absorbed` into `survivor` as probabilistic matching or a reviewer decided, with
@@ -626,11 +702,12 @@ impl Store {
     }
 
     /// Applies retention to events: deletes `delete`, replaces the bodies of `rewrite` (traits
-    /// past their time removed), and audits `report`, in one transaction.
+    /// past their time removed; sealed again under their subject's key), and audits `report`,
+    /// in one transaction.
     pub async fn expire_events(
         &self,
         delete: Vec<i64>,
-        rewrite: Vec<(i64, Value)>,
+        rewrite: Vec<StoredEvent>,
         at: jiff::Timestamp,
         report: Value,
     ) -> Result<()> {

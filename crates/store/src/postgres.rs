@@ -37,14 +37,16 @@
 //! TLS is not compiled in (the features are trimmed): reach the database over a private network
 //! or a Unix socket.
 
+use crate::vault::{Body, Read, Vault};
 use crate::{
     Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
     ledger_entry, pg_error_text, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str,
-    status_from_str, to_micros,
+    status_from_str, to_micros, traits_column,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
 use confiance_core::privacy::audit::{self, AuditEvent};
+use confiance_core::privacy::vault::{MasterKey, Tag};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use jiff::Timestamp;
@@ -71,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "governance",
         include_str!("../migrations/postgres/0010_governance.sql"),
     ),
+    (
+        11,
+        "events at rest",
+        include_str!("../migrations/postgres/0011_events_at_rest.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this
@@ -95,9 +102,10 @@ const CLAIM_IDS: &str = "INSERT INTO message_ids (source_id, message_id, receive
 // `UNNEST` yields the rows in array order and nothing reorders them, so `seq` follows the order of
 // the call, as in SQLite.
 const INSERT_EVENTS: &str = "INSERT INTO events
-         (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes)
+         (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits, sealed)
      SELECT $1, m.* FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
-                                $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[], $9::JSONB[], $10::TEXT[]) AS m";
+                                $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[], $9::JSONB[], $10::TEXT[], $11::TEXT[],
+                                $12::BYTEA[]) AS m";
 
 const INSERT_LEDGER: &str = "INSERT INTO consent_ledger
          (subject, purpose, status, method, recorded_at, notice_version, notice_hash,
@@ -123,7 +131,7 @@ const ADD_COUNTERS: &str = "INSERT INTO source_counters (source_id, counter, val
      ON CONFLICT (source_id, counter) DO UPDATE SET value = source_counters.value + EXCLUDED.value";
 
 pub(crate) const EVENT_COLUMNS: &str =
-    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes";
+    "seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, sealed";
 
 const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
 
@@ -131,6 +139,7 @@ const SOURCE_COLUMNS: &str = "id, name, kind, key_prefix, created_at";
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    pub(crate) vault: Arc<Vault>,
     /// When the write path next makes sure the monthly partitions exist, in Unix microseconds.
     next_partition_check: Arc<AtomicI64>,
 }
@@ -266,20 +275,45 @@ fn row_to_source(row: &tokio_postgres::Row) -> Result<Source> {
     })
 }
 
-pub(crate) fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: row.try_get(0)?,
-        source_id: row.try_get(1)?,
-        message_id: row.try_get(2)?,
-        kind: kind_from_str(row.try_get(3)?)?,
-        user_id: row.try_get(4)?,
-        anonymous_id: row.try_get(5)?,
-        event: row.try_get(6)?,
-        timestamp: from_pg(row.try_get(7)?),
-        received_at: from_pg(row.try_get(8)?),
-        body: row.try_get(9)?,
-        purposes: purposes_from_column(row.try_get(10)?),
+/// Reads the [`EVENT_COLUMNS`] of a row: an event whose body may still be sealed.
+pub(crate) fn row_to_event(row: &tokio_postgres::Row) -> Result<Read> {
+    let sealed: Option<Vec<u8>> = row.try_get(11)?;
+    Ok(Read {
+        event: StoredEvent {
+            seq: row.try_get(0)?,
+            source_id: row.try_get(1)?,
+            message_id: row.try_get(2)?,
+            kind: kind_from_str(row.try_get(3)?)?,
+            user_id: row.try_get(4)?,
+            anonymous_id: row.try_get(5)?,
+            event: row.try_get(6)?,
+            timestamp: from_pg(row.try_get(7)?),
+            received_at: from_pg(row.try_get(8)?),
+            body: serde_json::Value::Null,
+            purposes: purposes_from_column(row.try_get(10)?),
+        },
+        body: match sealed {
+            Some(bytes) => Body::Sealed(bytes),
+            None => Body::Plain(row.try_get(9)?),
+        },
     })
+}
+
+/// The instance's secret, made on first use.
+async fn instance_secret_of(pool: &Pool) -> Result<String> {
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+    let client = pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO settings (key, value) VALUES ('instance_secret', $1) ON CONFLICT (key) DO NOTHING",
+            &[&hex::encode(fresh)],
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT value FROM settings WHERE key = 'instance_secret'", &[])
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// The advisory lock that serialises appends to the audit chain ("Confaudt").
@@ -404,13 +438,15 @@ impl PgStore {
     }
 
     /// Connects to the database at `url` (a `postgres://` URL or `key=value` pairs), applies the
-    /// migrations it lacks and creates the partitions of this month and the next.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// migrations it lacks and creates the partitions of this month and the next. Its key vault
+    /// is the database `<name>_vault` on the same server (created when missing), under `master`,
+    /// or under a master key derived from the instance's secret when none is given.
+    pub async fn connect(url: &str, master: Option<MasterKey>) -> Result<Self> {
         let mut config: tokio_postgres::Config = url.parse()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let pool = Pool::builder(Manager::new(config, NoTls))
+        let pool = Pool::builder(Manager::new(config.clone(), NoTls))
             .max_size(POOL_SIZE)
             .wait_timeout(Some(WAIT_TIMEOUT))
             .runtime(Runtime::Tokio1)
@@ -420,8 +456,15 @@ impl PgStore {
         migrate(&mut client).await?;
         let now = Timestamp::now();
         ensure_partitions(&mut client, now).await?;
+        drop(client);
+        let master = match master {
+            Some(m) => m,
+            None => MasterKey::derived_from(instance_secret_of(&pool).await?.as_bytes()),
+        };
+        let vault = Arc::new(Vault::connect_postgres(&config, &pool, master).await?);
         Ok(Self {
             pool,
+            vault,
             next_partition_check: Arc::new(AtomicI64::new(to_micros(now) + PARTITION_CHECK_EVERY_US)),
         })
     }
@@ -531,6 +574,21 @@ impl PgStore {
         counters: Counters,
     ) -> Result<Appended> {
         self.keep_partitions_ahead().await;
+        let vault = &self.vault;
+        let tags: Vec<Option<Tag>> = messages
+            .iter()
+            .map(|m| {
+                vault
+                    .seals()
+                    .then(|| vault.tag_of(m.user_id.as_deref(), m.anonymous_id.as_deref()))
+                    .flatten()
+            })
+            .collect();
+        let keys = if tags.iter().any(Option::is_some) {
+            vault.keys(tags.iter().flatten().copied().collect(), true).await?
+        } else {
+            Default::default()
+        };
 
         // A messageId repeated within the call is a duplicate of its first copy, as in SQLite
         // where the first insert makes the later ones conflict.
@@ -566,12 +624,13 @@ impl PgStore {
             .map(|(m, first)| *first && claimed.contains(&m.message_id))
             .collect();
 
-        let fresh: Vec<&Message> = messages
+        let (fresh, fresh_tags): (Vec<&Message>, Vec<Option<&Tag>>) = messages
             .iter()
+            .zip(&tags)
             .zip(&stored)
             .filter(|(_, s)| **s)
-            .map(|(m, _)| m)
-            .collect();
+            .map(|((m, t), _)| (m, t.as_ref()))
+            .unzip();
         if !fresh.is_empty() {
             let ids: Vec<&str> = fresh.iter().map(|m| m.message_id.as_str()).collect();
             let kinds: Vec<&str> = fresh.iter().map(|m| m.kind.as_str()).collect();
@@ -580,8 +639,24 @@ impl PgStore {
             let events: Vec<Option<&str>> = fresh.iter().map(|m| m.event.as_deref()).collect();
             let timestamps: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.timestamp)).collect();
             let received: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.received_at)).collect();
-            let bodies: Vec<&serde_json::Value> = fresh.iter().map(|m| &m.body).collect();
+            // A sealed body leaves JSON null in `body`.
+            let mut bodies: Vec<&serde_json::Value> = Vec::with_capacity(fresh.len());
+            let mut sealed: Vec<Option<Vec<u8>>> = Vec::with_capacity(fresh.len());
+            for (m, tag) in fresh.iter().zip(&fresh_tags) {
+                let text = serde_json::to_vec(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+                match vault.seal(*tag, &keys, &text) {
+                    Some(bytes) => {
+                        bodies.push(&serde_json::Value::Null);
+                        sealed.push(Some(bytes));
+                    }
+                    None => {
+                        bodies.push(&m.body);
+                        sealed.push(None);
+                    }
+                }
+            }
             let purposes: Vec<String> = fresh.iter().map(|m| purposes_column(&m.purposes)).collect();
+            let traits: Vec<Option<String>> = fresh.iter().map(|m| traits_column(m)).collect();
             let statement = tx.prepare_cached(INSERT_EVENTS).await?;
             tx.execute(
                 &statement,
@@ -596,6 +671,8 @@ impl PgStore {
                     &received,
                     &bodies,
                     &purposes,
+                    &traits,
+                    &sealed,
                 ],
             )
             .await?;
@@ -655,7 +732,8 @@ impl PgStore {
             ))
             .await?;
         let rows = client.query(&statement, &[value, &after_seq, &limit, &pattern]).await?;
-        rows.iter().map(row_to_event).collect()
+        drop(client);
+        self.open_events(&rows).await
     }
 
     pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
@@ -767,19 +845,13 @@ impl PgStore {
     }
 
     pub(crate) async fn instance_secret(&self) -> Result<String> {
-        let mut fresh = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO settings (key, value) VALUES ('instance_secret', $1) ON CONFLICT (key) DO NOTHING",
-                &[&hex::encode(fresh)],
-            )
-            .await?;
-        let row = client
-            .query_one("SELECT value FROM settings WHERE key = 'instance_secret'", &[])
-            .await?;
-        Ok(row.try_get(0)?)
+        instance_secret_of(&self.pool).await
+    }
+
+    /// Opens the bodies of rows that select the [`EVENT_COLUMNS`].
+    pub(crate) async fn open_events(&self, rows: &[tokio_postgres::Row]) -> Result<Vec<StoredEvent>> {
+        let reads = rows.iter().map(row_to_event).collect::<Result<Vec<_>>>()?;
+        self.vault.open_async(reads).await
     }
 
     pub(crate) async fn count_events(&self) -> Result<i64> {

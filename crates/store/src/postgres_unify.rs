@@ -3,6 +3,7 @@
 
 use crate::postgres::PgStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch};
+use crate::vault::Vault;
 use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent, from_micros};
 use confiance_core::catalog::Catalog;
 use confiance_core::privacy::audit::AuditEvent;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 struct PgGraph<'a, 'b> {
     tx: &'a Transaction<'b>,
+    vault: &'a Arc<Vault>,
 }
 
 impl GraphTx for PgGraph<'_, '_> {
@@ -37,22 +39,19 @@ impl GraphTx for PgGraph<'_, '_> {
         let rows = self
             .tx
             .query(
-                "SELECT seq, source_id, message_id, (EXTRACT(EPOCH FROM received_at) * 1000000)::BIGINT, body
-                 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &format!(
+                    "SELECT {} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    crate::postgres::EVENT_COLUMNS
+                ),
                 &[&seq, &limit],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogEvent {
-                    seq: r.try_get(0)?,
-                    source_id: r.try_get(1)?,
-                    message_id: r.try_get(2)?,
-                    received_at: r.try_get(3)?,
-                    body: r.try_get(4)?,
-                })
-            })
-            .collect()
+        let reads = rows
+            .iter()
+            .map(crate::postgres::row_to_event)
+            .collect::<Result<Vec<_>>>()?;
+        let events = self.vault.open_async(reads).await?;
+        Ok(events.into_iter().map(LogEvent::from).collect())
     }
 
     async fn is_rejected(&mut self, source_id: i64, message_id: &str) -> Result<bool> {
@@ -207,7 +206,17 @@ impl PgStore {
     ) -> Result<Resolved> {
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
-        let resolved = resolve_batch(&mut PgGraph { tx: &tx }, &catalog, &guards, limit, now_us).await?;
+        let resolved = resolve_batch(
+            &mut PgGraph {
+                tx: &tx,
+                vault: &self.vault,
+            },
+            &catalog,
+            &guards,
+            limit,
+            now_us,
+        )
+        .await?;
         tx.commit().await?;
         Ok(resolved)
     }
@@ -280,7 +289,8 @@ impl PgStore {
                 &[&profile, &after, &limit, &pattern],
             )
             .await?;
-        rows.iter().map(crate::postgres::row_to_event).collect()
+        drop(client);
+        self.open_events(&rows).await
     }
 
     pub(crate) async fn merges_of(&self, profile: i64) -> Result<Vec<MergeRow>> {

@@ -13,14 +13,16 @@
 //! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
 //! only against a crash of the process.
 
+use crate::vault::{Body, Read, Vault};
 use crate::{
     Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
     ledger_entry, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str, status_from_str,
-    to_micros,
+    to_micros, traits_column,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
 use confiance_core::privacy::audit::{self, AuditEvent};
+use confiance_core::privacy::vault::{MasterKey, Tag};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "governance",
         include_str!("../migrations/sqlite/0010_governance.sql"),
+    ),
+    (
+        11,
+        "events at rest",
+        include_str!("../migrations/sqlite/0011_events_at_rest.sql"),
     ),
 ];
 
@@ -103,6 +110,7 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteOp>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: Arc<PathBuf>,
+    pub(crate) vault: Arc<Vault>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -173,20 +181,27 @@ fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<Box<dyn WriteOp>>
 }
 
 impl SqliteStore {
-    /// Opens the store under `dir`, creating the directory and the schema as needed.
-    pub async fn open(dir: &Path) -> Result<Self> {
+    /// Opens the store under `dir`, creating the directory and the schema as needed, with its key
+    /// vault beside it (`vault.db`) under `master`, or under a master key derived from the
+    /// instance's secret when none is given.
+    pub async fn open(dir: &Path, master: Option<MasterKey>) -> Result<Self> {
         let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&dir))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&dir, master))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?
     }
 
-    fn open_blocking(dir: &Path) -> Result<Self> {
+    fn open_blocking(dir: &Path, master: Option<MasterKey>) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Database(format!("cannot create the data directory: {e}")))?;
         let path = dir.join(DB_FILE);
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
+        let master = match master {
+            Some(m) => m,
+            None => MasterKey::derived_from(instance_secret_in(&mut conn)?.as_bytes()),
+        };
+        let vault = Arc::new(Vault::open_sqlite(dir, master)?);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -199,6 +214,7 @@ impl SqliteStore {
             writer: tx,
             readers: Arc::new(Mutex::new(readers)),
             path: Arc::new(path),
+            vault,
         })
     }
 
@@ -344,10 +360,31 @@ impl SqliteStore {
     ) -> Result<Appended> {
         // Everything but SQLite itself happens here, on the caller's thread: the single writer
         // thread sets the pace of ingestion, so it only binds ready values and writes.
+        let vault = &self.vault;
+        let tags: Vec<Option<Tag>> = messages
+            .iter()
+            .map(|m| {
+                vault
+                    .seals()
+                    .then(|| vault.tag_of(m.user_id.as_deref(), m.anonymous_id.as_deref()))
+                    .flatten()
+            })
+            .collect();
+        let keys = if tags.iter().any(Option::is_some) {
+            vault.keys(tags.iter().flatten().copied().collect(), true).await?
+        } else {
+            Default::default()
+        };
         let rows = messages
             .into_iter()
-            .map(|m| {
-                let body = serde_json::to_string(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+            .zip(&tags)
+            .map(|(m, tag)| {
+                let text = serde_json::to_string(&m.body).map_err(|e| StoreError::Database(e.to_string()))?;
+                let body = match vault.seal(tag.as_ref(), &keys, text.as_bytes()) {
+                    Some(sealed) => rusqlite::types::Value::Blob(sealed),
+                    None => rusqlite::types::Value::Text(text),
+                };
+                let traits = traits_column(&m);
                 Ok(EventRow {
                     message_id: m.message_id,
                     kind: m.kind.as_str(),
@@ -358,14 +395,15 @@ impl SqliteStore {
                     received_at: to_micros(m.received_at),
                     body,
                     purposes: purposes_column(&m.purposes),
+                    traits,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         self.write(move |tx| {
             insert_decisions(tx, &decisions)?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (source_id, message_id) DO NOTHING",
             )?;
             let mut stored = Vec::with_capacity(rows.len());
@@ -381,6 +419,7 @@ impl SqliteStore {
                     r.received_at,
                     r.body,
                     r.purposes,
+                    r.traits,
                 ])?;
                 stored.push(n == 1);
             }
@@ -418,14 +457,13 @@ impl SqliteStore {
         // Without a purpose every event is seen; with one, the events collected for it and
         // those that only link identifiers.
         let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
+        let vault = self.vault.clone();
         self.read(move |c| {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
                  ORDER BY seq LIMIT ?3"
             );
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![value, after_seq, limit as i64, pattern], event_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(into_event)).collect()
+            query_events(c, &vault, &sql, params![value, after_seq, limit as i64, pattern])
         })
         .await
     }
@@ -581,21 +619,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn instance_secret(&self) -> Result<String> {
-        let mut fresh = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
-        let fresh = hex::encode(fresh);
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('instance_secret', ?1) ON CONFLICT (key) DO NOTHING",
-                [fresh],
-            )?;
-            Ok(
-                tx.query_row("SELECT value FROM settings WHERE key = 'instance_secret'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .await
+        self.write(secret_in).await
     }
 
     pub(crate) async fn count_events(&self) -> Result<i64> {
@@ -706,6 +730,28 @@ fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<
     Ok(seqs)
 }
 
+/// The instance's secret, made on first use.
+fn secret_in(tx: &Transaction<'_>) -> Result<String> {
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES ('instance_secret', ?1) ON CONFLICT (key) DO NOTHING",
+        [hex::encode(fresh)],
+    )?;
+    Ok(
+        tx.query_row("SELECT value FROM settings WHERE key = 'instance_secret'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+fn instance_secret_in(conn: &mut Connection) -> Result<String> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let secret = secret_in(&tx)?;
+    tx.commit()?;
+    Ok(secret)
+}
+
 /// An event ready to insert: every value already in its column's form.
 struct EventRow {
     message_id: String,
@@ -715,8 +761,9 @@ struct EventRow {
     event: Option<String>,
     timestamp: i64,
     received_at: i64,
-    body: String,
+    body: rusqlite::types::Value,
     purposes: String,
+    traits: Option<String>,
 }
 
 /// The columns of an event, in the order [`event_row`] reads them.
@@ -726,7 +773,7 @@ pub(crate) const EVENT_COLUMNS: &str =
 type EventParts = (
     (i64, i64, String, String),
     (Option<String>, Option<String>, Option<String>),
-    (i64, i64, String, String),
+    (i64, i64, rusqlite::types::Value, String),
 );
 
 /// Reads the [`EVENT_COLUMNS`] of a row.
@@ -738,22 +785,48 @@ pub(crate) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventParts> {
     ))
 }
 
-/// Turns the columns of a row into an event.
-pub(crate) fn into_event(parts: EventParts) -> Result<StoredEvent> {
+/// Turns the columns of a row into an event whose body may still be sealed: a sealed body is a
+/// BLOB, a plain one JSON text.
+pub(crate) fn into_event(parts: EventParts) -> Result<Read> {
     let ((seq, source_id, message_id, kind), (user_id, anonymous_id, event), (ts, rec, body, purposes)) = parts;
-    Ok(StoredEvent {
-        seq,
-        source_id,
-        message_id,
-        kind: kind_from_str(&kind)?,
-        user_id,
-        anonymous_id,
-        event,
-        timestamp: from_micros(ts),
-        received_at: from_micros(rec),
-        body: serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?,
-        purposes: purposes_from_column(&purposes),
+    let body = match body {
+        rusqlite::types::Value::Blob(bytes) => Body::Sealed(bytes),
+        rusqlite::types::Value::Text(text) => {
+            Body::Plain(serde_json::from_str(&text).map_err(|e| StoreError::Database(e.to_string()))?)
+        }
+        _ => return Err(StoreError::Database(format!("event {seq} has no body"))),
+    };
+    Ok(Read {
+        event: StoredEvent {
+            seq,
+            source_id,
+            message_id,
+            kind: kind_from_str(&kind)?,
+            user_id,
+            anonymous_id,
+            event,
+            timestamp: from_micros(ts),
+            received_at: from_micros(rec),
+            body: serde_json::Value::Null,
+            purposes: purposes_from_column(&purposes),
+        },
+        body,
     })
+}
+
+/// Runs `sql`, which selects the [`EVENT_COLUMNS`], and opens the bodies with the vault's keys.
+pub(crate) fn query_events(
+    c: &Connection,
+    vault: &Vault,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredEvent>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let reads = stmt
+        .query_map(params, event_row)?
+        .map(|r| r.map_err(StoreError::from).and_then(into_event))
+        .collect::<Result<Vec<_>>>()?;
+    vault.open_blocking(reads)
 }
 
 /// Appends events to the audit chain inside the writer's transaction (the only writer, so the

@@ -2,6 +2,7 @@
 
 use crate::sqlite::SqliteStore;
 use crate::unify::{GraphTx, LogEvent, NewMerge, Resolved, resolve_batch, run_now};
+use crate::vault::Vault;
 use crate::{MergeRow, ProfileRow, Result, StoreError, StoredEvent};
 use confiance_core::catalog::Catalog;
 use confiance_core::privacy::audit::AuditEvent;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 struct SqliteGraph<'a, 'b> {
     tx: &'a Transaction<'b>,
+    vault: &'a Vault,
 }
 
 impl GraphTx for SqliteGraph<'_, '_> {
@@ -31,25 +33,12 @@ impl GraphTx for SqliteGraph<'_, '_> {
     }
 
     async fn events_after(&mut self, seq: i64, limit: usize) -> Result<Vec<LogEvent>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, source_id, message_id, received_at, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, source_id, message_id, received_at, body) = row?;
-            let body = serde_json::from_str(&body).map_err(|e| StoreError::Database(e.to_string()))?;
-            out.push(LogEvent {
-                seq,
-                source_id,
-                message_id,
-                received_at,
-                body,
-            });
-        }
-        Ok(out)
+        let sql = format!(
+            "SELECT {} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            crate::sqlite::EVENT_COLUMNS
+        );
+        let events = crate::sqlite::query_events(self.tx, self.vault, &sql, params![seq, limit as i64])?;
+        Ok(events.into_iter().map(LogEvent::from).collect())
     }
 
     async fn is_rejected(&mut self, source_id: i64, message_id: &str) -> Result<bool> {
@@ -180,8 +169,17 @@ impl SqliteStore {
         limit: usize,
         now_us: i64,
     ) -> Result<Resolved> {
-        self.write(move |tx| run_now(resolve_batch(&mut SqliteGraph { tx }, &catalog, &guards, limit, now_us)))
-            .await
+        let vault = self.vault.clone();
+        self.write(move |tx| {
+            run_now(resolve_batch(
+                &mut SqliteGraph { tx, vault: &vault },
+                &catalog,
+                &guards,
+                limit,
+                now_us,
+            ))
+        })
+        .await
     }
 
     pub(crate) async fn unify_status(&self) -> Result<(i64, i64)> {
@@ -243,6 +241,7 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));
+        let vault = self.vault.clone();
         self.read(move |c| {
             let sql = format!(
                 "SELECT {} FROM events
@@ -252,9 +251,7 @@ impl SqliteStore {
                  ORDER BY seq LIMIT ?3",
                 crate::sqlite::EVENT_COLUMNS
             );
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![profile, after, limit as i64, pattern], crate::sqlite::event_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(crate::sqlite::into_event)).collect()
+            crate::sqlite::query_events(c, &vault, &sql, params![profile, after, limit as i64, pattern])
         })
         .await
     }

@@ -39,6 +39,18 @@ pub(crate) struct LogEvent {
     pub body: Value,
 }
 
+impl From<crate::StoredEvent> for LogEvent {
+    fn from(e: crate::StoredEvent) -> Self {
+        Self {
+            seq: e.seq,
+            source_id: e.source_id,
+            message_id: e.message_id,
+            received_at: crate::to_micros(e.received_at),
+            body: e.body,
+        }
+    }
+}
+
 /// A merge to record.
 pub(crate) struct NewMerge<'a> {
     pub survivor: i64,

@@ -133,7 +133,9 @@ where
     let outcome = run_isolated(test, Place::Postgres(with_database(&admin_url, &name))).await;
     // The store's pool may still be closing its connections: FORCE ends them.
     if let Err(e) = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE); DROP DATABASE IF EXISTS {name}_vault WITH (FORCE)"
+        ))
         .await
     {
         eprintln!("could not drop the test database {name}: {e:?}");

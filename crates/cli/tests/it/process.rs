@@ -298,9 +298,13 @@ impl PgDatabase {
     }
 
     async fn drop_it(self) {
+        // The store's key vault is a database of its own beside it.
         let _ = self
             .admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {0} WITH (FORCE); DROP DATABASE IF EXISTS {0}_vault WITH (FORCE)",
+                self.name
+            ))
             .await;
     }
 }
@@ -458,6 +462,18 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         .unwrap();
     assert_eq!(resp.status(), 200);
     server.resolved().await;
+    // Before the erasure, a dump holds her identifiers (they key the identity graph) but not what
+    // her messages say: bodies are sealed under her key, which lives in another database.
+    let before = std::process::Command::new("pg_dump")
+        .args(["--data-only", &db.url])
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
+    let before = String::from_utf8_lossy(&before.stdout).into_owned();
+    assert!(before.contains("pg.erasure@example.org"));
+    for field in ["Philomène", "P-1", "06 11 22 33 99"] {
+        assert!(!before.contains(field), "the dump holds `{field}` in plaintext");
+    }
     let request: serde_json::Value = http
         .post(server.url("/api/v1/requests"))
         .bearer_auth(ADMIN_TOKEN)

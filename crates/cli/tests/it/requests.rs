@@ -4,7 +4,7 @@
 use crate::support::{ADMIN_TOKEN, TestApp, read};
 use confiance_core::catalog::Catalog;
 use confiance_core::consent::IdKind;
-use confiance_store::Access;
+use confiance_store::{Access, Who};
 use serde_json::{Value, json};
 
 impl TestApp {
@@ -418,6 +418,92 @@ fn files_contain(dir: &std::path::Path, needle: &str) -> Vec<String> {
     hits
 }
 
+/// A consistent copy of the SQLite database at `from`, as a backup tool takes it.
+fn backup(from: &std::path::Path, to: &std::path::Path) {
+    let conn = rusqlite::Connection::open(from).unwrap();
+    conn.execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_taken_before_an_erasure_no_longer_opens_the_erased_subject() {
+    let app = TestApp::spawn().await;
+    app.post("/v1/batch", &json!({"batch": [
+        {"type": "identify", "userId": "vc-shred-1", "traits": {"email": "apolline.shred@example.org", "first_name": "Apolline", "phone": "06 12 12 12 12"}},
+        {"type": "track", "userId": "vc-shred-1", "event": "Order Completed", "properties": {"order_id": "SHRED-1", "total": 19.9}},
+        {"type": "identify", "userId": "vc-shred-2", "traits": {"email": "berenice.keep@example.org", "first_name": "Bérénice"}},
+    ]}))
+    .await;
+    app.resolved().await;
+
+    // Last night's backups: the database, and the key vault on its own.
+    let before = tempfile::tempdir().unwrap();
+    backup(
+        &app.data_dir().join("confiance.db"),
+        &before.path().join("confiance.db"),
+    );
+    backup(
+        &app.data_dir().join(confiance_store::VAULT_FILE),
+        &before.path().join("vault-before.db"),
+    );
+    let backup_bytes = std::fs::read(before.path().join("confiance.db")).unwrap();
+    for field in ["Apolline", "SHRED-1", "Bérénice", "06 12 12 12 12"] {
+        assert!(
+            !backup_bytes.windows(field.len()).any(|w| w == field.as_bytes()),
+            "the backup holds `{field}` in plaintext"
+        );
+    }
+
+    let erasure = app.request("erasure", "apolline.shred@example.org", Value::Null).await;
+    let done = app.process(&erasure["id"]).await;
+    assert_eq!(done["status"], "done", "{done}");
+
+    // The backup restored beside the key vault as it is now: her events are there, sealed, and
+    // nothing opens them; the other subject reads as before.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(before.path().join("confiance.db"), restored.path().join("confiance.db")).unwrap();
+    backup(
+        &app.data_dir().join(confiance_store::VAULT_FILE),
+        &restored.path().join(confiance_store::VAULT_FILE),
+    );
+    let rows: i64 = rusqlite::Connection::open(restored.path().join("confiance.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM events WHERE user_id = 'vc-shred-1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 2, "the backup holds her two events");
+    let store = confiance_store::Store::open_sqlite(restored.path()).await.unwrap();
+    let hers = store
+        .events_of(Access::Administration, &Who::UserId("vc-shred-1".into()), 0, 100)
+        .await
+        .unwrap();
+    assert!(hers.is_empty(), "the erased subject's events opened: {hers:?}");
+    let kept = store
+        .events_of(Access::Administration, &Who::UserId("vc-shred-2".into()), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].body["traits"]["first_name"], "Bérénice");
+    drop(store);
+
+    // With the vault as it was before the erasure, the same backup opens: the key, and only
+    // the key, is what the erasure destroyed.
+    let control = tempfile::tempdir().unwrap();
+    std::fs::copy(before.path().join("confiance.db"), control.path().join("confiance.db")).unwrap();
+    std::fs::copy(
+        before.path().join("vault-before.db"),
+        control.path().join(confiance_store::VAULT_FILE),
+    )
+    .unwrap();
+    let store = confiance_store::Store::open_sqlite(control.path()).await.unwrap();
+    let hers = store
+        .events_of(Access::Administration, &Who::UserId("vc-shred-1".into()), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(hers.len(), 2);
+    assert_eq!(hers[0].body["traits"]["first_name"], "Apolline");
+}
+
 #[tokio::test]
 async fn erasure_leaves_no_plaintext_and_does_not_come_back() {
     let app = TestApp::spawn().await;
@@ -441,12 +527,19 @@ async fn erasure_leaves_no_plaintext_and_does_not_come_back() {
     let access = app.request("access", "zoe.erasure@example.org", Value::Null).await;
     app.resolved().await;
     app.process(&access["id"]).await;
-    for s in secrets {
+    // Her identifiers key the identity graph in plaintext; what the messages say about her is
+    // sealed under her own key, so her first name is nowhere in the files even now.
+    for s in ["zoe.erasure@example.org", "vc-erase-77", "VC-LYO-777"] {
         assert!(
             !files_contain(app.data_dir(), s).is_empty(),
             "`{s}` is stored before the erasure"
         );
     }
+    assert_eq!(
+        files_contain(app.data_dir(), "Zoéline"),
+        Vec::<String>::new(),
+        "a trait is stored in plaintext"
+    );
 
     let erasure = app.request("erasure", "zoe.erasure@example.org", Value::Null).await;
     let done = app.process(&erasure["id"]).await;

@@ -513,6 +513,24 @@ pub fn normalize(
     })
 }
 
+/// The person's traits a stored message carries — an identify's `traits` and any message's
+/// `context.traits` (a group's `traits` describe the group) — sorted, each once. The store keeps
+/// them beside the event, so that whose data a breach touched, and which sources supply a trait,
+/// are answered without reading bodies.
+pub fn carried_traits(kind: MessageType, body: &Value) -> Vec<&str> {
+    let own = (kind == MessageType::Identify).then(|| body.get("traits")).flatten();
+    let context = body.get("context").and_then(|c| c.get("traits"));
+    let mut names: Vec<&str> = [own, context]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .flat_map(|m| m.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// Counts of what was dropped, by reason, for a per-source counter.
 pub fn count_dropped(dropped: &[Dropped]) -> BTreeMap<DropReason, u64> {
     let mut counts = BTreeMap::new();
@@ -538,6 +556,19 @@ impl Ord for DropReason {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn carried_traits_are_the_persons_own_and_those_in_context() {
+        let body = json!({"traits": {"phone": "+33600000000", "email": "a@example.org"},
+                          "context": {"traits": {"email": "a@example.org", "city": null, "first_name": "Ana"}}});
+        assert_eq!(
+            carried_traits(MessageType::Identify, &body),
+            ["email", "first_name", "phone"]
+        );
+        // A group's traits describe the group, not the person.
+        assert_eq!(carried_traits(MessageType::Group, &body), ["email", "first_name"]);
+        assert!(carried_traits(MessageType::Track, &json!({"properties": {"sku": "x"}})).is_empty());
+    }
 
     fn now() -> Timestamp {
         "2026-11-29T10:00:00Z".parse().unwrap()

@@ -5,3 +5,4 @@ pub mod audit;
 pub mod breach;
 pub mod requests;
 pub mod retention;
+pub mod vault;
