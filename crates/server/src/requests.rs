@@ -227,7 +227,13 @@ pub async fn process(
     }
     let subject = Subject::parse(r.subject_type, &r.subject_value)?;
     let actor = caller.actor();
-    let note = match r.right {
+    // Who received their data is read before an erasure deletes the record of it.
+    let profile = app.store.profile_of(&Identifier::from(&subject)).await?;
+    let recipients = match r.right {
+        Right::Rectification | Right::Erasure | Right::Restriction => app.recipients_of(profile).await?,
+        _ => Vec::new(),
+    };
+    let mut note = match r.right {
         Right::Access | Right::Portability => {
             let archive = app.archive_of(&subject, &r).await?;
             app.store.put_request_result(r.id, archive.to_string()).await?;
@@ -242,9 +248,35 @@ pub async fn process(
             note
         }
     };
+    if let Some(p) = profile
+        && !recipients.is_empty()
+    {
+        note.push_str("; ");
+        note.push_str(&app.tell_recipients(&recipients, &r, p, &actor).await?);
+    }
     r.advance(Status::Done, &actor, note, app.clock.now())?;
     app.store.update_request(&r, "request.done").await?;
     Ok(Json(r))
+}
+
+/// A destination that received a subject's data: a campaign's webhook (Art. 19).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Recipient {
+    /// The campaign that sent it.
+    pub campaign: String,
+    /// Where it went.
+    pub url: String,
+}
+
+impl Recipient {
+    /// The host the data went to, the only part shown in notes and the audit log (a URL may hold
+    /// a token).
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    }
 }
 
 /// A confirmation code.
@@ -359,6 +391,97 @@ impl AppState {
             subjects.push(subject.clone());
         }
         Ok((profile, subjects))
+    }
+
+    /// Every destination that received the profile's data, from the send log: the webhooks of
+    /// the campaigns that delivered to them.
+    pub async fn recipients_of(&self, profile: Option<i64>) -> Result<Vec<Recipient>, ApiError> {
+        let Some(p) = profile else { return Ok(Vec::new()) };
+        let campaigns: std::collections::BTreeSet<i64> = self
+            .store
+            .sends(None, Some(p), 100_000)
+            .await?
+            .iter()
+            .filter(|s| s.record.channel == "webhook" && s.record.outcome == "sent")
+            .map(|s| s.campaign_id)
+            .collect();
+        if campaigns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Recipient> = self
+            .store
+            .campaigns()
+            .await?
+            .into_iter()
+            .filter(|c| campaigns.contains(&c.id))
+            .filter_map(|c| {
+                let url = c.doc.get("webhook_url")?.as_str()?.to_owned();
+                Some(Recipient { campaign: c.name, url })
+            })
+            .collect();
+        out.sort();
+        out.dedup_by(|a, b| a.url == b.url);
+        Ok(out)
+    }
+
+    /// Tells each recipient of the profile's data that it was rectified, erased or restricted
+    /// (Art. 19), by a POST to the webhook that received it; audits who was told and how it went,
+    /// and returns it for the request's note. A recipient that cannot be reached is reported, not
+    /// retried: staff see it in the note and tell it another way.
+    async fn tell_recipients(
+        &self,
+        recipients: &[Recipient],
+        r: &Request,
+        profile: i64,
+        actor: &str,
+    ) -> Result<String, ApiError> {
+        let mut notice = json!({
+            "notice": r.right.as_str(),
+            "article": "GDPR Art. 19",
+            "profile_id": profile,
+            "request_id": r.id,
+            "at": self.clock.now(),
+        });
+        if r.right == Right::Rectification {
+            notice["traits"] = r.details.get("traits").cloned().unwrap_or(Value::Null);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let mut told = Vec::new();
+        for recipient in recipients {
+            let outcome = match http.post(&recipient.url).json(&notice).send().await {
+                Ok(resp) if resp.status().is_success() => format!("HTTP {}", resp.status().as_u16()),
+                Ok(resp) => format!("refused: HTTP {}", resp.status().as_u16()),
+                Err(e) if e.is_timeout() => "unreachable: timed out".to_owned(),
+                Err(_) => "unreachable".to_owned(),
+            };
+            told.push(json!({"campaign": recipient.campaign, "host": recipient.host(), "outcome": outcome}));
+        }
+        self.store
+            .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
+                actor,
+                "recipients.notified",
+                Some(format!("profile:{profile}")),
+                json!({"request": r.id, "notice": r.right.as_str(), "recipients": told}),
+            )])
+            .await?;
+        let list: Vec<String> = told
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} ({})",
+                    t["host"].as_str().unwrap_or("?"),
+                    t["outcome"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        Ok(format!(
+            "told {} recipient(s) (Art. 19): {}",
+            told.len(),
+            list.join(", ")
+        ))
     }
 
     /// Erases the subject everywhere (Art. 17), keeping the request records, pseudonymised, and

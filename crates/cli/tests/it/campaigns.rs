@@ -1085,3 +1085,103 @@ async fn a_delivery_brings_the_satisfaction_questionnaire_three_days_later() {
     );
     assert_eq!(sends[0]["at"], "2026-03-13T09:00:00Z");
 }
+
+/// Carries out a request for `email` entered by staff, and returns it once done.
+async fn carried_out(app: &TestApp, right: &str, email: &str, details: Value) -> Value {
+    let (status, request) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/requests",
+            Some(json!({"type": right, "subject": {"type": "email", "value": email}, "details": details})),
+        )
+        .await;
+    assert_eq!(status, 201, "{request}");
+    let (status, done) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{}/process", request["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    done
+}
+
+#[tokio::test]
+async fn recipients_of_a_persons_data_are_told_of_its_rectification_and_erasure() {
+    let (url, received) = http_receiver(0).await;
+    let app = TestApp::spawn().await;
+    app.clock.set("2026-09-01T10:00:00Z".parse().unwrap());
+    for id in ["sacha", "tess"] {
+        app.customer(
+            id,
+            json!({"email": format!("{id}@example.org"), "first_name": id, "favorite_artists": ["Air"]}),
+            id == "sacha",
+        )
+        .await;
+    }
+    app.resolved().await;
+    app.indexed().await;
+    app.campaign(json!({
+        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
+        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
+    }))
+    .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "tour", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "only Sacha's data went to the partner"
+    );
+
+    // Tess's data never went there: her rectification tells no one.
+    let done = carried_out(
+        &app,
+        "rectification",
+        "tess@example.org",
+        json!({"traits": {"first_name": "Tessa"}}),
+    )
+    .await;
+    assert!(!done["steps"].to_string().contains("recipient"), "{done}");
+    assert_eq!(received.lock().unwrap().len(), 1);
+
+    let done = carried_out(
+        &app,
+        "rectification",
+        "sacha@example.org",
+        json!({"traits": {"first_name": "Sasha"}}),
+    )
+    .await;
+    assert!(
+        done["steps"]
+            .to_string()
+            .contains("told 1 recipient(s) (Art. 19): 127.0.0.1 (HTTP 200)"),
+        "{done}"
+    );
+    let done = carried_out(&app, "erasure", "sacha@example.org", Value::Null).await;
+    assert!(done["steps"].to_string().contains("told 1 recipient(s)"), "{done}");
+    let notices: Vec<Value> = received.lock().unwrap()[1..]
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(notices.len(), 2);
+    assert_eq!(notices[0]["notice"], "rectification");
+    assert_eq!(notices[0]["traits"], json!({"first_name": "Sasha"}));
+    assert_eq!(notices[1]["notice"], "erasure");
+    assert_eq!(notices[0]["profile_id"], notices[1]["profile_id"]);
+    assert!(notices[1].get("traits").is_none(), "an erasure notice carries no data");
+    let audit = app.store.audit_log(0, 10_000).await.unwrap();
+    let told: Vec<_> = audit.iter().filter(|e| e.action == "recipients.notified").collect();
+    assert_eq!(told.len(), 2);
+    assert!(
+        !told[1].details.to_string().contains(&url),
+        "the audit log names the host, not a URL that may hold a token"
+    );
+}
