@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "governance",
         include_str!("../migrations/postgres/0010_governance.sql"),
     ),
+    (
+        12,
+        "breach_jobs",
+        include_str!("../migrations/postgres/0012_breach_jobs.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "governance",
         include_str!("../migrations/sqlite/0010_governance.sql"),
     ),
+    (
+        12,
+        "breach_jobs",
+        include_str!("../migrations/sqlite/0012_breach_jobs.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.
