@@ -41,6 +41,10 @@ pub async fn serve(
         state.clone(),
         stopped.clone(),
     ));
+    let breaches = tokio::spawn(confiance_server::breaches::run_breach_work(
+        state.clone(),
+        stopped.clone(),
+    ));
     let retention = tokio::spawn(confiance_server::retention::run_daily(state.clone(), stopped));
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -58,6 +62,7 @@ pub async fn serve(
     let _ = retention.await;
     let _ = audience.await;
     let _ = campaigns.await;
+    let _ = breaches.await;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

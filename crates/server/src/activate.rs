@@ -238,6 +238,10 @@ pub async fn define(app: &Shared, c: &Campaign) -> Result<i64, ApiError> {
     let id = app.store.put_campaign(None, c.name.trim(), doc, true).await?;
     let cursor = app.starting_cursor(c).await?;
     app.store.advance_campaign(id, 0, cursor).await?;
+    if c.channel == Channel::Webhook {
+        // A new recipient of personal data: the records of processing show it from now.
+        crate::governance::record_versions(app).await?;
+    }
     Ok(id)
 }
 
@@ -262,7 +266,11 @@ pub async fn update(
     let c: Campaign = serde_json::from_value(doc).map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.to_string()))?;
     app.check_campaign(&c).await?;
     let doc = serde_json::to_value(&c).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let was_webhook = row.doc.get("channel").and_then(Value::as_str) == Some(Channel::Webhook.as_str());
     app.store.put_campaign(Some(id), c.name.trim(), doc, active).await?;
+    if was_webhook || c.channel == Channel::Webhook {
+        crate::governance::record_versions(&app).await?;
+    }
     let row = app.campaign_row(id).await?;
     Ok(Json(app.campaign_view(&row).await?))
 }

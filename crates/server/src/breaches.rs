@@ -7,6 +7,12 @@
 //! whatever they chose about marketing, and each person's outcome is recorded per channel, so the
 //! register proves who was told, when and how — and who could not be reached, for whom a public
 //! communication (Art. 34(3)(c)) may be needed.
+//!
+//! Telling them is a persisted task (`confiance_store::BreachJob`): the request records it and
+//! answers `202`; [`run_breach_work`], beside the campaign scheduler, works it under a lease,
+//! one notice at a time, so a restart resumes where it stopped without telling anyone twice.
+//! The same worker watches the 72-hour clocks and logs a warning (the breach id and its
+//! deadline, nothing about people) when a breach enters its last 24 and 12 hours unnotified.
 
 use crate::auth::Staff;
 use crate::error::ApiError;
@@ -17,11 +23,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
-use confiance_core::privacy::breach::{Affected, Breach, Decision, Declaration, Exemption, Phase, Scope, Wording};
-use confiance_store::{Access, BreachNotice, Touched, TouchedQuery};
+use confiance_core::privacy::breach::{
+    Affected, Breach, Decision, Declaration, Exemption, Phase, Scope, Warning, Wording,
+};
+use confiance_store::{Access, BreachJob, BreachNotice, NoticePlan, Touched, TouchedQuery, notice_counts};
+use jiff::SignedDuration;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// How long a worker holds a notification job before another node may take it over.
+const LEASE: SignedDuration = SignedDuration::from_mins(10);
+/// Notices read per round; the lease is renewed after each.
+const BATCH: usize = 50;
+/// How often the worker looks for work and at the clocks when nothing wakes it.
+const TICK: Duration = Duration::from_secs(1);
 
 /// The breach routes.
 pub fn routes() -> Router<Shared> {
@@ -32,6 +49,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/breaches/{id}/notification", get(notification))
         .route("/api/v1/breaches/{id}/decision", post(decide))
         .route("/api/v1/breaches/{id}/notify-people", post(notify_people))
+        .route("/api/v1/breaches/{id}/notify-people/{job}", get(notify_job))
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
@@ -122,6 +140,18 @@ impl AppState {
     }
 }
 
+/// A breach whose clock is in its last day, or past it, unnotified.
+fn urgent(b: &Breach, now: jiff::Timestamp) -> Option<Value> {
+    let clock = b.clock(now);
+    clock.warning.is_urgent().then(|| {
+        json!({"breach": b.id, "warning": clock.warning, "deadline": clock.deadline, "seconds_left": clock.seconds_left})
+    })
+}
+
+fn job_json(j: &BreachJob) -> Value {
+    json!(j)
+}
+
 /// Declares a breach: records it and counts whom it touched from the event log.
 #[utoipa::path(
     post, path = "/api/v1/breaches", tag = "breaches", request_body = NewBreach,
@@ -152,23 +182,31 @@ pub async fn declare(
     Ok((StatusCode::CREATED, Json(app.breach_json(&breach))))
 }
 
-/// The register: every breach, notified or not, latest awareness first, each with its clock.
+/// The register: every breach, notified or not, latest awareness first, each with its clock;
+/// `warnings` lists the unnotified ones with 24 hours or less left, or none.
 #[utoipa::path(get, path = "/api/v1/breaches", tag = "breaches",
-    responses((status = 200, description = "`{breaches: […]}`")), security(("bearer" = [])))]
+    responses((status = 200, description = "`{breaches: […], warnings: [{breach, warning, deadline, seconds_left}]}`")), security(("bearer" = [])))]
 pub async fn list(_: Staff, State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
     let all = app.store.breaches().await?;
+    let now = app.clock.now();
     let breaches: Vec<Value> = all.iter().map(|b| app.breach_json(b)).collect();
-    Ok(Json(json!({"breaches": breaches})))
+    let warnings: Vec<Value> = all.iter().filter_map(|b| urgent(b, now)).collect();
+    Ok(Json(json!({"breaches": breaches, "warnings": warnings})))
 }
 
-/// A breach with its 72-hour clock (deadline, seconds left, warning level) and who was told.
+/// A breach with its 72-hour clock (deadline, seconds left, warning level), who was told, and
+/// how telling the people is progressing.
 #[utoipa::path(get, path = "/api/v1/breaches/{id}", tag = "breaches", params(("id" = i64, Path, description = "Breach id")),
-    responses((status = 200, description = "The breach, its `clock` and `notices`"), (status = 404, description = "No such breach", body = crate::openapi::ErrorSchema)),
+    responses((status = 200, description = "The breach, its `clock`, `notices` and `people_notification`: `{pending, sent, failed, jobs}`"), (status = 404, description = "No such breach", body = crate::openapi::ErrorSchema)),
     security(("bearer" = [])))]
 pub async fn show(_: Staff, State(app): State<Shared>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let b = app.load_breach(id).await?;
     let notices = app.store.breach_notices(id).await?;
+    let jobs: Vec<Value> = app.store.breach_jobs(id).await?.iter().map(job_json).collect();
     let mut v = app.breach_json(&b);
+    let mut progress = json!(notice_counts(&notices));
+    progress["jobs"] = json!(jobs);
+    v["people_notification"] = progress;
     v["notices"] = json!(notices);
     Ok(Json(v))
 }
@@ -362,13 +400,15 @@ pub struct NotifyInput {
     pub default_language: Option<String>,
 }
 
-/// Tells every affected person through every channel known for them (email, SMS), whatever
-/// their marketing choices, in their language (French or English), and records each outcome.
-/// People already told on a channel are not told again there; only after a decision that they
-/// must be told.
+/// Asks for every affected person to be told through every channel known for them (email,
+/// SMS), whatever their marketing choices, in their language (French or English): a task
+/// worked in the background, each outcome recorded. People already told on a channel are not
+/// told again there; only after a decision that they must be told. While a request is open,
+/// asking again returns it.
 #[utoipa::path(post, path = "/api/v1/breaches/{id}/notify-people", tag = "breaches", params(("id" = i64, Path, description = "Breach id")),
     request_body = NotifyInput,
-    responses((status = 200, description = "`{people, sent, failed, unreachable, already_told}`"),
+    responses((status = 202, description = "The task: `{id, breach_id, status, …}`; follow it at `/api/v1/breaches/{id}/notify-people/{job}` or on the breach"),
+        (status = 400, description = "Unknown default language", body = crate::openapi::ErrorSchema),
         (status = 409, description = "The decision does not call for telling people", body = crate::openapi::ErrorSchema),
         (status = 404, description = "No such breach", body = crate::openapi::ErrorSchema)),
     security(("bearer" = [])))]
@@ -377,13 +417,19 @@ pub async fn notify_people(
     State(app): State<Shared>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Value>), ApiError> {
     let input: NotifyInput = if body.is_empty() {
         NotifyInput::default()
     } else {
         json_body(&body)?
     };
     let default_lang = input.default_language.unwrap_or_else(|| "fr".to_owned());
+    if !["fr", "en"].contains(&default_lang.as_str()) {
+        return Err(
+            ApiError::new(ErrorCode::InvalidField, "`default_language` is `fr` or `en`")
+                .with("field", json!("default_language")),
+        );
+    }
     let b = app.load_breach(id).await?;
     if !b.people_must_be_told() {
         return Err(ApiError::new(
@@ -391,82 +437,242 @@ pub async fn notify_people(
             "the Art. 34 decision does not call for telling people: record a high-risk decision without exemption first",
         ));
     }
-    let touched = app.touched(&b.scope).await?;
-    let done: HashSet<(i64, String)> = app
+    let (job, new) = app
         .store
-        .breach_notices(id)
+        .enqueue_breach_job(id, &default_lang, &caller.actor(), app.clock.now())
+        .await?;
+    if new {
+        tracing::info!(breach = id, job = job.id, "telling the people of a breach: enqueued");
+        app.breach_work.notify_one();
+    }
+    let location = format!("/api/v1/breaches/{id}/notify-people/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job_json(&job)),
+    ))
+}
+
+/// A request to tell the people of a breach: its status and the breach's notices by status.
+#[utoipa::path(get, path = "/api/v1/breaches/{id}/notify-people/{job}", tag = "breaches",
+    params(("id" = i64, Path, description = "Breach id"), ("job" = i64, Path, description = "Task id")),
+    responses((status = 200, description = "`{id, status, people, already_told, progress: {pending, sent, failed}}`"),
+        (status = 404, description = "No such task", body = crate::openapi::ErrorSchema)),
+    security(("bearer" = [])))]
+pub async fn notify_job(
+    _: Staff,
+    State(app): State<Shared>,
+    Path((id, job)): Path<(i64, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    let found = app
+        .store
+        .breach_jobs(id)
+        .await?
+        .into_iter()
+        .find(|j| j.id == job)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("breach {id} has no task {job}")))?;
+    let notices = app.store.breach_notices(id).await?;
+    let mut v = job_json(&found);
+    v["progress"] = json!(notice_counts(&notices));
+    Ok(Json(v))
+}
+
+/// Works the notification tasks and watches the 72-hour clocks until `stop`.
+pub async fn run_breach_work(app: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut warned: HashMap<i64, Warning> = HashMap::new();
+    loop {
+        if let Err(e) = watch_clocks(&app, &mut warned).await {
+            tracing::warn!(error = %e.into_error().message, "the breach clocks could not be read; retrying");
+        }
+        match work_one(&app).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e.into_error().message, "a breach notification task failed; it will be resumed")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = app.breach_work.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Logs, once per level and breach, that an unnotified breach entered its last 24 or 12 hours
+/// or passed its deadline. Only the breach id and times: never what it concerns.
+async fn watch_clocks(app: &AppState, warned: &mut HashMap<i64, Warning>) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    for b in app.store.breaches().await? {
+        let clock = b.clock(now);
+        if !clock.warning.is_urgent() {
+            warned.remove(&b.id);
+            continue;
+        }
+        if warned.insert(b.id, clock.warning) == Some(clock.warning) {
+            continue;
+        }
+        let hours_left = clock.seconds_left.unwrap_or(0) / 3600;
+        match clock.warning {
+            Warning::Overdue => tracing::warn!(
+                breach = b.id,
+                deadline = %clock.deadline,
+                warning = clock.warning.as_str(),
+                "a breach is past its 72 hours and the authority is not notified (Art. 33(1)): notify it with the reasons for the delay"
+            ),
+            _ => tracing::warn!(
+                breach = b.id,
+                deadline = %clock.deadline,
+                hours_left,
+                warning = clock.warning.as_str(),
+                "a breach must be notified to the authority within 72 hours of awareness (Art. 33(1)); the deadline is near"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Claims one notification task and works it to the end. Returns whether there was one.
+pub async fn work_one(app: &AppState) -> Result<bool, ApiError> {
+    let now = app.clock.now();
+    let Some(job) = app.store.claim_breach_job(now, now + LEASE).await? else {
+        return Ok(false);
+    };
+    let breach = match app.store.breach(job.breach_id).await? {
+        Some(b) if b.people_must_be_told() => b,
+        _ => {
+            let error = "the Art. 34 decision no longer calls for telling people".to_owned();
+            app.store
+                .finish_breach_job(job.id, Some(error), app.clock.now())
+                .await?;
+            return Ok(true);
+        }
+    };
+    if job.planned_at.is_none() {
+        plan(app, &job, &breach).await?;
+    }
+    let mut languages: HashMap<i64, String> = HashMap::new();
+    loop {
+        let pending = app.store.pending_breach_notices(breach.id, BATCH).await?;
+        if pending.is_empty() {
+            break;
+        }
+        for (profile, channel) in pending {
+            if !app
+                .store
+                .start_breach_notice(breach.id, profile, &channel, app.clock.now())
+                .await?
+            {
+                continue;
+            }
+            let lang = match languages.get(&profile) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = app
+                        .language_of(profile)
+                        .await?
+                        .unwrap_or_else(|| job.default_language.clone());
+                    languages.insert(profile, l.clone());
+                    l
+                }
+            };
+            let outcome = tell(app, &breach, profile, &channel, &lang).await?;
+            record(app, breach.id, profile, &channel, outcome).await?;
+        }
+        app.store.renew_breach_job(job.id, app.clock.now() + LEASE).await?;
+    }
+    let counts = notice_counts(&app.store.breach_notices(breach.id).await?);
+    app.store.finish_breach_job(job.id, None, app.clock.now()).await?;
+    app.store
+        .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
+            job.requested_by.clone(),
+            "breach.people_notified",
+            Some(format!("breach:{}", breach.id)),
+            json!({"job": job.id, "people": job.people, "notices": counts}),
+        )])
+        .await?;
+    tracing::info!(breach = breach.id, job = job.id, "telling the people of a breach: done");
+    Ok(true)
+}
+
+/// Lists whom the job tells: every person the breach touched, on each channel known for them.
+async fn plan(app: &AppState, job: &BreachJob, breach: &Breach) -> Result<(), ApiError> {
+    let touched = app.touched(&breach.scope).await?;
+    let sent: HashSet<(i64, String)> = app
+        .store
+        .breach_notices(breach.id)
         .await?
         .into_iter()
         .filter(|n| n.status == "sent")
         .map(|n| (n.profile_id, n.channel))
         .collect();
-    let (mut sent, mut failed, mut unreachable, mut already) = (0, 0, 0, 0);
+    let mut plan = NoticePlan {
+        people: touched.profiles.len() as i64,
+        ..NoticePlan::default()
+    };
     for (profile, _) in &touched.profiles {
         let Some(row) = app.store.profile(Access::Administration, *profile).await? else {
             continue;
         };
-        let lang = app.language_of(*profile).await?.unwrap_or_else(|| default_lang.clone());
-        let (subject, text) = b.notice(&lang, &app.catalog);
-        let addresses = |kind: &str| -> Vec<String> {
-            row.identities
-                .iter()
-                .filter_map(|(key, _)| key.strip_prefix(kind).map(str::to_owned))
-                .collect()
-        };
-        let channels = [("email", addresses("email:")), ("sms", addresses("phone:"))];
-        if channels.iter().all(|(_, a)| a.is_empty()) {
-            unreachable += 1;
-            record(&app, id, *profile, "none", Err("no known channel".to_owned())).await?;
-            continue;
+        let channels: Vec<&str> = [("email", "email:"), ("sms", "phone:")]
+            .into_iter()
+            .filter(|(_, kind)| row.identities.iter().any(|(key, _)| key.starts_with(kind)))
+            .map(|(channel, _)| channel)
+            .collect();
+        if channels.is_empty() {
+            plan.unreachable.push(*profile);
         }
-        for (channel, to) in channels {
-            if to.is_empty() {
-                continue;
-            }
-            if done.contains(&(*profile, channel.to_owned())) {
-                already += 1;
-                continue;
-            }
-            let mut outcome = Err(format!("no {channel} provider is configured"));
-            for address in &to {
-                let attempt = match channel {
-                    "email" => match &app.options.mailer {
-                        Some(m) => m.send(address, &subject, text.clone()).await,
-                        None => continue,
-                    },
-                    _ => match &app.options.sms {
-                        Some(s) => s.send(address, &format!("{subject}. {text}")).await,
-                        None => continue,
-                    },
-                };
-                // Told once through a channel is enough for the record; every address is tried.
-                if attempt.is_ok() || outcome.is_err() {
-                    outcome = attempt;
-                }
-            }
-            if outcome.is_ok() {
-                sent += 1;
+        for channel in channels {
+            if sent.contains(&(*profile, channel.to_owned())) {
+                plan.already_told += 1;
             } else {
-                failed += 1;
+                plan.notices.push((*profile, channel.to_owned()));
             }
-            record(&app, id, *profile, channel, outcome).await?;
         }
     }
-    app.store
-        .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
-            caller.actor(),
-            "breach.people_notified",
-            Some(format!("breach:{id}")),
-            json!({"people": touched.profiles.len(), "sent": sent, "failed": failed, "unreachable": unreachable}),
-        )])
-        .await?;
-    Ok(Json(json!({
-        "people": touched.profiles.len(),
-        "sent": sent,
-        "failed": failed,
-        "unreachable": unreachable,
-        "already_told": already,
-    })))
+    app.store.plan_breach_job(job, plan, app.clock.now()).await?;
+    Ok(())
+}
+
+/// Sends the notice to every address of the person on `channel`; told through one is enough
+/// for the record.
+async fn tell(
+    app: &AppState,
+    b: &Breach,
+    profile: i64,
+    channel: &str,
+    lang: &str,
+) -> Result<Result<(), String>, ApiError> {
+    let Some(row) = app.store.profile(Access::Administration, profile).await? else {
+        return Ok(Err("the person is no longer known".to_owned()));
+    };
+    let kind = if channel == "email" { "email:" } else { "phone:" };
+    let to: Vec<String> = row
+        .identities
+        .iter()
+        .filter_map(|(key, _)| key.strip_prefix(kind).map(str::to_owned))
+        .collect();
+    let (subject, text) = b.notice(lang, &app.catalog);
+    let mut outcome = Err(format!("no {channel} provider is configured"));
+    if to.is_empty() {
+        outcome = Err(format!("no {channel} address is known any more"));
+    }
+    for address in &to {
+        let attempt = match channel {
+            "email" => match &app.options.mailer {
+                Some(m) => m.send(address, &subject, text.clone()).await,
+                None => continue,
+            },
+            _ => match &app.options.sms {
+                Some(s) => s.send(address, &format!("{subject}. {text}")).await,
+                None => continue,
+            },
+        };
+        if attempt.is_ok() || outcome.is_err() {
+            outcome = attempt;
+        }
+    }
+    Ok(outcome)
 }
 
 async fn record(

@@ -2,8 +2,12 @@
 //! archive of consent notices, the data inventory, and the compliance checks with their
 //! evidence.
 //!
-//! The server records a catalog version and archives the banner's notice at start
-//! ([`record_versions`]); both are kept only when they changed, so every node may do it.
+//! The server records a version of the register and archives the banner's notice at start
+//! ([`record_versions`]); both are kept only when they changed, so every node may do it. The
+//! register depends on the store too (campaign destinations, the sources that supplied each
+//! trait), so a version is also taken when a campaign is saved, when the register is read as
+//! it stands now, and daily with the retention job: a version's identity is the hash of the
+//! catalog *and* the register it produced.
 //! [`compliance_report`] gathers the facts from the store and lets
 //! `confiance_core::governance::compliance` judge them; the command line runs the same function.
 
@@ -16,11 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
+use confiance_core::activate::{Campaign, Channel};
 use confiance_core::catalog::Catalog;
 use confiance_core::consent::Status;
 use confiance_core::governance::compliance::{self, BreachFacts, Facts, Report, SentMessage};
 use confiance_core::governance::inventory::{self, Inventory, Observed, Reader};
-use confiance_core::governance::records::Register;
+use confiance_core::governance::records::{Destination, Flows, Register, host_of};
 use confiance_store::{Access, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,24 +43,69 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/compliance", get(compliance_check))
 }
 
-/// The catalog's JSON and its SHA-256, the identity of a catalog version.
+/// The catalog's JSON and its SHA-256.
 pub fn catalog_fingerprint(catalog: &Catalog) -> (Value, String) {
     let json = serde_json::to_value(catalog).unwrap_or(Value::Null);
     let hash = hex::encode(Sha256::digest(json.to_string().as_bytes()));
     (json, hash)
 }
 
-/// Keeps a dated version of the catalog when it changed, and archives the banner's notice when
-/// it is new. Returns the catalog version in force.
+/// Where data comes from and goes to, from the store: every campaign sending to a webhook (its
+/// host only), the registered sources and which of them supplied which trait.
+pub async fn flows(store: &Store) -> Result<Flows, StoreError> {
+    let mut destinations = Vec::new();
+    for row in store.campaigns().await? {
+        // A campaign the store holds was checked when saved; one that no longer reads is not
+        // a destination anyone can send to.
+        let Ok(c) = serde_json::from_value::<Campaign>(row.doc) else {
+            continue;
+        };
+        if c.channel != Channel::Webhook {
+            continue;
+        }
+        if let Some(host) = c.webhook_url.as_deref().and_then(host_of) {
+            destinations.push((
+                c.purpose,
+                Destination {
+                    host,
+                    channel: c.channel.as_str().to_owned(),
+                    campaign: c.name,
+                },
+            ));
+        }
+    }
+    let sources = store
+        .list_sources()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.to_string(), s.kind))
+        .collect();
+    let (by_source, _) = store.trait_counts().await?;
+    let supplied = by_source
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, source, _)| (name, source))
+        .collect();
+    Ok(Flows {
+        destinations,
+        sources,
+        supplied,
+    })
+}
+
+/// Keeps a dated version of the register when the catalog or what the store says of sources
+/// and destinations changed, and archives the banner's notice when it is new. Returns the
+/// version in force.
 pub async fn record_versions(app: &AppState) -> Result<i64, StoreError> {
     let now = app.clock.now();
-    let (json, hash) = catalog_fingerprint(&app.catalog);
-    let register = serde_json::to_value(Register::of(&app.catalog)).unwrap_or(Value::Null);
+    let (json, catalog_hash) = catalog_fingerprint(&app.catalog);
+    let register = serde_json::to_value(Register::of(&app.catalog, &flows(&app.store).await?)).unwrap_or(Value::Null);
+    let hash = hex::encode(Sha256::digest(format!("{catalog_hash}\n{register}").as_bytes()));
     let (version, new) = app.store.record_catalog_version(&hash, json, register, now).await?;
     if new {
         tracing::info!(
             version,
-            "the catalog changed: a new version of the records of processing"
+            "the catalog, a source or a destination changed: a new version of the records of processing"
         );
     }
     let text = app.banner_config().to_string();

@@ -65,6 +65,8 @@ pub struct AppState {
     pub survivorship: confiance_core::unify::golden::Survivorship,
     /// Signalled whenever ingestion stored something, to wake the resolver.
     pub stored: tokio::sync::Notify,
+    /// Signalled when people are to be told of a breach, to wake the breach worker.
+    pub breach_work: tokio::sync::Notify,
     /// The in-memory audience index, kept current from the change feed.
     pub audience: segments::Audience,
     /// The co-purchase model behind product suggestions.
@@ -125,6 +127,7 @@ impl AppState {
             guards: Arc::new(catalog.unify.guards.clone()),
             survivorship: catalog.unify.survivorship.clone(),
             stored: tokio::sync::Notify::new(),
+            breach_work: tokio::sync::Notify::new(),
             audience: segments::Audience::new(&catalog),
             suggestion_model: activate::SuggestionModel::default(),
         })

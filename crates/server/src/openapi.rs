@@ -83,6 +83,7 @@ impl Modify for Security {
         crate::breaches::notification,
         crate::breaches::decide,
         crate::breaches::notify_people,
+        crate::breaches::notify_job,
         crate::activate::create,
         crate::activate::update,
         crate::activate::list,

@@ -718,6 +718,15 @@ impl AppState {
             Some(p) => self.segments_of(p).await?,
             None => json!({"current": [], "history": []}),
         };
+        // Each breach they were told of (Art. 34), with what happened, how and when.
+        let mut breach_notices = Vec::new();
+        if let Some(p) = profile {
+            for (breach, n) in self.store.breach_notices_of(p).await? {
+                let nature = self.store.breach(breach).await?.map(|b| b.wording.nature);
+                breach_notices.push(json!({"breach": breach, "nature": nature, "channel": n.channel,
+                    "status": n.status, "detail": n.detail, "at": n.at}));
+            }
+        }
         let data = json!({
             "request": r.id,
             "generated_at": self.clock.now(),
@@ -730,6 +739,7 @@ impl AppState {
             "requests": requests,
             "messages_sent": messages,
             "segments": segments,
+            "breach_notices": breach_notices,
             "purposes": purposes,
         });
         let csv = json!({
@@ -744,6 +754,9 @@ impl AppState {
                 m["outcome"].as_str().unwrap_or_default().into(), m["reason"].as_str().unwrap_or_default().into(), m["at"].as_str().unwrap_or_default().into()])),
             "segments": to_csv(&["segment", "entered", "at"], data["segments"]["history"].as_array().into_iter().flatten().map(|t| vec![
                 t["segment"].as_str().unwrap_or_default().into(), t["entered"].to_string(), t["at"].as_str().unwrap_or_default().into()])),
+            "breach_notices": to_csv(&["breach", "nature", "channel", "status", "at"], breach_notices.iter().map(|n| vec![
+                n["breach"].to_string(), n["nature"].as_str().unwrap_or_default().into(), n["channel"].as_str().unwrap_or_default().into(),
+                n["status"].as_str().unwrap_or_default().into(), n["at"].as_str().unwrap_or_default().into()])),
             "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),
             "traits": to_csv(&["trait", "value", "source", "observed_at"], data["profile"]["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
                 name.clone(), g["value"].to_string(), g["source"].as_str().unwrap_or_default().into(), g["at"].as_str().unwrap_or_default().into()])),
@@ -821,7 +834,8 @@ fn to_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 pub struct ArchiveQuery {
     /// `json` (default), `html`, or `csv` with `kind`.
     pub format: Option<String>,
-    /// For CSV: `events`, `consents`, `identities` or `traits`.
+    /// For CSV: `events`, `consents`, `identities`, `traits`, `messages`, `segments` or
+    /// `breach_notices`.
     pub kind: Option<String>,
 }
 

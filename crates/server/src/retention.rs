@@ -139,11 +139,15 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
     Ok(report)
 }
 
-/// Runs the retention job once a day until `stop` fires.
+/// Runs the retention job once a day until `stop` fires, and keeps a version of the records
+/// of processing when the sources that supply data changed since the last one.
 pub async fn run_daily(app: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         if let Err(e) = run_retention(&app, false).await {
             tracing::warn!(error = %e.into_error(), "the retention job failed; it runs again tomorrow");
+        }
+        if let Err(e) = crate::governance::record_versions(&app).await {
+            tracing::warn!(error = %e, "the records of processing could not be versioned; tried again tomorrow");
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(86_400)) => {}

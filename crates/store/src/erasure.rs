@@ -120,7 +120,8 @@ impl SqliteStore {
                 if let Some(profile) = e.profile {
                     tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
                     tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
-                    for table in ["sends", "occurrences", "vouchers"] {
+                    // Breach notices name the person by profile: who was told of a breach goes with them.
+                    for table in ["sends", "occurrences", "vouchers", "breach_notices"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE profile_id = ?1"), [profile])?;
                     }
                 }
@@ -228,7 +229,8 @@ impl PgStore {
                 .await?;
             tx.execute("DELETE FROM segment_transitions WHERE profile_id = $1", &[&profile])
                 .await?;
-            for table in ["sends", "occurrences", "vouchers"] {
+            // Breach notices name the person by profile: who was told of a breach goes with them.
+            for table in ["sends", "occurrences", "vouchers", "breach_notices"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE profile_id = $1"), &[&profile])
                     .await?;
             }

@@ -16,7 +16,7 @@ use serde_json::Value;
 pub struct CatalogVersion {
     /// 1, 2, 3… in order of change.
     pub version: i64,
-    /// SHA-256 of the catalog's JSON.
+    /// SHA-256 identifying the version (of the catalog and the register it produced).
     pub hash: String,
     /// When this version came into force.
     pub taken_at: jiff::Timestamp,

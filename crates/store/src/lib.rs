@@ -12,6 +12,7 @@
 //! committed durably, which is what lets the tracking API promise that a 2xx is never lost.
 
 mod activate;
+mod breach_jobs;
 mod breaches;
 mod erasure;
 mod governance;
@@ -26,6 +27,7 @@ mod unify;
 mod vault;
 
 pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
+pub use breach_jobs::{BreachJob, INTERRUPTED, NoticePlan, notice_counts};
 pub use breaches::{BreachNotice, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
 pub use governance::{CatalogVersion, Notice, TraitCounts};

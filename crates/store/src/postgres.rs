@@ -78,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events at rest",
         include_str!("../migrations/postgres/0011_events_at_rest.sql"),
     ),
+    (
+        12,
+        "breach_jobs",
+        include_str!("../migrations/postgres/0012_breach_jobs.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

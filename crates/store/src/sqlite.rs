@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events at rest",
         include_str!("../migrations/sqlite/0011_events_at_rest.sql"),
     ),
+    (
+        12,
+        "breach_jobs",
+        include_str!("../migrations/sqlite/0012_breach_jobs.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.

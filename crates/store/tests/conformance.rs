@@ -198,6 +198,7 @@ conformance!(
     exports_are_tasks_with_their_file,
     a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window,
     the_breach_register_keeps_every_breach_and_who_was_told,
+    telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice,
     catalog_versions_are_kept_on_change_and_found_by_date,
     compliance_facts_are_gathered_alike,
 );
@@ -1826,6 +1827,155 @@ async fn the_breach_register_keeps_every_breach_and_who_was_told(place: Place) {
     let audit = store.audit_log(0, 100).await.unwrap();
     let breach_actions = audit.iter().filter(|e| e.action.starts_with("breach.")).count();
     assert_eq!(breach_actions, 3);
+}
+
+async fn telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice(place: Place) {
+    use confiance_core::privacy::breach::{Breach, Declaration, Scope, Wording};
+    use confiance_store::{BreachNotice, Erasure, INTERRUPTED, NoticePlan, notice_counts};
+    let store = place.open().await;
+    let now = at("2026-03-02T12:00:00Z");
+    let minutes = |n: i64| jiff::SignedDuration::from_mins(n);
+    let declaration = Declaration {
+        aware_at: at("2026-03-01T00:00:00Z"),
+        scope: Scope {
+            traits: vec!["email".into()],
+            to: now,
+            ..Scope::default()
+        },
+        wording: Wording {
+            nature: "Sauvegarde perdue".into(),
+            ..Wording::default()
+        },
+        wording_en: None,
+    };
+    let breach = Breach::declare(declaration, &Catalog::builtin(), "admin:a", now).unwrap();
+    let breach = store.insert_breach(breach).await.unwrap();
+
+    let (job, new) = store.enqueue_breach_job(breach.id, "fr", "admin:a", now).await.unwrap();
+    assert!(new);
+    assert_eq!((job.status.as_str(), job.breach_id), ("enqueued", breach.id));
+    let (same, new) = store.enqueue_breach_job(breach.id, "en", "admin:b", now).await.unwrap();
+    assert_eq!((same.id, new), (job.id, false), "one open task per breach");
+
+    let claimed = store.claim_breach_job(now, now + minutes(10)).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.status.as_str()), (job.id, "processing"));
+    assert_eq!(
+        store
+            .claim_breach_job(now + minutes(5), now + minutes(15))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Profile 3 was told by an earlier request: planning leaves it sent.
+    let earlier = BreachNotice {
+        profile_id: 3,
+        channel: "email".into(),
+        status: "sent".into(),
+        detail: None,
+        at: now,
+    };
+    store.record_breach_notice(breach.id, &earlier).await.unwrap();
+    let plan = NoticePlan {
+        notices: vec![
+            (1, "email".into()),
+            (1, "sms".into()),
+            (2, "email".into()),
+            (3, "email".into()),
+        ],
+        unreachable: vec![4],
+        people: 4,
+        already_told: 1,
+    };
+    store.plan_breach_job(&claimed, plan, now).await.unwrap();
+    let pending = store.pending_breach_notices(breach.id, 10).await.unwrap();
+    assert_eq!(
+        pending,
+        [(1, "email".to_owned()), (1, "sms".to_owned()), (2, "email".to_owned())]
+    );
+    assert_eq!(store.pending_breach_notices(breach.id, 1).await.unwrap().len(), 1);
+    let jobs = store.breach_jobs(breach.id).await.unwrap();
+    assert_eq!((jobs[0].people, jobs[0].already_told), (Some(4), Some(1)));
+    assert_eq!(jobs[0].planned_at, Some(micros(now)));
+
+    assert!(store.start_breach_notice(breach.id, 1, "email", now).await.unwrap());
+    assert!(
+        !store.start_breach_notice(breach.id, 1, "email", now).await.unwrap(),
+        "only one sender"
+    );
+    let told = BreachNotice {
+        profile_id: 1,
+        channel: "email".into(),
+        status: "sent".into(),
+        detail: None,
+        at: now,
+    };
+    store.record_breach_notice(breach.id, &told).await.unwrap();
+    assert!(store.start_breach_notice(breach.id, 1, "sms", now).await.unwrap());
+
+    // The worker dies; after its lease another one takes over: the sms in flight is not resent.
+    let resumed = store
+        .claim_breach_job(now + minutes(11), now + minutes(21))
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
+    assert_eq!(resumed.id, job.id);
+    let notices = store.breach_notices(breach.id).await.unwrap();
+    let sms = notices.iter().find(|n| n.channel == "sms").unwrap();
+    assert_eq!(
+        (sms.status.as_str(), sms.detail.as_deref()),
+        ("failed", Some(INTERRUPTED))
+    );
+    let counts = notice_counts(&notices);
+    assert_eq!((counts["pending"], counts["sent"], counts["failed"]), (1, 2, 2));
+    assert_eq!(
+        store.pending_breach_notices(breach.id, 10).await.unwrap(),
+        [(2, "email".to_owned())]
+    );
+
+    store.finish_breach_job(job.id, None, now + minutes(12)).await.unwrap();
+    let finished = &store.breach_jobs(breach.id).await.unwrap()[0];
+    assert_eq!(
+        (finished.status.as_str(), finished.finished_at),
+        ("succeeded", Some(micros(now + minutes(12))))
+    );
+    assert_eq!(
+        store
+            .claim_breach_job(now + minutes(60), now + minutes(70))
+            .await
+            .unwrap(),
+        None
+    );
+    let (next, new) = store.enqueue_breach_job(breach.id, "fr", "admin:a", now).await.unwrap();
+    assert!(new && next.id != job.id, "a closed task lets a new one open");
+
+    // A person's notices are found by profile, and go with them when they are erased.
+    let of_one: Vec<(i64, String)> = store
+        .breach_notices_of(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(b, n)| (b, n.channel))
+        .collect();
+    assert_eq!(of_one, [(breach.id, "email".to_owned()), (breach.id, "sms".to_owned())]);
+    store
+        .erase(Erasure {
+            keys: vec!["email:one@example.org".into()],
+            profile: Some(1),
+            suppression: vec![],
+            at: now,
+        })
+        .await
+        .unwrap();
+    assert!(store.breach_notices_of(1).await.unwrap().is_empty());
+    let left: Vec<i64> = store
+        .breach_notices(breach.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.profile_id)
+        .collect();
+    assert_eq!(left, [2, 3, 4]);
 }
 
 async fn catalog_versions_are_kept_on_change_and_found_by_date(place: Place) {

@@ -1,8 +1,10 @@
 //! The breach register as a DPO uses it: declaring a breach counts whom it touched, the 72-hour
 //! clock warns on the (manual) clock, the CNIL draft carries Art. 33(3), the Art. 34 decision
-//! gates the letters, and the letters reach people by email whatever their marketing choices.
+//! gates the letters, and the letters reach people by email whatever their marketing choices —
+//! as a background task that resumes after a restart without telling anyone twice.
 
-use crate::support::{ADMIN_TOKEN, SmtpSink, TestApp, read};
+use crate::support::{ADMIN_TOKEN, Server, SmtpSink, TestApp, read};
+use confiance_core::clock::Clock;
 use confiance_core::source::SourceKind;
 use confiance_server::Options;
 use confiance_server::mail::Mailer;
@@ -26,6 +28,33 @@ async fn identify(app: &TestApp, key: &str, user: &str, traits: Value) {
         .post_as(key, "/v1/identify", &json!({"userId": user, "traits": traits}))
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Waits until the notification task `job` of breach `id` has ended, and returns it.
+async fn finished(app: &TestApp, id: i64, job: &Value) -> Value {
+    let path = format!("/api/v1/breaches/{id}/notify-people/{}", job["id"]);
+    for _ in 0..400 {
+        let (status, j) = call(app, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{j}");
+        if j["status"] == "succeeded" || j["status"] == "failed" {
+            return j;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the notification task {job} did not end");
+}
+
+/// Asks for the people of breach `id` to be told; the answer is a task.
+async fn notify(app: &TestApp, id: i64) -> Value {
+    let path = format!("/api/v1/breaches/{id}/notify-people");
+    let (status, job) = call(app, reqwest::Method::POST, &path, Some(json!({}))).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["breach_id"], id, "{job}");
+    assert!(
+        ["enqueued", "processing"].contains(&job["status"].as_str().unwrap()),
+        "{job}"
+    );
+    job
 }
 
 async fn warning(app: &TestApp, id: i64, now: &str) -> String {
@@ -179,8 +208,8 @@ async fn a_breach_is_counted_clocked_drafted_decided_and_told_to_the_people() {
     );
 
     // No letters before a decision that calls for them; encryption exempts.
-    let notify = format!("/api/v1/breaches/{id}/notify-people");
-    let (status, _) = call(&app, reqwest::Method::POST, &notify, Some(json!({}))).await;
+    let notify_path = format!("/api/v1/breaches/{id}/notify-people");
+    let (status, _) = call(&app, reqwest::Method::POST, &notify_path, Some(json!({}))).await;
     assert_eq!(status, 409);
     let decision = format!("/api/v1/breaches/{id}/decision");
     let (_, b) = call(&app, reqwest::Method::POST, &decision, Some(json!({"high_risk": true, "exemption": "encrypted", "reasons": "Fichier chiffré (AES-256), clé non compromise."}))).await;
@@ -194,12 +223,18 @@ async fn a_breach_is_counted_clocked_drafted_decided_and_told_to_the_people() {
     .await;
     assert_eq!(b["people_must_be_told"], true, "{b}");
 
-    let (status, told) = call(&app, reqwest::Method::POST, &notify, Some(json!({}))).await;
-    assert_eq!(status, 200, "{told}");
+    let job = notify(&app, id).await;
+    let done = finished(&app, id, &job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(
-        (told["people"].as_u64(), told["sent"].as_u64()),
-        (Some(2), Some(2)),
-        "{told}"
+        (done["people"].as_i64(), done["already_told"].as_i64()),
+        (Some(2), Some(0)),
+        "{done}"
+    );
+    assert_eq!(
+        done["progress"],
+        json!({"pending": 0, "sent": 2, "failed": 0}),
+        "{done}"
     );
     let mut mails = [smtp.message(1), smtp.message(2)];
     mails.sort_by_key(|m| !m.contains("ana@example.org"));
@@ -214,7 +249,8 @@ async fn a_breach_is_counted_clocked_drafted_decided_and_told_to_the_people() {
         mails[1]
     );
 
-    // Each person is recorded; telling again tells nobody twice.
+    // Each person is recorded, the progress shows on the breach; telling again tells nobody
+    // twice.
     let (_, shown) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}"), None).await;
     let notices = shown["notices"].as_array().unwrap();
     assert_eq!(notices.len(), 2, "{shown}");
@@ -222,10 +258,23 @@ async fn a_breach_is_counted_clocked_drafted_decided_and_told_to_the_people() {
         notices.iter().all(|n| n["channel"] == "email" && n["status"] == "sent"),
         "{shown}"
     );
-    let (_, again) = call(&app, reqwest::Method::POST, &notify, None).await;
+    let progress = &shown["people_notification"];
     assert_eq!(
-        (again["sent"].as_u64(), again["already_told"].as_u64()),
-        (Some(0), Some(2)),
+        (
+            progress["pending"].as_i64(),
+            progress["sent"].as_i64(),
+            progress["failed"].as_i64()
+        ),
+        (Some(0), Some(2), Some(0)),
+        "{shown}"
+    );
+    assert_eq!(progress["jobs"][0]["id"], job["id"], "{shown}");
+    let again = notify(&app, id).await;
+    assert_ne!(again["id"], job["id"]);
+    let again = finished(&app, id, &again).await;
+    assert_eq!(
+        (again["already_told"].as_i64(), again["progress"]["sent"].as_i64()),
+        (Some(2), Some(2)),
         "{again}"
     );
     assert_eq!(smtp.messages().len(), 2);
@@ -239,4 +288,327 @@ async fn a_breach_is_counted_clocked_drafted_decided_and_told_to_the_people() {
     )
     .await;
     assert_eq!((status, e["code"].as_str()), (400, Some("invalid_field")), "{e}");
+}
+
+/// Three people whose emails came from the web in March, a breach on them declared on
+/// 1 April, and a decision that they must be told.
+async fn breach_on_three(app: &TestApp) -> i64 {
+    let web = app.write_key.clone();
+    app.clock.set(at("2026-03-02T10:00:00Z"));
+    for user in ["ana", "bruno", "chloe"] {
+        identify(app, &web, user, json!({"email": format!("{user}@example.org")})).await;
+    }
+    app.resolved().await;
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
+    });
+    let (status, b) = call(app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let (status, b) = call(
+        app,
+        reqwest::Method::POST,
+        &format!("/api/v1/breaches/{id}/decision"),
+        Some(json!({"high_risk": true, "reasons": "Adresses en clair."})),
+    )
+    .await;
+    assert_eq!(b["people_must_be_told"], true, "{status} {b}");
+    id
+}
+
+async fn profile_id(app: &TestApp, user: &str) -> i64 {
+    let (_, p) = call(
+        app,
+        reqwest::Method::GET,
+        &format!("/api/v1/profiles/lookup?type=user_id&value={user}"),
+        None,
+    )
+    .await;
+    p["id"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telling_people_resumes_after_a_restart_without_telling_anyone_twice() {
+    use confiance_store::NoticePlan;
+    let smtp = SmtpSink::start();
+    let mailer = Mailer::new(&format!("smtp://127.0.0.1:{}", smtp.port), "dpo@vinyles.example").unwrap();
+    let app = TestApp::spawn_with(Options {
+        mailer: Some(mailer),
+        ..Options::default()
+    })
+    .await;
+    let id = breach_on_three(&app).await;
+    let (ana, bruno, chloe) = (
+        profile_id(&app, "ana").await,
+        profile_id(&app, "bruno").await,
+        profile_id(&app, "chloe").await,
+    );
+
+    // The node goes down: the request is kept, enqueued, and nobody works it.
+    app.stop_workers();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let job = notify(&app, id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, shown) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}"), None).await;
+    assert_eq!(shown["people_notification"]["jobs"][0]["status"], "enqueued", "{shown}");
+
+    // Another node took the task, told ana, and died while telling bruno.
+    let now = app.clock.now();
+    let claimed = app
+        .store
+        .claim_breach_job(now, now + jiff::SignedDuration::from_mins(10))
+        .await
+        .unwrap()
+        .expect("the enqueued task is claimed");
+    assert_eq!(claimed.id, job["id"].as_i64().unwrap());
+    let plan = NoticePlan {
+        notices: [ana, bruno, chloe].map(|p| (p, "email".to_owned())).to_vec(),
+        people: 3,
+        ..NoticePlan::default()
+    };
+    app.store.plan_breach_job(&claimed, plan, now).await.unwrap();
+    for p in [ana, bruno] {
+        assert!(app.store.start_breach_notice(id, p, "email", now).await.unwrap());
+    }
+    let told = confiance_store::BreachNotice {
+        profile_id: ana,
+        channel: "email".into(),
+        status: "sent".into(),
+        detail: None,
+        at: now,
+    };
+    app.store.record_breach_notice(id, &told).await.unwrap();
+
+    // Restarted after the dead node's lease ran out: only chloe is told now; bruno's outcome
+    // is unknown, so he is not told again automatically.
+    app.clock.set(now + jiff::SignedDuration::from_mins(11));
+    app.start_breach_worker();
+    let done = finished(&app, id, &job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["progress"],
+        json!({"pending": 0, "sent": 2, "failed": 1}),
+        "{done}"
+    );
+    assert!(smtp.message(1).contains("To: chloe@example.org"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 1, "ana was told before the restart");
+    let (_, shown) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}"), None).await;
+    let bruno_notice = shown["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["profile_id"] == bruno)
+        .unwrap()
+        .clone();
+    assert_eq!(bruno_notice["status"], "failed", "{shown}");
+    assert_eq!(bruno_notice["detail"], confiance_store::INTERRUPTED);
+
+    // Asking again retries only what was not sent.
+    let again = notify(&app, id).await;
+    let again = finished(&app, id, &again).await;
+    assert_eq!(
+        (again["already_told"].as_i64(), again["progress"]["sent"].as_i64()),
+        (Some(2), Some(3)),
+        "{again}"
+    );
+    assert!(smtp.message(2).contains("To: bruno@example.org"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_people_told_of_a_breach_see_it_in_their_access_archive_and_erasure_removes_it() {
+    let smtp = SmtpSink::start();
+    let mailer = Mailer::new(&format!("smtp://127.0.0.1:{}", smtp.port), "dpo@vinyles.example").unwrap();
+    let app = TestApp::spawn_with(Options {
+        mailer: Some(mailer),
+        ..Options::default()
+    })
+    .await;
+    let id = breach_on_three(&app).await;
+    let ana = profile_id(&app, "ana").await;
+    let done = finished(&app, id, &notify(&app, id).await).await;
+    assert_eq!(done["progress"]["sent"], 3, "{done}");
+
+    let request = |kind: &str| json!({"type": kind, "subject": {"type": "email", "value": "ana@example.org"}});
+    let (status, access) = call(&app, reqwest::Method::POST, "/api/v1/requests", Some(request("access"))).await;
+    assert_eq!(status, 201, "{access}");
+    let (status, body) = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/requests/{}/process", access["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, archive) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/requests/{}/archive", access["id"]),
+        None,
+    )
+    .await;
+    let notices = archive["breach_notices"]
+        .as_array()
+        .expect("breach notices in the archive");
+    assert_eq!(notices.len(), 1, "{archive}");
+    assert_eq!(
+        (
+            notices[0]["breach"].as_i64(),
+            notices[0]["channel"].as_str(),
+            notices[0]["status"].as_str()
+        ),
+        (Some(id), Some("email"), Some("sent"))
+    );
+    assert!(notices[0]["nature"].as_str().unwrap().contains("accès public"));
+    let resp = app
+        .http
+        .get(app.url(&format!(
+            "/api/v1/requests/{}/archive?format=csv&kind=breach_notices",
+            access["id"]
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let csv = resp.text().await.unwrap();
+    assert!(
+        csv.starts_with("breach,nature,channel,status,at") && csv.contains(",email,sent,"),
+        "{csv}"
+    );
+
+    let (_, erasure) = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/requests",
+        Some(request("erasure")),
+    )
+    .await;
+    let (status, body) = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/requests/{}/process", erasure["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}"), None).await;
+    let told: Vec<i64> = shown["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["profile_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(told.len(), 2, "{shown}");
+    assert!(!told.contains(&ana), "the erased person's notice is gone: {shown}");
+    assert!(app.store.breach_notices_of(ana).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_last_day_before_the_deadline_shows_in_the_register_and_the_compliance_check() {
+    let app = TestApp::spawn().await;
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Ordinateur portable volé."}
+    });
+    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let pushed = |now: &'static str| {
+        let app = &app;
+        async move {
+            app.clock.set(at(now));
+            let (_, list) = call(app, reqwest::Method::GET, "/api/v1/breaches", None).await;
+            let (_, report) = call(app, reqwest::Method::GET, "/api/v1/compliance", None).await;
+            let rule = report["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["rule"] == "breaches_notified_in_72h")
+                .unwrap()
+                .clone();
+            (list["warnings"].clone(), rule)
+        }
+    };
+
+    let (warnings, rule) = pushed("2026-04-03T07:59:59Z").await;
+    assert_eq!((warnings, rule["evidence"]["due_soon"].clone()), (json!([]), json!([])));
+    let (warnings, rule) = pushed("2026-04-03T08:00:00Z").await;
+    assert_eq!(warnings.as_array().unwrap().len(), 1, "{warnings}");
+    assert_eq!(
+        (warnings[0]["breach"].as_i64(), warnings[0]["warning"].as_str()),
+        (Some(id), Some("twenty_four_hours"))
+    );
+    assert_eq!(warnings[0]["deadline"], "2026-04-04T08:00:00Z");
+    assert_eq!(rule["outcome"], "pass", "not late yet: {rule}");
+    assert_eq!(rule["evidence"]["due_soon"][0]["breach"], format!("breach:{id}"));
+    assert_eq!(rule["evidence"]["due_soon"][0]["warning"], "twenty_four_hours");
+
+    let (warnings, rule) = pushed("2026-04-03T20:00:00Z").await;
+    assert_eq!(warnings[0]["warning"], "twelve_hours");
+    assert_eq!(rule["evidence"]["due_soon"][0]["warning"], "twelve_hours");
+    assert_eq!(warning(&app, id, "2026-04-03T20:00:00Z").await, "twelve_hours");
+
+    let (status, _) = call(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/breaches/{id}"),
+        Some(json!({"phase": "initial", "authority_notified_at": "2026-04-03T21:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (warnings, rule) = pushed("2026-04-03T22:00:00Z").await;
+    assert_eq!((warnings, rule["evidence"]["due_soon"].clone()), (json!([]), json!([])));
+}
+
+#[tokio::test]
+async fn the_server_logs_a_breach_entering_its_last_day_without_personal_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let server = Server::start(&["--data-dir", &data_dir], &[("CONFIANCE_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let now = Timestamp::now();
+    let nature = "Le fichier de zoe.secret@example.org a fuité";
+    let declared = json!({
+        "aware_at": (now - jiff::SignedDuration::from_hours(50)).to_string(),
+        "scope": {"traits": ["email"], "to": now.to_string()},
+        "wording": {"nature": nature}
+    });
+    let (status, b) = read(
+        reqwest::Client::new()
+            .post(server.url("/api/v1/breaches"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&declared)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{b}");
+    let line = 'found: {
+        for _ in 0..100 {
+            if let Some(line) = server.log().lines().find(|l| l.contains("the deadline is near")) {
+                break 'found line.to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no warning logged:\n{}", server.log());
+    };
+    assert!(
+        line.contains("WARN") && line.contains(&format!("breach={}", b["id"])) && line.contains("twenty_four_hours"),
+        "{line}"
+    );
+    assert!(line.contains("hours_left=21"), "{line}");
+    let log = server.log();
+    assert!(!log.contains("zoe.secret") && !log.contains("a fuité"), "{log}");
+    assert_eq!(
+        log.matches("the deadline is near").count(),
+        1,
+        "warned once per level: {log}"
+    );
 }

@@ -703,3 +703,110 @@ async fn the_inventory_counts_people_per_trait_and_flags_what_no_purpose_reads()
     assert_eq!(email["flags"], json!([]), "identifiers are read by identity resolution");
     assert_eq!(inventory["undeclared_observed"], json!([]));
 }
+
+#[tokio::test]
+async fn the_records_list_the_real_destinations_and_the_sources_that_supplied_each_purpose() {
+    let app = TestApp::spawn().await;
+    // A till the catalog does not declare: the register still names it, with its kind.
+    let till = app
+        .add_source("caisse-paris", confiance_core::source::SourceKind::Store)
+        .await;
+    let (status, body) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": "u1", "traits": {"email": "u1@example.org"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .post_as(
+            &till,
+            "/v1/identify",
+            &json!({"userId": "u2", "traits": {"email": "u2@example.org", "city": "Paris"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.resolved().await;
+    let t0 = app.clock.now();
+    assert_eq!(record_versions(&app.state).await.unwrap(), 1);
+    let processing = |body: &Value, id: &str| {
+        body["register"]["processings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["purpose"] == id)
+            .unwrap()
+            .clone()
+    };
+    let catalog = Catalog::builtin();
+    let (_, before) = app.get_as_staff("/api/v1/records").await;
+    let email = processing(&before, "marketing_email");
+    assert_eq!(
+        email["recipients"],
+        json!(catalog.purposes["marketing_email"].recipients)
+    );
+    assert_eq!(email["destinations"], json!([]));
+    assert_eq!(
+        email["sources"],
+        json!(["caisse-paris (store): email", "web (web): email"]),
+        "{email}"
+    );
+    assert_eq!(
+        processing(&before, "service")["sources"],
+        json!(["caisse-paris (store): city, email", "web (web): email"])
+    );
+
+    // A campaign of the marketing_email purpose starts sending to a partner's CRM.
+    app.clock.set(t0 + days(1));
+    let (status, campaign) = app
+        .staff_post(
+            "/api/v1/campaigns",
+            json!({
+                "name": "Relance CRM", "purpose": "marketing_email", "channel": "webhook",
+                "webhook_url": "https://hook:tok3n@CRM.partner.example:8443/in/SECRET-PATH?key=abc",
+                "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+                "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "En tournée."}}}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let (_, after) = app.get_as_staff("/api/v1/records").await;
+    assert_eq!(after["version"], 2, "the new recipient is a new version");
+    let email = processing(&after, "marketing_email");
+    assert_eq!(
+        email["destinations"],
+        json!([{"host": "crm.partner.example", "channel": "webhook", "campaign": "Relance CRM"}])
+    );
+    let recipients = email["recipients"].as_array().unwrap();
+    assert_eq!(
+        recipients.len(),
+        catalog.purposes["marketing_email"].recipients.len() + 1
+    );
+    assert!(
+        recipients
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("crm.partner.example (webhook"),
+        "{email}"
+    );
+    assert_eq!(processing(&after, "analytics")["destinations"], json!([]));
+    let whole = after.to_string();
+    for secret in ["tok3n", "SECRET-PATH", "key=abc", "8443", "hook:"] {
+        assert!(!whole.contains(secret), "{secret} leaked into the register");
+    }
+    let (_, _, csv) = app.get_text("/api/v1/records?format=csv").await;
+    assert!(
+        csv.contains("crm.partner.example") && !csv.contains("SECRET-PATH"),
+        "{csv}"
+    );
+    let (_, _, html) = app.get_text("/api/v1/records?format=html").await;
+    assert!(html.contains("crm.partner.example") && html.contains("caisse-paris (store)"));
+
+    // The register as it stood before the campaign does not have it.
+    let (_, old) = app.get_as_staff(&format!("/api/v1/records?at={t0}")).await;
+    assert_eq!(old["version"], 1, "{old}");
+    assert_eq!(processing(&old, "marketing_email")["destinations"], json!([]));
+    assert!(!old.to_string().contains("crm.partner.example"));
+}

@@ -20,6 +20,8 @@ pub struct TestApp {
     pub base: String,
     pub state: confiance_server::Shared,
     _stop: tokio::sync::watch::Sender<bool>,
+    /// Stops the workers started again by [`TestApp::start_breach_worker`].
+    restarted: std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>,
     pub clock: ManualClock,
     pub store: Store,
     pub write_key: String,
@@ -54,7 +56,8 @@ impl TestApp {
         let state = AppState::with_options(store.clone(), Catalog::builtin(), Arc::new(clock.clone()), options);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped.clone()));
-        tokio::spawn(confiance_server::segments::run_audience(state.clone(), stopped));
+        tokio::spawn(confiance_server::segments::run_audience(state.clone(), stopped.clone()));
+        tokio::spawn(confiance_server::breaches::run_breach_work(state.clone(), stopped));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router_state = state.clone();
@@ -66,6 +69,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             state,
             _stop: stop,
+            restarted: std::sync::Mutex::default(),
             clock,
             store,
             write_key: key.reveal().to_owned(),
@@ -76,6 +80,19 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops the background workers (identity resolution, the audience index, the breach
+    /// worker), as when the node goes down; the HTTP server keeps answering.
+    pub fn stop_workers(&self) {
+        let _ = self._stop.send(true);
+    }
+
+    /// Starts a breach worker again, as a restarted node does; it runs until the app is dropped.
+    pub fn start_breach_worker(&self) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(confiance_server::breaches::run_breach_work(self.state.clone(), stopped));
+        self.restarted.lock().unwrap().push(stop);
     }
 
     /// The directory of the SQLite store.

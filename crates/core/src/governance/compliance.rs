@@ -8,6 +8,7 @@
 //! whether it is asked for over HTTP or by `confiance compliance check` in cron or CI.
 
 use crate::catalog::{Catalog, LegalBasis, Retention, SPECIAL_CATEGORIES};
+use crate::privacy::breach::{Clock, Warning};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -291,16 +292,27 @@ fn breach_rule(facts: &Facts) -> RuleResult {
         })
         .map(|b| json!({"breach": format!("breach:{}", b.id), "aware_at": b.aware_at, "notified_at": b.notified_at}))
         .collect();
+    // Not a failure yet, but the last day: shown so that a daily check pushes it to the DPO.
+    let due_soon: Vec<Value> = breaches
+        .iter()
+        .map(|b| (b, Clock::at(b.aware_at, b.notified_at, facts.now)))
+        .filter(|(_, c)| matches!(c.warning, Warning::TwentyFourHours | Warning::TwelveHours))
+        .map(|(b, c)| {
+            json!({"breach": format!("breach:{}", b.id), "deadline": c.deadline, "warning": c.warning,
+                   "seconds_left": c.seconds_left})
+        })
+        .collect();
     result(
         "breaches_notified_in_72h",
         "no breach past 72 hours unnotified without a recorded reason (Art. 33)",
         !late.is_empty(),
         format!(
-            "{} breaches recorded, {} late without a reason",
+            "{} breaches recorded, {} late without a reason, {} to notify within 24 hours",
             breaches.len(),
-            late.len()
+            late.len(),
+            due_soon.len()
         ),
-        json!({"breaches": breaches.len(), "late": late}),
+        json!({"breaches": breaches.len(), "late": late, "due_soon": due_soon}),
     )
 }
 
@@ -448,5 +460,42 @@ mod tests {
         breach.reason = Some("encrypted laptop, no risk".into());
         f.breaches = vec![breach];
         assert_eq!(outcome(&c, &f, "breaches_notified_in_72h"), Outcome::Pass);
+    }
+
+    #[test]
+    fn a_breach_in_its_last_day_is_shown_due_soon_without_failing() {
+        let c = Catalog::builtin();
+        let mut f = clean();
+        let due_soon = |f: &Facts| {
+            let report = evaluate(&c, f);
+            let rule = report
+                .rules
+                .iter()
+                .find(|r| r.rule == "breaches_notified_in_72h")
+                .unwrap();
+            (rule.outcome, rule.evidence["due_soon"].clone())
+        };
+        let mut breach = BreachFacts {
+            id: 4,
+            aware_at: f.now - SignedDuration::from_hours(47),
+            notified_at: None,
+            reason: None,
+        };
+        f.breaches = vec![breach.clone()];
+        assert_eq!(due_soon(&f), (Outcome::Pass, json!([])));
+        breach.aware_at = f.now - SignedDuration::from_hours(49);
+        f.breaches = vec![breach.clone()];
+        let (outcome, due) = due_soon(&f);
+        assert_eq!(
+            (outcome, due[0]["warning"].as_str()),
+            (Outcome::Pass, Some("twenty_four_hours"))
+        );
+        assert_eq!(due[0]["breach"], "breach:4");
+        breach.aware_at = f.now - SignedDuration::from_hours(61);
+        f.breaches = vec![breach.clone()];
+        assert_eq!(due_soon(&f).1[0]["warning"], "twelve_hours");
+        breach.notified_at = Some(f.now);
+        f.breaches = vec![breach];
+        assert_eq!(due_soon(&f), (Outcome::Pass, json!([])));
     }
 }

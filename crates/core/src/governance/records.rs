@@ -4,15 +4,21 @@
 //!
 //! The register is generated from the catalog, so it cannot drift from what collection
 //! enforces: the data categories of a purpose are the traits and events that name it, its
-//! recipients, transfers and retention are the purpose's own. It is laid out like the CNIL's
+//! transfers and retention are the purpose's own. What the catalog cannot know comes from the
+//! store as [`Flows`]: the recipients are the purpose's declared categories *and* the actual
+//! destinations campaigns of that purpose send to (a webhook's host, never its path or query,
+//! where tokens live), and the sources are those that actually supplied the purpose's traits,
+//! whatever their kind (an in-store till as much as the website) and whether or not the catalog
+//! declares them. It is laid out like the CNIL's
 //! register template (one sheet per processing: controller and DPO, purposes, categories of
 //! people and of data, sensitive data, recipients, transfers, retention, security measures) and
 //! exported as JSON, CSV and HTML. A [`Register`] is plain data with `Deserialize`, so the
 //! version kept for each catalog change renders exactly as it stood.
 
 use crate::catalog::{Catalog, LegalBasis, Tier, Transfer};
+use crate::source::SourceKind;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Measures Confiance itself applies to every processing (Art. 32), always listed.
@@ -60,16 +66,54 @@ pub struct Processing {
     pub events: Vec<String>,
     /// Special-category data (Art. 9) and the exception relied on.
     pub special_categories: Vec<String>,
-    /// Categories of recipients (Art. 30(1)(d)).
+    /// Categories of recipients (Art. 30(1)(d)): the declared ones, then each destination.
     pub recipients: Vec<String>,
+    /// Where campaigns of this purpose actually send personal data.
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
     /// Transfers to third countries and their safeguards (Art. 30(1)(e)).
     pub transfers: Vec<Transfer>,
     /// Time limit for erasure (Art. 30(1)(f)).
     pub retention: String,
     /// Security measures (Art. 30(1)(g)).
     pub security: Vec<String>,
-    /// Declared sources the data comes from.
+    /// The sources that supplied its traits, each with its kind and the traits it supplied.
     pub sources: Vec<String>,
+}
+
+/// A destination a campaign sends personal data to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Destination {
+    /// The receiving host (`crm.shop.example`): no scheme, credentials, port, path or query.
+    pub host: String,
+    /// How data reaches it (`webhook`).
+    pub channel: String,
+    /// The campaign that sends there.
+    pub campaign: String,
+}
+
+/// What the store knows about where data comes from and goes to.
+#[derive(Clone, Debug, Default)]
+pub struct Flows {
+    /// `(purpose id, destination)` for every campaign that sends data out.
+    pub destinations: Vec<(String, Destination)>,
+    /// Registered sources and their kind, by name.
+    pub sources: BTreeMap<String, SourceKind>,
+    /// `(trait, source name)`: that source has supplied that trait.
+    pub supplied: Vec<(String, String)>,
+}
+
+/// The host of an `http(s)` URL, lowercased, without credentials, port, path, query or fragment
+/// (which may carry tokens): what the register may show of a destination.
+pub fn host_of(url: &str) -> Option<String> {
+    let rest = url.trim().split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => host_port.split(':').next()?.to_owned(),
+    };
+    (!host.is_empty() && host != "[]").then(|| host.to_ascii_lowercase())
 }
 
 /// A category of personal data and the traits in it.
@@ -100,14 +144,13 @@ fn tier_name(t: Tier) -> &'static str {
 }
 
 impl Register {
-    /// The register the catalog describes.
-    pub fn of(catalog: &Catalog) -> Register {
+    /// The register the catalog describes, with the sources and destinations `flows` records.
+    pub fn of(catalog: &Catalog, flows: &Flows) -> Register {
         let security: Vec<String> = PLATFORM_MEASURES
             .iter()
             .map(|m| (*m).to_owned())
             .chain(catalog.controller.security.iter().cloned())
             .collect();
-        let sources: Vec<String> = catalog.sources.values().map(|s| s.name.clone()).collect();
         let processings = catalog
             .purposes
             .values()
@@ -137,6 +180,18 @@ impl Register {
                 if catalog.page_purposes.contains(&p.id) {
                     events.push("page and screen views".into());
                 }
+                let destinations: BTreeSet<Destination> = flows
+                    .destinations
+                    .iter()
+                    .filter(|(purpose, _)| *purpose == p.id)
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                let mut recipients = p.recipients.clone();
+                recipients.extend(
+                    destinations
+                        .iter()
+                        .map(|d| format!("{} ({} of the campaign « {} »)", d.host, d.channel, d.campaign)),
+                );
                 Processing {
                     purpose: p.id.clone(),
                     name: p.name.clone(),
@@ -156,11 +211,12 @@ impl Register {
                         .collect(),
                     events,
                     special_categories: special,
-                    recipients: p.recipients.clone(),
+                    recipients,
+                    destinations: destinations.into_iter().collect(),
                     transfers: p.transfers.clone(),
                     retention: p.retention.to_string(),
                     security: security.clone(),
-                    sources: sources.clone(),
+                    sources: sources_of(catalog, flows, &p.id),
                 }
             })
             .collect();
@@ -278,6 +334,33 @@ impl Register {
     }
 }
 
+/// Each source that supplied a trait of `purpose`: `name (kind): trait, trait`.
+fn sources_of(catalog: &Catalog, flows: &Flows, purpose: &str) -> Vec<String> {
+    let mut by_source: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (name, source) in &flows.supplied {
+        if catalog
+            .traits
+            .get(name)
+            .is_some_and(|t| t.purposes.iter().any(|p| p == purpose))
+        {
+            by_source.entry(source).or_default().insert(name);
+        }
+    }
+    by_source
+        .into_iter()
+        .map(|(source, traits)| {
+            let kind = flows
+                .sources
+                .get(source)
+                .copied()
+                .or_else(|| catalog.sources.get(source).map(|s| s.kind))
+                .map_or("unregistered", SourceKind::as_str);
+            let traits: Vec<&str> = traits.into_iter().collect();
+            format!("{source} ({kind}): {}", traits.join(", "))
+        })
+        .collect()
+}
+
 fn categories_text(c: &[DataCategory]) -> String {
     c.iter()
         .map(|c| format!("{}: {}", c.category, c.traits.join(", ")))
@@ -339,7 +422,7 @@ mod tests {
     #[test]
     fn every_purpose_has_every_field() {
         let catalog = Catalog::builtin();
-        let r = Register::of(&catalog);
+        let r = Register::of(&catalog, &Flows::default());
         assert_eq!(r.processings.len(), catalog.purposes.len());
         assert!(!r.dpo_contact.is_empty());
         for p in &r.processings {
@@ -349,6 +432,55 @@ mod tests {
         let csv = r.to_csv();
         assert_eq!(csv.lines().count(), catalog.purposes.len() + 1);
         assert!(r.to_html("2026-11-29").contains("Categories of data subjects"));
+    }
+
+    #[test]
+    fn destinations_and_sources_come_from_the_flows() {
+        let catalog = Catalog::builtin();
+        let flows = Flows {
+            destinations: vec![(
+                "marketing_email".into(),
+                Destination {
+                    host: "crm.example".into(),
+                    channel: "webhook".into(),
+                    campaign: "relance".into(),
+                },
+            )],
+            sources: BTreeMap::from([("caisse-lyon".into(), SourceKind::Store)]),
+            supplied: vec![
+                ("email".into(), "caisse-lyon".into()),
+                ("city".into(), "caisse-lyon".into()),
+                ("not_a_trait".into(), "web".into()),
+            ],
+        };
+        let r = Register::of(&catalog, &flows);
+        let p = |id: &str| r.processings.iter().find(|p| p.purpose == id).unwrap();
+        let email = p("marketing_email");
+        assert_eq!(email.destinations[0].host, "crm.example");
+        assert!(
+            email.recipients.iter().any(|r| r.starts_with("crm.example (webhook")),
+            "{email:?}"
+        );
+        assert!(
+            email
+                .recipients
+                .starts_with(&catalog.purposes["marketing_email"].recipients)
+        );
+        assert_eq!(email.sources, ["caisse-lyon (store): email"]);
+        assert!(p("analytics").destinations.is_empty());
+        assert!(r.to_csv().contains("crm.example"));
+    }
+
+    #[test]
+    fn a_destination_shows_its_host_only() {
+        assert_eq!(
+            host_of("https://bot:s3cret@Hooks.Example.com:8443/t/ABCDEF?token=xyz#f").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(host_of("http://[::1]:9000/x").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("http://crm.example").as_deref(), Some("crm.example"));
+        assert_eq!(host_of("crm.example/path"), None);
+        assert_eq!(host_of("https:///path"), None);
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //!
 //! The 72 hours of Art. 33(1) run from the moment the business *became aware*, not from the
 //! declaration in Confiance, and stop when the authority is notified. [`Breach::clock`] gives the
-//! deadline and a warning level (48 and 24 hours left, overdue) for a given "now", so the
-//! server's injectable clock drives it and tests can walk through it.
+//! deadline and a warning level (48, 24 and 12 hours left, overdue) for a given "now", so the
+//! server's injectable clock drives it and tests can walk through it. The last day is
+//! [`Warning::is_urgent`]: the server pushes it (a log line, the register, the compliance check)
+//! rather than waiting for someone to look.
 //!
 //! The notification is drafted in French (the CNIL's language) from the record and the
 //! computed figures, with every item of Art. 33(3); Art. 33(4) lets it be completed in phases,
@@ -35,6 +37,8 @@ pub const NOTIFY_WITHIN: SignedDuration = SignedDuration::from_hours(72);
 pub const FIRST_WARNING_HOURS: i64 = 48;
 /// Hours left when the clock warns again, urgently.
 pub const LAST_WARNING_HOURS: i64 = 24;
+/// Hours left when the clock warns for the last time before the deadline.
+pub const FINAL_WARNING_HOURS: i64 = 12;
 
 /// What a breach concerns: kinds of data, where they came from, when they were received.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,12 +251,35 @@ pub enum Warning {
     FortyEightHours,
     /// 24 hours or less left.
     TwentyFourHours,
+    /// 12 hours or less left.
+    TwelveHours,
     /// Past the 72 hours, not notified.
     Overdue,
     /// Notified in time.
     Notified,
     /// Notified after the 72 hours (reasons are owed).
     NotifiedLate,
+}
+
+impl Warning {
+    /// Whether the authority is still to be told and less than a day is left, or none: the
+    /// levels the server pushes instead of waiting to be asked.
+    pub fn is_urgent(self) -> bool {
+        matches!(self, Warning::TwentyFourHours | Warning::TwelveHours | Warning::Overdue)
+    }
+
+    /// The snake_case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Warning::Running => "running",
+            Warning::FortyEightHours => "forty_eight_hours",
+            Warning::TwentyFourHours => "twenty_four_hours",
+            Warning::TwelveHours => "twelve_hours",
+            Warning::Overdue => "overdue",
+            Warning::Notified => "notified",
+            Warning::NotifiedLate => "notified_late",
+        }
+    }
 }
 
 /// The clock of a breach at a given moment.
@@ -264,6 +291,43 @@ pub struct Clock {
     pub seconds_left: Option<i64>,
     /// The warning level.
     pub warning: Warning,
+}
+
+impl Clock {
+    /// The clock of a breach the business became aware of at `aware_at`, notified to the
+    /// authority at `notified_at` if it was, seen at `now`.
+    pub fn at(aware_at: Timestamp, notified_at: Option<Timestamp>, now: Timestamp) -> Clock {
+        let deadline = aware_at.saturating_add(NOTIFY_WITHIN).unwrap_or(aware_at);
+        if let Some(at) = notified_at {
+            let warning = if at > deadline {
+                Warning::NotifiedLate
+            } else {
+                Warning::Notified
+            };
+            return Clock {
+                deadline,
+                seconds_left: None,
+                warning,
+            };
+        }
+        let left = deadline.as_second() - now.as_second();
+        let warning = if now > deadline {
+            Warning::Overdue
+        } else if left <= FINAL_WARNING_HOURS * 3600 {
+            Warning::TwelveHours
+        } else if left <= LAST_WARNING_HOURS * 3600 {
+            Warning::TwentyFourHours
+        } else if left <= FIRST_WARNING_HOURS * 3600 {
+            Warning::FortyEightHours
+        } else {
+            Warning::Running
+        };
+        Clock {
+            deadline,
+            seconds_left: Some(left),
+            warning,
+        }
+    }
 }
 
 /// A breach as declared, before it has an id.
@@ -314,34 +378,7 @@ impl Breach {
 
     /// Where the clock stands at `now`.
     pub fn clock(&self, now: Timestamp) -> Clock {
-        let deadline = self.deadline();
-        if let Some(at) = self.authority_notified_at {
-            let warning = if at > deadline {
-                Warning::NotifiedLate
-            } else {
-                Warning::Notified
-            };
-            return Clock {
-                deadline,
-                seconds_left: None,
-                warning,
-            };
-        }
-        let left = deadline.as_second() - now.as_second();
-        let warning = if now > deadline {
-            Warning::Overdue
-        } else if left <= LAST_WARNING_HOURS * 3600 {
-            Warning::TwentyFourHours
-        } else if left <= FIRST_WARNING_HOURS * 3600 {
-            Warning::FortyEightHours
-        } else {
-            Warning::Running
-        };
-        Clock {
-            deadline,
-            seconds_left: Some(left),
-            warning,
-        }
+        Clock::at(self.aware_at, self.authority_notified_at, now)
     }
 
     /// Adds an update in `phase`, replacing the wording given with it. A final phase cannot be
@@ -652,12 +689,20 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_warns_at_48_and_24_hours_then_is_overdue_and_stops_when_notified() {
+    fn the_clock_warns_at_48_24_and_12_hours_then_is_overdue_and_stops_when_notified() {
         let mut b = breach();
         assert_eq!(b.deadline(), at("2026-03-05T10:00:00Z"));
         assert_eq!(b.clock(at("2026-03-03T09:59:59Z")).warning, Warning::Running);
         assert_eq!(b.clock(at("2026-03-03T10:00:00Z")).warning, Warning::FortyEightHours);
         assert_eq!(b.clock(at("2026-03-04T10:00:00Z")).warning, Warning::TwentyFourHours);
+        assert!(!b.clock(at("2026-03-04T09:59:59Z")).warning.is_urgent());
+        assert!(b.clock(at("2026-03-04T10:00:00Z")).warning.is_urgent());
+        assert_eq!(b.clock(at("2026-03-04T21:59:59Z")).warning, Warning::TwentyFourHours);
+        assert_eq!(b.clock(at("2026-03-04T22:00:00Z")).warning, Warning::TwelveHours);
+        assert_eq!(
+            serde_json::to_value(Warning::TwelveHours).unwrap(),
+            Warning::TwelveHours.as_str()
+        );
         assert_eq!(b.clock(at("2026-03-05T10:00:00Z")).seconds_left, Some(0));
         assert_eq!(b.clock(at("2026-03-05T10:00:01Z")).warning, Warning::Overdue);
         assert!(
