@@ -507,8 +507,8 @@ impl AppState {
         };
         let erased = self.store.erase(erasure).await?;
         Ok(format!(
-            "erased {} event(s), {} consent decision(s), {} identifier(s); {} request record(s) kept, pseudonymised",
-            erased.events, erased.consents, erased.identities, erased.requests
+            "erased {} event(s), {} consent decision(s), {} identifier(s); {} data key(s) shredded, so older copies no longer open; {} request record(s) kept, pseudonymised",
+            erased.events, erased.consents, erased.identities, erased.keys, erased.requests
         ))
     }
 

@@ -456,6 +456,7 @@ async fn a_backup_taken_before_an_erasure_no_longer_opens_the_erased_subject() {
     let erasure = app.request("erasure", "apolline.shred@example.org", Value::Null).await;
     let done = app.process(&erasure["id"]).await;
     assert_eq!(done["status"], "done", "{done}");
+    assert!(done["steps"].to_string().contains(" 1 data key(s) shredded"), "{done}");
 
     // The backup restored beside the key vault as it is now: her events are there, sealed, and
     // nothing opens them; the other subject reads as before.
