@@ -267,16 +267,9 @@ pub(crate) async fn rewritten(
     vault: &std::sync::Arc<vault::Vault>,
     events: Vec<StoredEvent>,
 ) -> Result<Vec<(i64, std::result::Result<Vec<u8>, Value>, Option<String>)>> {
-    let tags: Vec<_> = events
-        .iter()
-        .map(|e| {
-            vault
-                .seals()
-                .then(|| vault.tag_of(e.user_id.as_deref(), e.anonymous_id.as_deref()))
-                .flatten()
-        })
-        .collect();
-    let keys = vault.keys(tags.iter().flatten().copied().collect(), true).await?;
+    let (tags, keys) = vault
+        .sealing_keys(events.iter().map(|e| (e.user_id.as_deref(), e.anonymous_id.as_deref())))
+        .await?;
     events
         .into_iter()
         .zip(&tags)

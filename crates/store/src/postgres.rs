@@ -580,20 +580,13 @@ impl PgStore {
     ) -> Result<Appended> {
         self.keep_partitions_ahead().await;
         let vault = &self.vault;
-        let tags: Vec<Option<Tag>> = messages
-            .iter()
-            .map(|m| {
-                vault
-                    .seals()
-                    .then(|| vault.tag_of(m.user_id.as_deref(), m.anonymous_id.as_deref()))
-                    .flatten()
-            })
-            .collect();
-        let keys = if tags.iter().any(Option::is_some) {
-            vault.keys(tags.iter().flatten().copied().collect(), true).await?
-        } else {
-            Default::default()
-        };
+        let (tags, keys) = vault
+            .sealing_keys(
+                messages
+                    .iter()
+                    .map(|m| (m.user_id.as_deref(), m.anonymous_id.as_deref())),
+            )
+            .await?;
 
         // A messageId repeated within the call is a duplicate of its first copy, as in SQLite
         // where the first insert makes the later ones conflict.

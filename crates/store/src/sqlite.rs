@@ -22,7 +22,7 @@ use crate::{
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
 use confiance_core::privacy::audit::{self, AuditEvent};
-use confiance_core::privacy::vault::{MasterKey, Tag};
+use confiance_core::privacy::vault::MasterKey;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
@@ -366,20 +366,13 @@ impl SqliteStore {
         // Everything but SQLite itself happens here, on the caller's thread: the single writer
         // thread sets the pace of ingestion, so it only binds ready values and writes.
         let vault = &self.vault;
-        let tags: Vec<Option<Tag>> = messages
-            .iter()
-            .map(|m| {
-                vault
-                    .seals()
-                    .then(|| vault.tag_of(m.user_id.as_deref(), m.anonymous_id.as_deref()))
-                    .flatten()
-            })
-            .collect();
-        let keys = if tags.iter().any(Option::is_some) {
-            vault.keys(tags.iter().flatten().copied().collect(), true).await?
-        } else {
-            Default::default()
-        };
+        let (tags, keys) = vault
+            .sealing_keys(
+                messages
+                    .iter()
+                    .map(|m| (m.user_id.as_deref(), m.anonymous_id.as_deref())),
+            )
+            .await?;
         let rows = messages
             .into_iter()
             .zip(&tags)

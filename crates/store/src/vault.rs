@@ -170,6 +170,24 @@ impl Vault {
         subject_of(user_id, anonymous_id).map(|s| self.master.tag(&s))
     }
 
+    /// The tag of each message's subject, from its `(user id, anonymous id)`, and the keys that
+    /// seal them, made where missing; no tags when sealing is off.
+    pub(crate) async fn sealing_keys<'a>(
+        self: &Arc<Self>,
+        senders: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    ) -> Result<(Vec<Option<Tag>>, HashMap<Tag, DataKey>)> {
+        let seals = self.seals();
+        let tags: Vec<Option<Tag>> = senders
+            .map(|(user_id, anonymous_id)| seals.then(|| self.tag_of(user_id, anonymous_id)).flatten())
+            .collect();
+        let keys = if tags.iter().any(Option::is_some) {
+            self.keys(tags.iter().flatten().copied().collect(), true).await?
+        } else {
+            HashMap::new()
+        };
+        Ok((tags, keys))
+    }
+
     fn cached(&self, tags: &[Tag]) -> (HashMap<Tag, DataKey>, Vec<Tag>) {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
