@@ -239,8 +239,11 @@ pub async fn define(app: &Shared, c: &Campaign) -> Result<i64, ApiError> {
     let cursor = app.starting_cursor(c).await?;
     app.store.advance_campaign(id, 0, cursor).await?;
     if c.channel == Channel::Webhook {
-        // A new recipient of personal data: the records of processing show it from now.
-        crate::governance::record_versions(app).await?;
+        // A new recipient of personal data: the records of processing show it from now. The
+        // campaign is saved whatever happens here; the daily job takes the version otherwise.
+        if let Err(e) = crate::governance::record_versions(app).await {
+            tracing::warn!(error = %e, "could not take a new version of the records of processing");
+        }
     }
     Ok(id)
 }
@@ -268,8 +271,10 @@ pub async fn update(
     let doc = serde_json::to_value(&c).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let was_webhook = row.doc.get("channel").and_then(Value::as_str) == Some(Channel::Webhook.as_str());
     app.store.put_campaign(Some(id), c.name.trim(), doc, active).await?;
-    if was_webhook || c.channel == Channel::Webhook {
-        crate::governance::record_versions(&app).await?;
+    if (was_webhook || c.channel == Channel::Webhook)
+        && let Err(e) = crate::governance::record_versions(&app).await
+    {
+        tracing::warn!(error = %e, "could not take a new version of the records of processing");
     }
     let row = app.campaign_row(id).await?;
     Ok(Json(app.campaign_view(&row).await?))

@@ -262,10 +262,12 @@ pub async fn process(
 /// A destination that received a subject's data: a campaign's webhook (Art. 19).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Recipient {
-    /// The campaign that sent it.
+    /// The (first) campaign that sent it.
     pub campaign: String,
     /// Where it went.
     pub url: String,
+    /// The traits its campaigns may send: a rectification tells it of these only.
+    pub traits: std::collections::BTreeSet<String>,
 }
 
 impl Recipient {
@@ -408,20 +410,33 @@ impl AppState {
         if campaigns.is_empty() {
             return Ok(Vec::new());
         }
-        let mut out: Vec<Recipient> = self
+        // One recipient per address, with every trait any of its campaigns may send.
+        let mut by_url: std::collections::BTreeMap<String, Recipient> = std::collections::BTreeMap::new();
+        for c in self
             .store
             .campaigns()
             .await?
             .into_iter()
             .filter(|c| campaigns.contains(&c.id))
-            .filter_map(|c| {
-                let url = c.doc.get("webhook_url")?.as_str()?.to_owned();
-                Some(Recipient { campaign: c.name, url })
-            })
-            .collect();
-        out.sort();
-        out.dedup_by(|a, b| a.url == b.url);
-        Ok(out)
+        {
+            let Ok(campaign) = serde_json::from_value::<confiance_core::activate::Campaign>(c.doc.clone()) else {
+                tracing::warn!(
+                    campaign = c.id,
+                    "a stored campaign does not parse: its recipient is not told"
+                );
+                continue;
+            };
+            let Some(url) = campaign.webhook_url.clone() else {
+                continue;
+            };
+            let recipient = by_url.entry(url.clone()).or_insert_with(|| Recipient {
+                campaign: c.name.clone(),
+                url,
+                traits: Default::default(),
+            });
+            recipient.traits.extend(campaign.allowed_traits(&self.catalog));
+        }
+        Ok(by_url.into_values().collect())
     }
 
     /// Tells each recipient of the profile's data that it was rectified, erased or restricted
@@ -435,22 +450,33 @@ impl AppState {
         profile: i64,
         actor: &str,
     ) -> Result<String, ApiError> {
-        let mut notice = json!({
+        let notice = json!({
             "notice": r.right.as_str(),
             "article": "GDPR Art. 19",
             "profile_id": profile,
             "request_id": r.id,
             "at": self.clock.now(),
         });
-        if r.right == Right::Rectification {
-            notice["traits"] = r.details.get("traits").cloned().unwrap_or(Value::Null);
-        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let mut told = Vec::new();
         for recipient in recipients {
+            let mut notice = notice.clone();
+            if r.right == Right::Rectification {
+                // The corrected values of what this recipient may have received, nothing more.
+                let corrected: serde_json::Map<String, Value> = r
+                    .details
+                    .get("traits")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(name, _)| recipient.traits.contains(*name))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
+                notice["traits"] = Value::Object(corrected);
+            }
             let outcome = match http.post(&recipient.url).json(&notice).send().await {
                 Ok(resp) if resp.status().is_success() => format!("HTTP {}", resp.status().as_u16()),
                 Ok(resp) => format!("refused: HTTP {}", resp.status().as_u16()),

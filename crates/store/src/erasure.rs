@@ -8,6 +8,7 @@
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
+use crate::vault::Kept;
 use crate::{Result, StoreError, to_micros};
 use confiance_core::privacy::audit::AuditEvent;
 use rusqlite::params_from_iter;
@@ -291,8 +292,8 @@ impl SqliteStore {
             }
             for (seq, body, traits) in rewrite {
                 let body = match body {
-                    Ok(sealed) => rusqlite::types::Value::Blob(sealed),
-                    Err(plain) => rusqlite::types::Value::Text(plain.to_string()),
+                    Kept::Sealed(sealed) => rusqlite::types::Value::Blob(sealed),
+                    Kept::Plain(plain) => rusqlite::types::Value::Text(plain.to_string()),
                 };
                 tx.execute(
                     "UPDATE events SET body = ?1, traits = ?2 WHERE seq = ?3",
@@ -349,8 +350,8 @@ impl PgStore {
         tx.execute("DELETE FROM events WHERE seq = ANY($1)", &[&delete]).await?;
         for (seq, body, traits) in &rewrite {
             let (body, sealed) = match body {
-                Ok(sealed) => (serde_json::Value::Null, Some(sealed)),
-                Err(plain) => (plain.clone(), None),
+                Kept::Sealed(sealed) => (serde_json::Value::Null, Some(sealed)),
+                Kept::Plain(plain) => (plain.clone(), None),
             };
             tx.execute(
                 "UPDATE events SET body = $1, sealed = $2, traits = $3 WHERE seq = $4",

@@ -261,25 +261,32 @@ pub(crate) fn traits_of(kind: MessageType, body: &Value) -> Option<String> {
     (!names.is_empty()).then(|| purposes_column(&names))
 }
 
-/// Bodies rewritten by retention, in their column forms: the body (sealed under its subject's
-/// key when bodies are sealed, else JSON) and the traits it still carries.
+/// Bodies rewritten by retention, in their column forms: the body (sealed again under its
+/// subject's key, or plain JSON when it has no subject or sealing is off) and the traits it
+/// still carries. An event whose subject's key is gone — they were erased meanwhile — is left
+/// out: the erasure deletes it, and no new key is made for them.
 pub(crate) async fn rewritten(
     vault: &std::sync::Arc<vault::Vault>,
     events: Vec<StoredEvent>,
-) -> Result<Vec<(i64, std::result::Result<Vec<u8>, Value>, Option<String>)>> {
-    let (tags, keys) = vault
-        .sealing_keys(events.iter().map(|e| (e.user_id.as_deref(), e.anonymous_id.as_deref())))
-        .await?;
-    events
-        .into_iter()
-        .zip(&tags)
-        .map(|(e, tag)| {
-            let text = serde_json::to_vec(&e.body).map_err(|x| StoreError::Database(x.to_string()))?;
-            let traits = traits_of(e.kind, &e.body);
-            let body = vault.seal(tag.as_ref(), &keys, &text).ok_or(e.body);
-            Ok((e.seq, body, traits))
+) -> Result<Vec<(i64, vault::Kept, Option<String>)>> {
+    let tags: Vec<_> = events
+        .iter()
+        .map(|e| {
+            vault
+                .seals()
+                .then(|| vault.tag_of(e.user_id.as_deref(), e.anonymous_id.as_deref()))
+                .flatten()
         })
-        .collect()
+        .collect();
+    let keys = vault.keys(tags.iter().flatten().copied().collect(), false).await?;
+    let mut out = Vec::with_capacity(events.len());
+    for (e, tag) in events.into_iter().zip(&tags) {
+        let traits = traits_of(e.kind, &e.body);
+        if let Some(kept) = vault.keep(tag.as_ref(), &keys, e.body)? {
+            out.push((e.seq, kept, traits));
+        }
+    }
+    Ok(out)
 }
 
 /// The inverse of [`purposes_column`].

@@ -6,21 +6,27 @@
 //! deliberately *not* the store's database: SQLite keeps it in `vault.db` beside `confiance.db`,
 //! PostgreSQL in a database of its own named after the store's (`<name>_vault`, created when
 //! missing). A backup or a dump of the store's database therefore holds sealed bodies and no
-//! keys, and shredding a subject's key — one row, deleted with `secure_delete` and the vault's
-//! write-ahead log truncated — makes every copy of their bodies unreadable, wherever it is.
+//! keys; shredding a subject's key — one row, deleted with `secure_delete` and the vault's
+//! write-ahead log truncated on SQLite, deleted and vacuumed on PostgreSQL — makes every copy of
+//! their bodies unreadable, wherever it is, unless a copy of the vault made before survives too.
 //!
-//! Keys are read far more often than written: the store keeps opened keys in memory for a
-//! minute, so steady ingestion and reads cost no vault query. The minute bounds how long another
-//! process (a second node, an import beside the server) may still use a key another one shredded;
-//! the process that shreds forgets it at once.
+//! The vault also keeps a check value of its master key, so that a store is never opened under
+//! another key, and the tags it shredded, so that a body that does not open is told apart: the
+//! body of an erased subject reads as JSON null, anything else is an error, never a silent loss.
+//!
+//! Keys are read far more often than written: opened keys are kept in memory for a minute, so
+//! steady ingestion and reads cost no vault query. A shred forgets the keys at once in its own
+//! process, and a fetch that overlapped it is not remembered. On PostgreSQL, where several nodes
+//! share the vault, sealing always asks the vault, so no node seals with a key another one
+//! shredded; reading may use the minute-old copy.
 
 use crate::{Result, StoreError, StoredEvent};
 use confiance_core::privacy::vault::{DataKey, MasterKey, Tag, subject_of};
 use deadpool_postgres::Pool;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -30,7 +36,7 @@ const CACHE_FOR: Duration = Duration::from_secs(60);
 /// Keys kept in memory at most; past it the cache starts over.
 const CACHE_MAX: usize = 200_000;
 
-/// The advisory lock that serialises creating the vault's table ("Confvalt").
+/// The advisory lock that serialises creating the vault's tables ("Confvalt").
 const SCHEMA_LOCK: i64 = 0x436f_6e66_7661_6c74;
 
 /// How a sealed value kept in a text column begins.
@@ -39,17 +45,25 @@ const SEALED_TEXT: &str = "sealed:";
 /// The file of the SQLite store's vault, beside the database.
 pub const VAULT_FILE: &str = "vault.db";
 
-const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS subject_keys (
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
     tag BLOB PRIMARY KEY,
     wrapped BLOB NOT NULL,
     created_at INTEGER NOT NULL
-) WITHOUT ROWID";
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shredded (tag BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS master_check (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL);";
 
-const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS subject_keys (
+const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
     tag BYTEA PRIMARY KEY,
     wrapped BYTEA NOT NULL,
     created_at BIGINT NOT NULL
-)";
+);
+CREATE TABLE IF NOT EXISTS shredded (tag BYTEA PRIMARY KEY, at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS master_check (id INTEGER PRIMARY KEY CHECK (id = 1), value BYTEA NOT NULL);";
+
+const WRONG_MASTER: &str = "the key vault was made under another master key: give the one the data was written with (CONFIANCE_MASTER_KEY or --master-key-file, or none if it never had one)";
 
 enum Backend {
     Sqlite(Mutex<Connection>),
@@ -80,20 +94,37 @@ impl Read {
     }
 }
 
+/// A body as it is kept: sealed bytes, or the plain JSON of an event whose subject has no key.
+pub(crate) enum Kept {
+    Sealed(Vec<u8>),
+    Plain(serde_json::Value),
+}
+
+/// The events whose bodies did not open, by position, with their subject's tag.
+type Closed = Vec<(usize, Tag)>;
+
 /// The vault of one store.
 pub(crate) struct Vault {
     master: MasterKey,
     backend: Backend,
     seal: AtomicBool,
     cache: Mutex<HashMap<Tag, (DataKey, Instant)>>,
+    /// How many shreds this process ran: a fetch that saw it change is not remembered.
+    shreds: AtomicU64,
 }
 
 fn now_us() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
 
+fn tag_of_row(bytes: Vec<u8>) -> Result<Tag> {
+    Ok(Tag(bytes.try_into().map_err(|_| {
+        StoreError::Database("a key vault tag is not 32 bytes".into())
+    })?))
+}
+
 impl Vault {
-    /// Opens (creating) the SQLite vault in `dir`.
+    /// Opens (creating) the SQLite vault in `dir`, checking it was made under `master`.
     pub(crate) fn open_sqlite(dir: &Path, master: MasterKey) -> Result<Self> {
         let conn = Connection::open(dir.join(VAULT_FILE))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -103,16 +134,27 @@ impl Vault {
              PRAGMA secure_delete = ON;",
         )?;
         conn.execute_batch(SQLITE_SCHEMA)?;
+        conn.execute(
+            "INSERT INTO master_check (id, value) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+            [master.check_value()],
+        )?;
+        let check: Vec<u8> = conn.query_row("SELECT value FROM master_check WHERE id = 1", [], |r| r.get(0))?;
+        if !master.checks(&check) {
+            return Err(StoreError::Database(WRONG_MASTER.into()));
+        }
         Ok(Self::new(master, Backend::Sqlite(Mutex::new(conn))))
     }
 
-    /// Connects to (creating) the PostgreSQL vault beside the store's database `store`.
+    /// Connects to (creating) the PostgreSQL vault beside the store's database `store`,
+    /// checking it was made under `master`.
     pub(crate) async fn connect_postgres(
         store: &tokio_postgres::Config,
         store_pool: &Pool,
         master: MasterKey,
     ) -> Result<Self> {
-        let name = format!("{}_vault", store.get_dbname().unwrap_or("postgres"));
+        // As libpq: without a database name, the user's.
+        let base = store.get_dbname().or(store.get_user()).unwrap_or("postgres");
+        let name = format!("{base}_vault");
         let client = store_pool.get().await?;
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -137,13 +179,25 @@ impl Vault {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut client = pool.get().await?;
         // Nodes starting together would race on `IF NOT EXISTS`: a lock makes them take turns.
-        pool.get()
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+        tx.batch_execute(PG_SCHEMA).await?;
+        tx.execute(
+            "INSERT INTO master_check (id, value) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[&master.check_value()],
+        )
+        .await?;
+        let check: Vec<u8> = tx
+            .query_one("SELECT value FROM master_check WHERE id = 1", &[])
             .await?
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {PG_SCHEMA}; COMMIT;"
-            ))
-            .await?;
+            .try_get(0)?;
+        tx.commit().await?;
+        if !master.checks(&check) {
+            return Err(StoreError::Database(WRONG_MASTER.into()));
+        }
+        drop(client);
         Ok(Self::new(master, Backend::Postgres(pool)))
     }
 
@@ -153,6 +207,7 @@ impl Vault {
             backend,
             seal: AtomicBool::new(true),
             cache: Mutex::new(HashMap::new()),
+            shreds: AtomicU64::new(0),
         }
     }
 
@@ -188,16 +243,18 @@ impl Vault {
         Ok((tags, keys))
     }
 
-    fn cached(&self, tags: &[Tag]) -> (HashMap<Tag, DataKey>, Vec<Tag>) {
+    /// The keys of `tags` found in memory, and the tags to ask the vault for (each once).
+    fn cached(&self, tags: &[Tag], use_cache: bool) -> (HashMap<Tag, DataKey>, Vec<Tag>) {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
+        let mut asked = HashSet::new();
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         for tag in tags {
-            if found.contains_key(tag) || missing.contains(tag) {
+            if found.contains_key(tag) || !asked.insert(*tag) {
                 continue;
             }
             match cache.get(tag) {
-                Some((key, at)) if at.elapsed() < CACHE_FOR => {
+                Some((key, at)) if use_cache && at.elapsed() < CACHE_FOR => {
                     found.insert(*tag, key.clone());
                 }
                 _ => missing.push(*tag),
@@ -206,8 +263,12 @@ impl Vault {
         (found, missing)
     }
 
-    fn remember(&self, keys: &HashMap<Tag, DataKey>) {
+    /// Keeps `keys` in memory, unless a shred ran since the fetch began (`shreds_before`).
+    fn remember(&self, keys: &HashMap<Tag, DataKey>, shreds_before: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shreds.load(Ordering::SeqCst) != shreds_before {
+            return;
+        }
         if cache.len() + keys.len() > CACHE_MAX {
             cache.clear();
         }
@@ -220,15 +281,11 @@ impl Vault {
     fn unwrap_all(&self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<HashMap<Tag, DataKey>> {
         rows.into_iter()
             .map(|(tag, wrapped)| {
-                let tag = Tag(tag
-                    .try_into()
-                    .map_err(|_| StoreError::Database("a key vault tag is not 32 bytes".into()))?);
-                let key = self.master.unwrap_key(&tag, &wrapped).map_err(|_| {
-                    StoreError::Database(
-                        "a key of the vault does not open with this master key: is CONFIANCE_MASTER_KEY the one the data was written with?"
-                            .into(),
-                    )
-                })?;
+                let tag = tag_of_row(tag)?;
+                let key = self
+                    .master
+                    .unwrap_key(&tag, &wrapped)
+                    .map_err(|_| StoreError::Database(WRONG_MASTER.into()))?;
                 Ok((tag, key))
             })
             .collect()
@@ -237,15 +294,22 @@ impl Vault {
     /// The keys of `tags`, from memory or the SQLite vault; with `create`, the missing ones are
     /// made and kept (durably, before they seal anything).
     pub(crate) fn keys_blocking(&self, tags: &[Tag], create: bool) -> Result<HashMap<Tag, DataKey>> {
-        let (mut found, missing) = self.cached(tags);
+        let (mut found, missing) = self.cached(tags, true);
         if missing.is_empty() {
             return Ok(found);
         }
         let Backend::Sqlite(conn) = &self.backend else {
             return Err(StoreError::Database("the key vault is not SQLite".into()));
         };
+        let shreds_before = self.shreds.load(Ordering::SeqCst);
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Reading takes no write lock; making keys takes it at once.
+        let behavior = if create {
+            rusqlite::TransactionBehavior::Immediate
+        } else {
+            rusqlite::TransactionBehavior::Deferred
+        };
+        let tx = conn.transaction_with_behavior(behavior)?;
         let mut rows = Vec::new();
         {
             let mut select = tx.prepare_cached("SELECT wrapped FROM subject_keys WHERE tag = ?1")?;
@@ -264,68 +328,98 @@ impl Vault {
             }
         }
         tx.commit()?;
-        let opened = self.unwrap_all(rows)?;
-        found.extend(opened);
-        self.remember(&found);
+        found.extend(self.unwrap_all(rows)?);
+        self.remember(&found, shreds_before);
         Ok(found)
     }
 
     /// The keys of `tags`, as [`Vault::keys_blocking`], from any backend.
     pub(crate) async fn keys(self: &Arc<Self>, tags: Vec<Tag>, create: bool) -> Result<HashMap<Tag, DataKey>> {
-        let (mut found, missing) = self.cached(&tags);
+        let Backend::Postgres(pool) = &self.backend else {
+            let vault = self.clone();
+            return tokio::task::spawn_blocking(move || vault.keys_blocking(&tags, create))
+                .await
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+        };
+        // Sealing asks the vault itself: another node may have shredded a key this one holds.
+        let (mut found, missing) = self.cached(&tags, !create);
         if missing.is_empty() {
             return Ok(found);
         }
+        let shreds_before = self.shreds.load(Ordering::SeqCst);
+        let client = pool.get().await?;
+        let wanted: Vec<&[u8]> = missing.iter().map(|t| &t.0[..]).collect();
+        if create {
+            let made: Vec<(Tag, Vec<u8>)> = missing.iter().map(|t| (*t, self.master.new_data_key(t).1)).collect();
+            let tags: Vec<&[u8]> = made.iter().map(|(t, _)| &t.0[..]).collect();
+            let wrapped: Vec<&[u8]> = made.iter().map(|(_, w)| &w[..]).collect();
+            // Two nodes may make a key for one new subject at once: the first one kept wins,
+            // and both read it back below.
+            client
+                .execute(
+                    "INSERT INTO subject_keys (tag, wrapped, created_at)
+                     SELECT t, w, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) AS k(t, w)
+                     ON CONFLICT (tag) DO NOTHING",
+                    &[&tags, &wrapped, &now_us()],
+                )
+                .await?;
+        }
+        let rows = client
+            .query("SELECT tag, wrapped FROM subject_keys WHERE tag = ANY($1)", &[&wanted])
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>>>()?;
+        found.extend(self.unwrap_all(rows)?);
+        self.remember(&found, shreds_before);
+        Ok(found)
+    }
+
+    /// Which of `tags` were shredded, from the SQLite vault.
+    fn shredded_blocking(&self, tags: &[Tag]) -> Result<HashSet<Tag>> {
+        let Backend::Sqlite(conn) = &self.backend else {
+            return Err(StoreError::Database("the key vault is not SQLite".into()));
+        };
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM shredded WHERE tag = ?1")?;
+        let mut out = HashSet::new();
+        for tag in tags {
+            if stmt.exists([&tag.0[..]])? {
+                out.insert(*tag);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `tags` were shredded, from any backend.
+    async fn shredded(self: &Arc<Self>, tags: Vec<Tag>) -> Result<HashSet<Tag>> {
         match &self.backend {
             Backend::Sqlite(_) => {
                 let vault = self.clone();
-                tokio::task::spawn_blocking(move || vault.keys_blocking(&tags, create))
+                tokio::task::spawn_blocking(move || vault.shredded_blocking(&tags))
                     .await
                     .map_err(|e| StoreError::Database(e.to_string()))?
             }
             Backend::Postgres(pool) => {
-                let client = pool.get().await?;
-                let wanted: Vec<&[u8]> = missing.iter().map(|t| &t.0[..]).collect();
-                if create {
-                    let made: Vec<(Tag, DataKey, Vec<u8>)> = missing
-                        .iter()
-                        .map(|t| {
-                            let (key, wrapped) = self.master.new_data_key(t);
-                            (*t, key, wrapped)
-                        })
-                        .collect();
-                    let tags: Vec<&[u8]> = made.iter().map(|(t, _, _)| &t.0[..]).collect();
-                    let wrapped: Vec<&[u8]> = made.iter().map(|(_, _, w)| &w[..]).collect();
-                    // Two nodes may make a key for one new subject at once: the first one kept
-                    // wins, and both read it back below.
-                    client
-                        .execute(
-                            "INSERT INTO subject_keys (tag, wrapped, created_at)
-                             SELECT t, w, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) AS k(t, w)
-                             ON CONFLICT (tag) DO NOTHING",
-                            &[&tags, &wrapped, &now_us()],
-                        )
-                        .await?;
-                }
-                let rows = client
-                    .query("SELECT tag, wrapped FROM subject_keys WHERE tag = ANY($1)", &[&wanted])
+                let wanted: Vec<&[u8]> = tags.iter().map(|t| &t.0[..]).collect();
+                pool.get()
                     .await?
-                    .iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>>>()?;
-                found.extend(self.unwrap_all(rows)?);
-                self.remember(&found);
-                Ok(found)
+                    .query("SELECT tag FROM shredded WHERE tag = ANY($1)", &[&wanted])
+                    .await?
+                    .into_iter()
+                    .map(|r| tag_of_row(r.try_get(0)?))
+                    .collect()
             }
         }
     }
 
-    /// Destroys the keys of `identifiers`: every body they sealed, in any copy, becomes
-    /// unreadable. Returns how many keys there were.
+    /// Destroys the keys of `identifiers`: every body they sealed, in any copy made without the
+    /// vault, becomes unreadable. Returns how many keys there were.
     pub(crate) async fn shred(self: &Arc<Self>, identifiers: &[String]) -> Result<u64> {
         let tags: Vec<Tag> = identifiers.iter().map(|i| self.master.tag(i)).collect();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            self.shreds.fetch_add(1, Ordering::SeqCst);
             for tag in &tags {
                 cache.remove(tag);
             }
@@ -333,33 +427,57 @@ impl Vault {
         match &self.backend {
             Backend::Sqlite(_) => {
                 let vault = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    let Backend::Sqlite(conn) = &vault.backend else {
-                        unreachable!()
-                    };
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut n = 0;
-                    for tag in &tags {
-                        n += conn.execute("DELETE FROM subject_keys WHERE tag = ?1", [&tag.0[..]])? as u64;
-                    }
-                    // The vault has no other reader: the checkpoint always completes, and the
-                    // log that held the deleted rows is emptied.
-                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-                    Ok(n)
-                })
-                .await
-                .map_err(|e| StoreError::Database(e.to_string()))?
+                tokio::task::spawn_blocking(move || vault.shred_blocking(&tags))
+                    .await
+                    .map_err(|e| StoreError::Database(e.to_string()))?
             }
             Backend::Postgres(pool) => {
                 let wanted: Vec<&[u8]> = tags.iter().map(|t| &t.0[..]).collect();
-                let n = pool
-                    .get()
-                    .await?
+                let mut client = pool.get().await?;
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "INSERT INTO shredded (tag, at) SELECT t, $2 FROM UNNEST($1::BYTEA[]) AS s(t) ON CONFLICT (tag) DO NOTHING",
+                    &[&wanted, &now_us()],
+                )
+                .await?;
+                let n = tx
                     .execute("DELETE FROM subject_keys WHERE tag = ANY($1)", &[&wanted])
                     .await?;
+                tx.commit().await?;
+                // The deleted rows stay in the table's pages until vacuumed.
+                client.batch_execute("VACUUM subject_keys").await?;
                 Ok(n)
             }
         }
+    }
+
+    fn shred_blocking(&self, tags: &[Tag]) -> Result<u64> {
+        let Backend::Sqlite(conn) = &self.backend else {
+            return Err(StoreError::Database("the key vault is not SQLite".into()));
+        };
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        for tag in tags {
+            tx.execute(
+                "INSERT INTO shredded (tag, at) VALUES (?1, ?2) ON CONFLICT (tag) DO NOTHING",
+                params![&tag.0[..], now_us()],
+            )?;
+            n += tx.execute("DELETE FROM subject_keys WHERE tag = ?1", [&tag.0[..]])? as u64;
+        }
+        tx.commit()?;
+        // The old pages stay in the write-ahead log until it is checkpointed and truncated,
+        // which waits for another process reading the vault (an import beside the server).
+        for _ in 0..200 {
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(StoreError::Database(
+            "the keys were shredded, but the key vault's write-ahead log could not be truncated: another process kept it busy; erase again".into(),
+        ))
     }
 
     /// Seals `text` under the key of `identifier` (made if missing), as text: `sealed:` and the
@@ -389,13 +507,33 @@ impl Vault {
             .map_err(|e| StoreError::Database(format!("a sealed value is not base64: {e}")))?;
         let tag = self.master.tag(identifier);
         let keys = self.keys(vec![tag], false).await?;
-        let Some(key) = keys.get(&tag) else { return Ok(None) };
-        let plain = key
-            .open(&tag, &bytes)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        String::from_utf8(plain)
-            .map(Some)
-            .map_err(|e| StoreError::Database(e.to_string()))
+        let opened = keys.get(&tag).map(|key| key.open(&tag, &bytes));
+        match opened {
+            Some(Ok(plain)) => String::from_utf8(plain)
+                .map(Some)
+                .map_err(|e| StoreError::Database(e.to_string())),
+            _ if self.shredded(vec![tag]).await?.contains(&tag) => Ok(None),
+            _ => Err(StoreError::Database(format!(
+                "the result of {identifier} does not open and its key was never shredded"
+            ))),
+        }
+    }
+
+    /// Seals a body for its subject with the keys given: sealed bytes, or the body itself when
+    /// it has no subject or sealing is off (`tag` none). `None` when the subject's key is
+    /// missing: it was shredded, and the body must not be kept.
+    pub(crate) fn keep(
+        &self,
+        tag: Option<&Tag>,
+        keys: &HashMap<Tag, DataKey>,
+        body: serde_json::Value,
+    ) -> Result<Option<Kept>> {
+        let Some(tag) = tag else {
+            return Ok(Some(Kept::Plain(body)));
+        };
+        let Some(key) = keys.get(tag) else { return Ok(None) };
+        let text = serde_json::to_vec(&body).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Some(Kept::Sealed(key.seal(tag, &text))))
     }
 
     /// Seals a body for its subject with the keys given; a message with no subject stays plain.
@@ -412,40 +550,72 @@ impl Vault {
         tags
     }
 
-    /// Opens the bodies of `reads` with `keys`. A body whose key was shredded — the event of an
-    /// erased subject, read from a copy made before the erasure — cannot be read and is left
-    /// out.
-    pub(crate) fn open(&self, reads: Vec<Read>, keys: &HashMap<Tag, DataKey>) -> Result<Vec<StoredEvent>> {
+    /// Opens the bodies of `reads` with `keys`. Returns the events, and the tags whose bodies
+    /// did not open (the key missing, or another key made since): `open` decides about those.
+    fn try_open(
+        &self,
+        reads: Vec<Read>,
+        keys: &HashMap<Tag, DataKey>,
+    ) -> Result<(Vec<StoredEvent>, Closed)> {
         let mut out = Vec::with_capacity(reads.len());
+        let mut closed = Vec::new();
         for r in reads {
             let tag = r.tag(&self.master);
             let Read { mut event, body } = r;
-            match body {
-                Body::Plain(v) => event.body = v,
-                Body::Sealed(bytes) => {
-                    let Some(key) = tag.as_ref().and_then(|t| keys.get(t)) else {
-                        continue;
-                    };
-                    let plain = key
-                        .open(tag.as_ref().expect("a key was found for it"), &bytes)
-                        .map_err(|e| StoreError::Database(format!("event {}: {e}", event.seq)))?;
-                    event.body = serde_json::from_slice(&plain).map_err(|e| StoreError::Database(e.to_string()))?;
+            match (body, tag) {
+                (Body::Plain(v), _) => event.body = v,
+                (Body::Sealed(bytes), Some(tag)) => match keys.get(&tag).map(|k| k.open(&tag, &bytes)) {
+                    Some(Ok(plain)) => {
+                        event.body = serde_json::from_slice(&plain).map_err(|e| StoreError::Database(e.to_string()))?;
+                    }
+                    _ => closed.push((out.len(), tag)),
+                },
+                (Body::Sealed(_), None) => {
+                    return Err(StoreError::Database(format!(
+                        "event {} is sealed but names no subject",
+                        event.seq
+                    )));
                 }
             }
             out.push(event);
         }
-        Ok(out)
+        Ok((out, closed))
     }
 
-    /// [`Vault::open`] after fetching the keys, on the SQLite vault, from a blocking thread.
+    /// The events of `reads` whose bodies did not open: null for a subject whose key was
+    /// shredded (an erased person's event, read from an older copy, or sent as they were being
+    /// erased), an error for any other.
+    fn settle(events: &[StoredEvent], closed: &[(usize, Tag)], shredded: &HashSet<Tag>) -> Result<()> {
+        for (i, tag) in closed {
+            if !shredded.contains(tag) {
+                return Err(StoreError::Database(format!(
+                    "the body of event {} does not open and its subject's key was never shredded: is this the vault the data was written with?",
+                    events[*i].seq
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the bodies of `reads`, on the SQLite vault, from a blocking thread.
     pub(crate) fn open_blocking(&self, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
         let keys = self.keys_blocking(&self.tags_to_open(&reads), false)?;
-        self.open(reads, &keys)
+        let (events, closed) = self.try_open(reads, &keys)?;
+        if !closed.is_empty() {
+            let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
+            Self::settle(&events, &closed, &self.shredded_blocking(&tags)?)?;
+        }
+        Ok(events)
     }
 
-    /// [`Vault::open`] after fetching the keys, from any backend.
+    /// Opens the bodies of `reads`, from any backend.
     pub(crate) async fn open_async(self: &Arc<Self>, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
         let keys = self.keys(self.tags_to_open(&reads), false).await?;
-        self.open(reads, &keys)
+        let (events, closed) = self.try_open(reads, &keys)?;
+        if !closed.is_empty() {
+            let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
+            Self::settle(&events, &closed, &self.shredded(tags).await?)?;
+        }
+        Ok(events)
     }
 }

@@ -478,7 +478,11 @@ async fn a_backup_taken_before_an_erasure_no_longer_opens_the_erased_subject() {
         .events_of(Access::Administration, &Who::UserId("vc-shred-1".into()), 0, 100)
         .await
         .unwrap();
-    assert!(hers.is_empty(), "the erased subject's events opened: {hers:?}");
+    assert_eq!(hers.len(), 2, "her events are still listed, by position");
+    assert!(
+        hers.iter().all(|e| e.body.is_null()),
+        "the erased subject's events opened: {hers:?}"
+    );
     let kept = store
         .events_of(Access::Administration, &Who::UserId("vc-shred-2".into()), 0, 100)
         .await
@@ -742,4 +746,22 @@ async fn a_request_made_from_the_preference_centre_is_already_verified() {
         1,
         "a refused link creates nothing"
     );
+}
+
+#[tokio::test]
+async fn a_store_never_opens_under_another_master_key() {
+    use confiance_core::privacy::vault::MasterKey;
+    use confiance_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let ours = || Some(MasterKey::parse(&"ab".repeat(32)).unwrap());
+    Store::open_sqlite_with(dir.path(), ours()).await.unwrap();
+    // Under another key every body would seem erased: it refuses to start instead.
+    let other = Store::open_sqlite_with(dir.path(), Some(MasterKey::parse(&"cd".repeat(32)).unwrap())).await;
+    assert!(
+        other.is_err_and(|e| e.to_string().contains("another master key")),
+        "opened under another key"
+    );
+    let derived = Store::open_sqlite(dir.path()).await;
+    assert!(derived.is_err(), "opened without the key it was made with");
+    Store::open_sqlite_with(dir.path(), ours()).await.unwrap();
 }

@@ -25,6 +25,8 @@ use std::fmt;
 /// The first byte of a sealed value: the format's version.
 const SEALED_V1: u8 = 1;
 const NONCE_LEN: usize = 12;
+const CHECK_AAD: &[u8] = b"confiance vault check";
+const CHECK_TEXT: &[u8] = b"this vault's master key";
 
 /// A subject's tag: how the vault names the subject without naming the person.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +106,17 @@ impl MasterKey {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         hex::encode(bytes)
+    }
+
+    /// A value only this master key opens, kept in the vault so that a store is never run
+    /// under another key (every body would then seem erased).
+    pub fn check_value(&self) -> Vec<u8> {
+        seal_with(&self.wrap, CHECK_AAD, CHECK_TEXT)
+    }
+
+    /// Whether `value` is a [`MasterKey::check_value`] of this key.
+    pub fn checks(&self, value: &[u8]) -> bool {
+        open_with(&self.wrap, CHECK_AAD, value).is_ok_and(|plain| plain == CHECK_TEXT)
     }
 
     /// The tag of a subject, named by its identifier (`user_id:…` or `anonymous_id:…`).
@@ -243,6 +256,15 @@ mod tests {
             MasterKey::derived_from(b"s").tag("user_id:alice")
         );
         assert_eq!(format!("{:?}", m), "MasterKey([redacted])");
+    }
+
+    #[test]
+    fn a_check_value_tells_the_master_key_it_was_made_with() {
+        let m = master();
+        let other = MasterKey::parse(&"cd".repeat(32)).unwrap();
+        assert!(m.checks(&m.check_value()));
+        assert!(!other.checks(&m.check_value()));
+        assert!(!m.checks(b"garbage"));
     }
 
     #[test]
