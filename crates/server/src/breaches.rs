@@ -35,7 +35,7 @@ use std::time::Duration;
 
 /// How long a worker holds a notification job before another node may take it over.
 const LEASE: SignedDuration = SignedDuration::from_mins(10);
-/// Notices read per round; the lease is renewed after each.
+/// Notices read per round; the lease is renewed after each notice.
 const BATCH: usize = 50;
 /// How often the worker looks for work and at the clocks when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
@@ -535,7 +535,10 @@ async fn watch_clocks(app: &AppState, warned: &mut HashMap<i64, Warning>) -> Res
 /// Claims one notification task and works it to the end. Returns whether there was one.
 pub async fn work_one(app: &AppState) -> Result<bool, ApiError> {
     let now = app.clock.now();
-    let Some(job) = app.store.claim_breach_job(now, now + LEASE).await? else {
+    // The lease this worker holds names its claim: renewing and finishing check it, so a worker
+    // whose lease ran out and was taken over stops instead of working beside the new one.
+    let mut held = now + LEASE;
+    let Some(job) = app.store.claim_breach_job(now, held).await? else {
         return Ok(false);
     };
     let breach = match app.store.breach(job.breach_id).await? {
@@ -543,7 +546,7 @@ pub async fn work_one(app: &AppState) -> Result<bool, ApiError> {
         _ => {
             let error = "the Art. 34 decision no longer calls for telling people".to_owned();
             app.store
-                .finish_breach_job(job.id, Some(error), app.clock.now())
+                .finish_breach_job(job.id, held, Some(error), app.clock.now())
                 .await?;
             return Ok(true);
         }
@@ -578,11 +581,25 @@ pub async fn work_one(app: &AppState) -> Result<bool, ApiError> {
             };
             let outcome = tell(app, &breach, profile, &channel, &lang).await?;
             record(app, breach.id, profile, &channel, outcome).await?;
+            let next = app.clock.now() + LEASE;
+            if !app.store.renew_breach_job(job.id, held, next).await? {
+                tracing::warn!(
+                    job = job.id,
+                    "the lease on a breach notification task ran out and another worker took it over: stopping"
+                );
+                return Ok(true);
+            }
+            held = next;
         }
-        app.store.renew_breach_job(job.id, app.clock.now() + LEASE).await?;
     }
     let counts = notice_counts(&app.store.breach_notices(breach.id).await?);
-    app.store.finish_breach_job(job.id, None, app.clock.now()).await?;
+    if !app.store.finish_breach_job(job.id, held, None, app.clock.now()).await? {
+        tracing::warn!(
+            job = job.id,
+            "a breach notification task was taken over before it finished: leaving it to the other worker"
+        );
+        return Ok(true);
+    }
     app.store
         .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
             job.requested_by.clone(),

@@ -257,25 +257,32 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn renew_breach_job(&self, id: i64, lease_until: Timestamp) -> Result<()> {
+    pub(crate) async fn renew_breach_job(&self, id: i64, held: Timestamp, lease_until: Timestamp) -> Result<bool> {
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE breach_jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'processing'",
-                params![to_micros(lease_until), id],
+            let n = tx.execute(
+                "UPDATE breach_jobs SET lease_until = ?1 WHERE id = ?2 AND status = 'processing' AND lease_until = ?3",
+                params![to_micros(lease_until), id, to_micros(held)],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
 
-    pub(crate) async fn finish_breach_job(&self, id: i64, error: Option<String>, at: Timestamp) -> Result<()> {
+    pub(crate) async fn finish_breach_job(
+        &self,
+        id: i64,
+        held: Timestamp,
+        error: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool> {
         self.write(move |tx| {
             let status = if error.is_some() { "failed" } else { "succeeded" };
-            tx.execute(
-                "UPDATE breach_jobs SET status = ?1, error = ?2, finished_at = ?3, lease_until = NULL WHERE id = ?4",
-                params![status, error, to_micros(at), id],
+            let n = tx.execute(
+                "UPDATE breach_jobs SET status = ?1, error = ?2, finished_at = ?3, lease_until = NULL
+                 WHERE id = ?4 AND status = 'processing' AND lease_until = ?5",
+                params![status, error, to_micros(at), id, to_micros(held)],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
@@ -428,27 +435,34 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    pub(crate) async fn renew_breach_job(&self, id: i64, lease_until: Timestamp) -> Result<()> {
+    pub(crate) async fn renew_breach_job(&self, id: i64, held: Timestamp, lease_until: Timestamp) -> Result<bool> {
         let client = self.pool().get().await?;
-        client
+        let n = client
             .execute(
-                "UPDATE breach_jobs SET lease_until = $1 WHERE id = $2 AND status = 'processing'",
-                &[&to_micros(lease_until), &id],
+                "UPDATE breach_jobs SET lease_until = $1 WHERE id = $2 AND status = 'processing' AND lease_until = $3",
+                &[&to_micros(lease_until), &id, &to_micros(held)],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
-    pub(crate) async fn finish_breach_job(&self, id: i64, error: Option<String>, at: Timestamp) -> Result<()> {
+    pub(crate) async fn finish_breach_job(
+        &self,
+        id: i64,
+        held: Timestamp,
+        error: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool> {
         let status = if error.is_some() { "failed" } else { "succeeded" };
         let client = self.pool().get().await?;
-        client
+        let n = client
             .execute(
-                "UPDATE breach_jobs SET status = $1, error = $2, finished_at = $3, lease_until = NULL WHERE id = $4",
-                &[&status, &error, &to_micros(at), &id],
+                "UPDATE breach_jobs SET status = $1, error = $2, finished_at = $3, lease_until = NULL
+                 WHERE id = $4 AND status = 'processing' AND lease_until = $5",
+                &[&status, &error, &to_micros(at), &id, &to_micros(held)],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub(crate) async fn breach_notices_of(&self, profile: i64) -> Result<Vec<(i64, BreachNotice)>> {
@@ -539,19 +553,28 @@ impl crate::Store {
         }
     }
 
-    /// Extends the lease of a job being worked.
-    pub async fn renew_breach_job(&self, id: i64, lease_until: Timestamp) -> Result<()> {
+    /// Extends the lease of a job being worked, from `held` (the lease its worker holds, which
+    /// names the claim) to `lease_until`. False when the lease is no longer theirs: another
+    /// worker took the job over after it ran out, and this one must stop.
+    pub async fn renew_breach_job(&self, id: i64, held: Timestamp, lease_until: Timestamp) -> Result<bool> {
         match self {
-            crate::Store::Sqlite(s) => s.renew_breach_job(id, lease_until).await,
-            crate::Store::Postgres(s) => s.renew_breach_job(id, lease_until).await,
+            crate::Store::Sqlite(s) => s.renew_breach_job(id, held, lease_until).await,
+            crate::Store::Postgres(s) => s.renew_breach_job(id, held, lease_until).await,
         }
     }
 
-    /// Ends a job: succeeded, or failed with `error`.
-    pub async fn finish_breach_job(&self, id: i64, error: Option<String>, at: Timestamp) -> Result<()> {
+    /// Ends a job its worker still holds under `held`: succeeded, or failed with `error`. False
+    /// when another worker took it over.
+    pub async fn finish_breach_job(
+        &self,
+        id: i64,
+        held: Timestamp,
+        error: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool> {
         match self {
-            crate::Store::Sqlite(s) => s.finish_breach_job(id, error, at).await,
-            crate::Store::Postgres(s) => s.finish_breach_job(id, error, at).await,
+            crate::Store::Sqlite(s) => s.finish_breach_job(id, held, error, at).await,
+            crate::Store::Postgres(s) => s.finish_breach_job(id, held, error, at).await,
         }
     }
 

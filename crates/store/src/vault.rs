@@ -552,11 +552,7 @@ impl Vault {
 
     /// Opens the bodies of `reads` with `keys`. Returns the events, and the tags whose bodies
     /// did not open (the key missing, or another key made since): `open` decides about those.
-    fn try_open(
-        &self,
-        reads: Vec<Read>,
-        keys: &HashMap<Tag, DataKey>,
-    ) -> Result<(Vec<StoredEvent>, Closed)> {
+    fn try_open(&self, reads: Vec<Read>, keys: &HashMap<Tag, DataKey>) -> Result<(Vec<StoredEvent>, Closed)> {
         let mut out = Vec::with_capacity(reads.len());
         let mut closed = Vec::new();
         for r in reads {

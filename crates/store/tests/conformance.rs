@@ -1933,7 +1933,31 @@ async fn telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice(
         [(2, "email".to_owned())]
     );
 
-    store.finish_breach_job(job.id, None, now + minutes(12)).await.unwrap();
+    // The first worker, back, finds its lease gone: it may neither renew nor finish the job.
+    assert!(
+        !store
+            .renew_breach_job(job.id, now + minutes(10), now + minutes(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_breach_job(job.id, now + minutes(10), None, now + minutes(12))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_breach_job(job.id, now + minutes(21), now + minutes(22))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_breach_job(job.id, now + minutes(22), None, now + minutes(12))
+            .await
+            .unwrap()
+    );
     let finished = &store.breach_jobs(breach.id).await.unwrap()[0];
     assert_eq!(
         (finished.status.as_str(), finished.finished_at),
