@@ -23,8 +23,9 @@
 //!   checkpoint takes the writer's *gate*, a mutex the writer holds while a group transaction
 //!   runs, so it waits for the end of the current group and holds the next one back while it
 //!   copies what the passive checkpoint just left (little) and waits for the readers of older
-//!   snapshots. The log file thus stays within about [`MAX_FRAMES`] pages plus what the writer
-//!   commits between two passive checkpoints.
+//!   snapshots. When readers keep it from finishing, the next passive checkpoint tries again, so
+//!   the file is bounded by [`MAX_FRAMES`] pages plus what the writer commits until a restart
+//!   succeeds: in the ingestion benchmark it stayed between 25 and 49 MB.
 //!
 //! The restarting and truncating checkpoints wait at most [`BUSY_TIMEOUT`] for the readers, so
 //! a long read never holds the writer back for long: they are tried again later. The erasure
