@@ -65,7 +65,8 @@ pub struct Options {
 
 /// A figure of the table: a measured outcome, or why there is none.
 enum Row {
-    Measured(Outcome),
+    /// With, on SQLite, the largest size the write-ahead log file reached during the run.
+    Measured(Outcome, Option<u64>),
     Unavailable(String),
 }
 
@@ -130,7 +131,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
 
     let mut rows = vec![
-        ("baseline: axum + serde_json parse only", Row::Measured(baseline)),
+        ("baseline: axum + serde_json parse only", Row::Measured(baseline, None)),
         ("Confiance, SQLite (synchronous = FULL)", sqlite),
         ("  the same, consent not enforced", unenforced),
         ("  the same, identity resolver beside it", resolving),
@@ -267,8 +268,16 @@ async fn confiance(
         .resolver
         .then(|| tokio::spawn(confiance_server::profiles::run_resolver(state.clone(), stopped)));
     let server = Server::start(confiance_server::router(state)).await?;
+    let wal = match &store {
+        Store::Sqlite(s) => Some(WalWatch::start(s.path())),
+        _ => None,
+    };
     let outcome = load::run(&plan(server.url(), Some(key.reveal().to_owned())), bodies.clone()).await;
     server.stop().await;
+    let wal = match wal {
+        Some(w) => Some(w.stop().await),
+        None => None,
+    };
     // Aborted, not signalled: with a backlog it would work through all of it before looking at
     // the signal, and what it did not resolve during the measurement does not matter here. The
     // signal is kept open until then, as its closing would stop the resolver at once.
@@ -287,7 +296,40 @@ async fn confiance(
         "  stored events: {stored}, acknowledged: {} (equal)",
         outcome.acknowledged
     );
-    Ok(Row::Measured(outcome))
+    Ok(Row::Measured(outcome, wal))
+}
+
+/// Samples the size of a SQLite store's write-ahead log file while a run lasts: the
+/// checkpoints must keep it bounded under sustained load.
+struct WalWatch {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl WalWatch {
+    fn start(db: &std::path::Path) -> Self {
+        let mut file = db.as_os_str().to_owned();
+        file.push("-wal");
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut largest = 0;
+            loop {
+                let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+                largest = largest.max(size);
+                tokio::select! {
+                    _ = &mut stopped => return largest,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// The largest size seen, in bytes.
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0)
+    }
 }
 
 /// Confiance on a fresh PostgreSQL database, created beside the one `url` names and dropped
@@ -381,7 +423,7 @@ fn load_average() -> String {
 
 fn table(rows: &[(&str, Row)]) -> String {
     let baseline = match rows.first() {
-        Some((_, Row::Measured(o))) => o.events_per_second(),
+        Some((_, Row::Measured(o, _))) => o.events_per_second(),
         _ => f64::NAN,
     };
     let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
@@ -393,7 +435,7 @@ fn table(rows: &[(&str, Row)]) -> String {
     );
     for (name, row) in rows {
         match row {
-            Row::Measured(o) => {
+            Row::Measured(o, wal) => {
                 let _ = writeln!(
                     out,
                     "{:<40} {:>10.0} {:>11.1}% {:>7} {:>7} {:>9} {:>7} {:>5.2}",
@@ -408,6 +450,9 @@ fn table(rows: &[(&str, Row)]) -> String {
                 );
                 if let Some(e) = &o.first_error {
                     let _ = writeln!(out, "    first error: {e}");
+                }
+                if let Some(bytes) = wal {
+                    let _ = writeln!(out, "    largest write-ahead log file: {:.1} MB", *bytes as f64 / 1e6);
                 }
                 if o.dropped_fields > 0 {
                     let _ = writeln!(
@@ -451,7 +496,7 @@ pub async fn cost(options: Options, rounds: usize, part: Part) -> anyhow::Result
         for switched_on in [true, false] {
             let dir = tempfile::tempdir()?;
             let store = Store::open_sqlite(dir.path()).await?;
-            let Row::Measured(outcome) = confiance(store, part.setup(switched_on), &plan, &bodies, &catalog).await?
+            let Row::Measured(outcome, _) = confiance(store, part.setup(switched_on), &plan, &bodies, &catalog).await?
             else {
                 anyhow::bail!("a run could not be measured");
             };

@@ -22,6 +22,7 @@ mod postgres_unify;
 mod requests;
 mod segments;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_unify;
 mod unify;
 mod vault;

@@ -9,6 +9,13 @@
 //! load one `fsync` covers many requests; alone, a request pays one `fsync` and no waiting.
 //! A failing operation rolls back to its own savepoint and fails alone.
 //!
+//! A group is bounded by the rows it writes as well as by its operations, and when the previous
+//! group held several operations (callers are writing concurrently) the writer waits up to
+//! [`LINGER`] for more before it commits: the cost of a commit is mostly the pages it writes and
+//! the `fsync`, and a larger group shares both. A lone operation after a lone operation never
+//! waits. The writer does no WAL checkpoints: [`crate::sqlite_checkpoint`] runs them on a thread
+//! of its own, so that copying pages to the database file never holds up a commit.
+//!
 //! Reads use a small pool of connections on the blocking thread pool; WAL mode lets them run
 //! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
 //! only against a crash of the process.
@@ -27,6 +34,7 @@ use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -58,6 +66,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// How many operations one group commit takes at most.
 const MAX_GROUP: usize = 256;
+/// How many rows (events, consent decisions) one group commit takes, beyond which it takes no
+/// further operation: a bound on the time the first caller of a group waits for the others.
+const MAX_GROUP_ROWS: usize = 8192;
+/// How long the writer waits for more operations before committing a group, when the previous
+/// group held several: long enough for a request handler to deliver, short beside a commit.
+const LINGER: Duration = Duration::from_micros(1000);
+/// How often the writer looks for new operations while it lingers.
+const LINGER_POLL: Duration = Duration::from_micros(100);
 /// How many operations may wait for the writer before callers are told to back off.
 const QUEUE_DEPTH: usize = 4096;
 /// Read connections kept open.
@@ -68,6 +84,8 @@ pub const DB_FILE: &str = "confiance.db";
 
 /// A write operation run by the writer thread inside a group transaction.
 trait WriteOp: Send {
+    /// The rows it writes, as far as the caller knows: what [`MAX_GROUP_ROWS`] counts.
+    fn rows(&self) -> usize;
     /// Runs inside the group transaction; its own failure is kept for [`WriteOp::finish`].
     fn apply(&mut self, tx: &Transaction<'_>);
     /// Answers the caller once the group committed (or failed to).
@@ -75,12 +93,17 @@ trait WriteOp: Send {
 }
 
 struct Op<T, F> {
+    rows: usize,
     work: Option<F>,
     outcome: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T: Send, F: FnOnce(&Transaction<'_>) -> Result<T> + Send> WriteOp for Op<T, F> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
     fn apply(&mut self, tx: &Transaction<'_>) {
         let Some(work) = self.work.take() else { return };
         let outcome = (|| {
@@ -158,16 +181,35 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<Box<dyn WriteOp>>) {
+fn writer_loop(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Box<dyn WriteOp>>,
+    committed: std::sync::mpsc::SyncSender<()>,
+    gate: Arc<Mutex<()>>,
+) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
+    let mut previous = 0;
     while let Some(first) = queue.blocking_recv() {
+        let mut rows = first.rows();
         group.push(first);
-        while group.len() < MAX_GROUP {
+        let linger_until = (previous > 1).then(|| Instant::now() + LINGER);
+        while group.len() < MAX_GROUP && rows < MAX_GROUP_ROWS {
             match queue.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
+                Ok(op) => {
+                    rows += op.rows();
+                    group.push(op);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => match linger_until {
+                    Some(until) if Instant::now() < until => std::thread::sleep(LINGER_POLL),
+                    _ => break,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
+        previous = group.len();
+        // Held while the transaction runs: a checkpoint that must not race the writer waits for
+        // the end of this one and holds the next back.
+        let gate = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // IMMEDIATE takes the write lock at BEGIN, waiting for another process (an import beside
         // the server) instead of failing when a read inside the transaction must turn into a write.
         let commit = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -179,9 +221,12 @@ fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<Box<dyn WriteOp>>
             }
             Err(e) => Err(e.to_string()),
         };
+        drop(gate);
         for op in group.drain(..) {
             op.finish(commit.clone());
         }
+        // Full means a wake-up is already pending: the checkpointer will see this commit too.
+        let _ = committed.try_send(());
     }
 }
 
@@ -207,10 +252,20 @@ impl SqliteStore {
             None => MasterKey::derived_from(instance_secret_in(&mut conn)?.as_bytes()),
         };
         let vault = Arc::new(Vault::open_sqlite(dir, master)?);
+        // Checkpoints are the checkpointer's: none on the writer's commits. The writer's page
+        // cache stays valid from one transaction to the next (no other connection writes), and
+        // SQLite's default of 2 MB is smaller than one group's worth of index pages: the writer
+        // read pages back and spilled uncommitted pages to the log in the middle of a group.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             PRAGMA cache_size = -65536;",
+        )?;
+        let gate = Arc::new(Mutex::new(()));
+        let committed = crate::sqlite_checkpoint::start(open_connection(&path)?, gate.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, committed, gate))
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let readers = (0..READERS)
             .map(|_| open_connection(&path))
@@ -233,8 +288,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
+        self.write_rows(1, work).await
+    }
+
+    /// Like [`SqliteStore::write`], for an operation that writes about `rows` rows.
+    async fn write_rows<T, F>(&self, rows: usize, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Op {
+            rows,
             work: Some(work),
             outcome: None,
             reply,
@@ -397,7 +462,7 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.write(move |tx| {
+        self.write_rows(rows.len() + decisions.len(), move |tx| {
             insert_decisions(tx, &decisions)?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
@@ -467,7 +532,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
-        self.write(move |tx| insert_decisions(tx, &decisions)).await
+        self.write_rows(decisions.len(), move |tx| insert_decisions(tx, &decisions))
+            .await
     }
 
     pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
