@@ -83,17 +83,6 @@ pub(crate) struct Read {
     pub(crate) body: Body,
 }
 
-impl Read {
-    fn tag(&self, master: &MasterKey) -> Option<Tag> {
-        match self.body {
-            Body::Sealed(_) => {
-                subject_of(self.event.user_id.as_deref(), self.event.anonymous_id.as_deref()).map(|s| master.tag(&s))
-            }
-            Body::Plain(_) => None,
-        }
-    }
-}
-
 /// A body as it is kept: sealed bytes, or the plain JSON of an event whose subject has no key.
 pub(crate) enum Kept {
     Sealed(Vec<u8>),
@@ -225,16 +214,30 @@ impl Vault {
         subject_of(user_id, anonymous_id).map(|s| self.master.tag(&s))
     }
 
+    /// The tag of each sender `(user id, anonymous id)`, each distinct one computed once (a tag
+    /// is an HMAC, and a batch or a person's history repeats one sender many times).
+    fn tags_for<'a>(&self, senders: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Vec<Option<Tag>> {
+        let mut known: HashMap<(Option<&str>, Option<&str>), Option<Tag>> = HashMap::new();
+        senders
+            .map(|(user_id, anonymous_id)| {
+                *known
+                    .entry((user_id, anonymous_id))
+                    .or_insert_with(|| self.tag_of(user_id, anonymous_id))
+            })
+            .collect()
+    }
+
     /// The tag of each message's subject, from its `(user id, anonymous id)`, and the keys that
     /// seal them, made where missing; no tags when sealing is off.
     pub(crate) async fn sealing_keys<'a>(
         self: &Arc<Self>,
         senders: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
     ) -> Result<(Vec<Option<Tag>>, HashMap<Tag, DataKey>)> {
-        let seals = self.seals();
-        let tags: Vec<Option<Tag>> = senders
-            .map(|(user_id, anonymous_id)| seals.then(|| self.tag_of(user_id, anonymous_id)).flatten())
-            .collect();
+        let tags: Vec<Option<Tag>> = if self.seals() {
+            self.tags_for(senders)
+        } else {
+            senders.map(|_| None).collect()
+        };
         let keys = if tags.iter().any(Option::is_some) {
             self.keys(tags.iter().flatten().copied().collect(), true).await?
         } else {
@@ -542,21 +545,40 @@ impl Vault {
         keys.get(tag).map(|k| k.seal(tag, body))
     }
 
-    /// The tags whose keys opening `reads` needs.
-    pub(crate) fn tags_to_open(&self, reads: &[Read]) -> Vec<Tag> {
-        let mut tags: Vec<Tag> = reads.iter().filter_map(|r| r.tag(&self.master)).collect();
-        tags.sort_unstable();
-        tags.dedup();
-        tags
+    /// The tag of each read whose body is sealed.
+    fn tags_of(&self, reads: &[Read]) -> Vec<Option<Tag>> {
+        let sealed = self.tags_for(
+            reads
+                .iter()
+                .map(|r| (r.event.user_id.as_deref(), r.event.anonymous_id.as_deref())),
+        );
+        sealed
+            .into_iter()
+            .zip(reads)
+            .map(|(tag, r)| tag.filter(|_| matches!(r.body, Body::Sealed(_))))
+            .collect()
     }
 
-    /// Opens the bodies of `reads` with `keys`. Returns the events, and the tags whose bodies
-    /// did not open (the key missing, or another key made since): `open` decides about those.
-    fn try_open(&self, reads: Vec<Read>, keys: &HashMap<Tag, DataKey>) -> Result<(Vec<StoredEvent>, Closed)> {
+    /// The distinct tags among `tags`.
+    fn distinct(tags: &[Option<Tag>]) -> Vec<Tag> {
+        let mut out: Vec<Tag> = tags.iter().flatten().copied().collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Opens the bodies of `reads` with `keys`, `tags` being theirs. Returns the events, and the
+    /// tags whose bodies did not open (the key missing, or another key made since): `settle`
+    /// decides about those.
+    fn try_open(
+        &self,
+        reads: Vec<Read>,
+        tags: Vec<Option<Tag>>,
+        keys: &HashMap<Tag, DataKey>,
+    ) -> Result<(Vec<StoredEvent>, Closed)> {
         let mut out = Vec::with_capacity(reads.len());
         let mut closed = Vec::new();
-        for r in reads {
-            let tag = r.tag(&self.master);
+        for (r, tag) in reads.into_iter().zip(tags) {
             let Read { mut event, body } = r;
             match (body, tag) {
                 (Body::Plain(v), _) => event.body = v,
@@ -595,8 +617,9 @@ impl Vault {
 
     /// Opens the bodies of `reads`, on the SQLite vault, from a blocking thread.
     pub(crate) fn open_blocking(&self, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
-        let keys = self.keys_blocking(&self.tags_to_open(&reads), false)?;
-        let (events, closed) = self.try_open(reads, &keys)?;
+        let tags = self.tags_of(&reads);
+        let keys = self.keys_blocking(&Self::distinct(&tags), false)?;
+        let (events, closed) = self.try_open(reads, tags, &keys)?;
         if !closed.is_empty() {
             let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
             Self::settle(&events, &closed, &self.shredded_blocking(&tags)?)?;
@@ -606,8 +629,9 @@ impl Vault {
 
     /// Opens the bodies of `reads`, from any backend.
     pub(crate) async fn open_async(self: &Arc<Self>, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
-        let keys = self.keys(self.tags_to_open(&reads), false).await?;
-        let (events, closed) = self.try_open(reads, &keys)?;
+        let tags = self.tags_of(&reads);
+        let keys = self.keys(Self::distinct(&tags), false).await?;
+        let (events, closed) = self.try_open(reads, tags, &keys)?;
         if !closed.is_empty() {
             let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
             Self::settle(&events, &closed, &self.shredded(tags).await?)?;
