@@ -706,7 +706,8 @@ async fn record(
         detail: outcome.err(),
         at: app.clock.now(),
     };
-    Ok(app.store.record_breach_notice(breach, &notice).await?)
+    app.store.end_breach_notice(breach, &notice).await?;
+    Ok(())
 }
 
 impl AppState {

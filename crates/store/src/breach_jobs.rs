@@ -240,6 +240,18 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn end_breach_notice(&self, breach: i64, n: BreachNotice) -> Result<bool> {
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE breach_notices SET status = ?1, detail = ?2, at = ?3
+                 WHERE breach_id = ?4 AND profile_id = ?5 AND channel = ?6 AND status = 'sending'",
+                params![n.status, n.detail, to_micros(n.at), breach, n.profile_id, n.channel],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     pub(crate) async fn start_breach_notice(
         &self,
         breach: i64,
@@ -418,6 +430,27 @@ impl PgStore {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
+    pub(crate) async fn end_breach_notice(&self, breach: i64, n: BreachNotice) -> Result<bool> {
+        let changed = self
+            .pool()
+            .get()
+            .await?
+            .execute(
+                "UPDATE breach_notices SET status = $1, detail = $2, at = $3
+                 WHERE breach_id = $4 AND profile_id = $5 AND channel = $6 AND status = 'sending'",
+                &[
+                    &n.status,
+                    &n.detail,
+                    &to_micros(n.at),
+                    &breach,
+                    &n.profile_id,
+                    &n.channel,
+                ],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
     pub(crate) async fn start_breach_notice(
         &self,
         breach: i64,
@@ -550,6 +583,16 @@ impl crate::Store {
         match self {
             crate::Store::Sqlite(s) => s.start_breach_notice(breach, profile, channel, at).await,
             crate::Store::Postgres(s) => s.start_breach_notice(breach, profile, channel, at).await,
+        }
+    }
+
+    /// Records how sending a notice marked as being sent went. False when it is no longer being
+    /// sent: the person was erased meanwhile (their row is gone and must not come back), or a
+    /// worker that took the task over marked it failed.
+    pub async fn end_breach_notice(&self, breach: i64, notice: &BreachNotice) -> Result<bool> {
+        match self {
+            crate::Store::Sqlite(s) => s.end_breach_notice(breach, notice.clone()).await,
+            crate::Store::Postgres(s) => s.end_breach_notice(breach, notice.clone()).await,
         }
     }
 

@@ -1910,7 +1910,11 @@ async fn telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice(
         detail: None,
         at: now,
     };
-    store.record_breach_notice(breach.id, &told).await.unwrap();
+    assert!(store.end_breach_notice(breach.id, &told).await.unwrap());
+    assert!(
+        !store.end_breach_notice(breach.id, &told).await.unwrap(),
+        "only a notice being sent is ended"
+    );
     assert!(store.start_breach_notice(breach.id, 1, "sms", now).await.unwrap());
 
     // The worker dies; after its lease another one takes over: the sms in flight is not resent.
@@ -2000,6 +2004,13 @@ async fn telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice(
         .map(|n| n.profile_id)
         .collect();
     assert_eq!(left, [2, 3, 4]);
+    // The sms being sent when they were erased ends without bringing their row back.
+    let late = BreachNotice {
+        channel: "sms".into(),
+        ..told
+    };
+    assert!(!store.end_breach_notice(breach.id, &late).await.unwrap());
+    assert!(store.breach_notices_of(1).await.unwrap().is_empty());
 }
 
 async fn catalog_versions_are_kept_on_change_and_found_by_date(place: Place) {
