@@ -274,10 +274,7 @@ impl Recipient {
     /// The host the data went to, the only part shown in notes and the audit log (a URL may hold
     /// a token).
     pub fn host(&self) -> String {
-        reqwest::Url::parse(&self.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
+        confiance_core::governance::records::host_of(&self.url).unwrap_or_else(|| "?".into())
     }
 }
 

@@ -104,6 +104,16 @@ const PG_TRAITS: &str = "WITH t AS (
             THEN 'user_id:' || t.user_id ELSE 'anonymous_id:' || t.anonymous_id END
     )";
 
+/// The version a catalog with `hash` gets after `latest` (version, hash): the next one, or, as
+/// `Err`, the latest itself when nothing changed.
+fn next_version(latest: Option<(i64, String)>, hash: &str) -> std::result::Result<i64, i64> {
+    match latest {
+        Some((version, h)) if h == hash => Err(version),
+        Some((version, _)) => Ok(version + 1),
+        None => Ok(1),
+    }
+}
+
 /// People per trait and source, and per trait in all.
 pub type TraitCounts = (Vec<(String, String, i64)>, Vec<(String, i64)>);
 
@@ -123,12 +133,10 @@ impl SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            if let Some((version, h)) = &latest
-                && *h == hash
-            {
-                return Ok((*version, false));
-            }
-            let version = latest.map_or(1, |(v, _)| v + 1);
+            let version = match next_version(latest, &hash) {
+                Ok(version) => version,
+                Err(current) => return Ok((current, false)),
+            };
             tx.execute(
                 "INSERT INTO catalog_versions (version, hash, taken_at, catalog, register) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![version, hash, to_micros(at), catalog.to_string(), register.to_string()],
@@ -281,12 +289,10 @@ impl PgStore {
             Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
             None => None,
         };
-        if let Some((version, h)) = &latest
-            && *h == hash
-        {
-            return Ok((*version, false));
-        }
-        let version = latest.map_or(1, |(v, _)| v + 1);
+        let version = match next_version(latest, &hash) {
+            Ok(version) => version,
+            Err(current) => return Ok((current, false)),
+        };
         tx.execute(
             "INSERT INTO catalog_versions (version, hash, taken_at, catalog, register) VALUES ($1, $2, $3, $4, $5)",
             &[
