@@ -111,8 +111,21 @@ impl AppState {
             sources,
             from: scope.from,
             to: scope.to,
+            after: None,
         };
-        Ok(self.store.breach_touched(&query).await?)
+        // The exposure index answers for what the follower has read, the store for the events
+        // after it (all of them before the index is first built).
+        let Some((upto, indexed)) = self
+            .exposed(&query.traits, &query.sources, query.from, query.to)
+            .await
+        else {
+            return Ok(self.store.breach_touched(&query).await?);
+        };
+        let tail = TouchedQuery {
+            after: Some(upto),
+            ..query
+        };
+        Ok(self.store.breach_touched(&tail).await?.with_indexed(indexed))
     }
 
     async fn figures(&self, scope: &Scope) -> Result<Affected, ApiError> {

@@ -14,6 +14,10 @@
 //! the store records an entered/exited transition only when its insert or delete changed a row,
 //! so triggers see each transition once even with several nodes. Members exports are tasks
 //! (`202` and an id to poll), purpose-checked when they run.
+//!
+//! The same follower keeps the breach register's exposure index
+//! (`confiance_core::privacy::exposure`): each profile re-read also replaces the events of its
+//! that carry traits, without the cap on the events a segment reads.
 
 use crate::auth::{Marketing, Viewer};
 use crate::error::ApiError;
@@ -25,6 +29,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
 use confiance_core::consent::{Subject, has_basis};
+use confiance_core::privacy::exposure::{Carry, Exposure};
 use confiance_core::segment::index::{AudienceIndex, ProfileFacts};
 use confiance_core::segment::query::{self, Query};
 use confiance_core::segment::{self as seg, CheckError};
@@ -50,6 +55,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// The audience index and where it stands in the change feed.
 pub struct Audience {
     index: RwLock<AudienceIndex>,
+    exposure: RwLock<Exposure>,
     feed: tokio::sync::Mutex<Feed>,
     /// Whether the first build is done: member lists are synchronised only after it.
     built: std::sync::atomic::AtomicBool,
@@ -68,6 +74,7 @@ impl Audience {
     pub fn new(catalog: &confiance_core::catalog::Catalog) -> Audience {
         Audience {
             index: RwLock::new(AudienceIndex::new(seg::schema(catalog))),
+            exposure: RwLock::new(Exposure::new()),
             feed: tokio::sync::Mutex::new(Feed::default()),
             built: std::sync::atomic::AtomicBool::new(false),
         }
@@ -80,6 +87,41 @@ impl Audience {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, AudienceIndex> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn exposure(&self) -> std::sync::RwLockWriteGuard<'_, Exposure> {
+        self.exposure.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AppState {
+    /// Whom a breach touched among the events the exposure index has read, and up to which
+    /// position of the log that is; `None` before the first build. The index is brought up to
+    /// date first (so recent merges are in), and the feed is held while reading, so the answer
+    /// and the position agree.
+    pub(crate) async fn exposed(
+        &self,
+        traits: &[String],
+        sources: &[i64],
+        from: Option<jiff::Timestamp>,
+        to: jiff::Timestamp,
+    ) -> Option<(i64, Vec<(i64, i64)>)> {
+        if !self.audience.built.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        if let Err(e) = follow(self).await {
+            tracing::warn!(error = %e.into_error().message, "following the change feed failed; the store counts the rest");
+        }
+        let feed = self.audience.feed.lock().await;
+        let window = confiance_core::privacy::exposure::Window {
+            traits,
+            sources,
+            from,
+            to,
+            upto: feed.events,
+        };
+        let touched = self.audience.exposure.read().unwrap_or_else(PoisonError::into_inner).touched(&window);
+        Some((feed.events, touched))
     }
 }
 
@@ -234,6 +276,7 @@ pub async fn status(_: Viewer, State(app): State<Shared>) -> Result<Json<Value>,
         "built": feed.built,
         "profiles": index.len(),
         "heap_bytes": index.heap_bytes(),
+        "exposure_events": app.audience.exposure.read().unwrap_or_else(PoisonError::into_inner).len(),
         "feed": {"events": feed.events, "ledger": feed.ledger, "audit": feed.audit},
     })))
 }
@@ -606,6 +649,14 @@ fn subjects_of(keys: &[String]) -> Vec<Subject> {
 
 /// The facts of one profile as the store holds it now; `None` when it is gone or merged.
 pub(crate) async fn facts_of(app: &AppState, id: i64) -> Result<Option<(ProfileFacts, Vec<String>)>, ApiError> {
+    Ok(read_profile(app, id).await?.map(|(facts, keys, _)| (facts, keys)))
+}
+
+/// [`facts_of`], with the first events of the profile it was computed from.
+async fn read_profile(
+    app: &AppState,
+    id: i64,
+) -> Result<Option<(ProfileFacts, Vec<String>, Vec<StoredEvent>)>, ApiError> {
     let Some(row) = app.store.profile(Access::Administration, id).await? else {
         return Ok(None);
     };
@@ -620,7 +671,70 @@ pub(crate) async fn facts_of(app: &AppState, id: i64) -> Result<Option<(ProfileF
     let subjects = subjects_of(&keys);
     let view = app.store.consent_view(&subjects).await?;
     let sources = app.source_kinds().await?;
-    Ok(Some((facts_from(app, &events, &sources, &subjects, &view), keys)))
+    Ok(Some((facts_from(app, &events, &sources, &subjects, &view), keys, events)))
+}
+
+/// The exposure entry of an event, when it carries traits.
+fn carry_of(e: &StoredEvent) -> Option<Carry> {
+    let traits = confiance_core::collect::carried_traits(e.kind, &e.body);
+    (!traits.is_empty()).then(|| Carry {
+        seq: e.seq,
+        source: e.source_id,
+        received_at: e.received_at,
+        traits: traits.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Every event of profile `id` that carries traits, `first` being its first page of events.
+///
+/// An event belongs to the profile of its `userId` when that identifier is known, else to the
+/// profile of its `anonymousId`, as the store counts it: an event sent under this profile's
+/// anonymous id with another profile's user id is theirs.
+async fn carries_of(app: &AppState, id: i64, keys: &[String], first: Vec<StoredEvent>) -> Result<Vec<Carry>, ApiError> {
+    let mut carries = Vec::new();
+    let mut elsewhere: BTreeMap<String, Vec<Carry>> = BTreeMap::new();
+    let mut page = first;
+    loop {
+        for e in &page {
+            let Some(carry) = carry_of(e) else { continue };
+            match &e.user_id {
+                Some(u) if !keys.iter().any(|k| k.strip_prefix("user_id:") == Some(u)) => {
+                    elsewhere.entry(format!("user_id:{u}")).or_default().push(carry);
+                }
+                _ => carries.push(carry),
+            }
+        }
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        if page.len() < PROFILE_EVENTS {
+            break;
+        }
+        page = app
+            .store
+            .profile_events(Access::Administration, id, last, PROFILE_EVENTS)
+            .await?;
+    }
+    for (key, mut foreign) in elsewhere {
+        if app.store.profiles_of_keys(vec![key]).await?.is_empty() {
+            carries.append(&mut foreign);
+        }
+    }
+    Ok(carries)
+}
+
+/// Re-reads one profile into the audience and exposure indexes, or removes it from them.
+async fn reindex(app: &AppState, id: i64) -> Result<(), ApiError> {
+    match read_profile(app, id).await? {
+        Some((facts, keys, events)) => {
+            let carries = carries_of(app, id, &keys, events).await?;
+            app.audience.write().upsert(id, &facts);
+            app.audience.exposure().upsert(id, carries);
+        }
+        None => {
+            app.audience.write().remove(id);
+            app.audience.exposure().remove(id);
+        }
+    }
+    Ok(())
 }
 
 fn facts_from(
@@ -675,7 +789,7 @@ pub async fn run_audience(app: Shared, mut stop: tokio::sync::watch::Receiver<bo
 
 /// Brings the index up to the store's current state: a full build the first time, then the
 /// changes since. Returns how many profiles were re-read.
-pub async fn follow(app: &Shared) -> Result<usize, ApiError> {
+pub async fn follow(app: &AppState) -> Result<usize, ApiError> {
     let mut feed = app.audience.feed.lock().await;
     if !feed.built {
         let started = Instant::now();
@@ -749,10 +863,7 @@ pub async fn follow(app: &Shared) -> Result<usize, ApiError> {
     // The feed stays locked until the profiles are in: a reader of the positions knows
     // everything before them is indexed.
     for id in &touched {
-        match facts_of(app, *id).await? {
-            Some((facts, _)) => app.audience.write().upsert(*id, &facts),
-            None => app.audience.write().remove(*id),
-        }
+        reindex(app, *id).await?;
     }
     drop(feed);
     sync_touched(app, &touched).await?;
@@ -760,7 +871,7 @@ pub async fn follow(app: &Shared) -> Result<usize, ApiError> {
 }
 
 /// Reads every profile into a fresh index and swaps it in.
-async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
+async fn build(app: &AppState, feed: &mut Feed) -> Result<usize, ApiError> {
     // Positions first: whatever changes while the snapshot is read is replayed after.
     let (resolved, _) = app.store.unify_status().await?;
     let (ledger, audit) = app.store.feed_heads().await?;
@@ -772,6 +883,7 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
         }
     }
     let mut events: Vec<Vec<StoredEvent>> = vec![Vec::new(); snapshot.len()];
+    let mut carries: Vec<Vec<Carry>> = vec![Vec::new(); snapshot.len()];
     let mut after = 0;
     while after < resolved {
         let page = app.store.events_page(after, 5_000).await?;
@@ -789,9 +901,9 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
                 .anonymous_id
                 .as_ref()
                 .and_then(|a| owner.get(format!("anonymous_id:{a}").as_str()));
-            if let Some(&i) = by_user.or(by_anon)
-                && events[i].len() < PROFILE_EVENTS
-            {
+            let Some(&i) = by_user.or(by_anon) else { continue };
+            carries[i].extend(carry_of(&e));
+            if events[i].len() < PROFILE_EVENTS {
                 events[i].push(e);
             }
         }
@@ -803,12 +915,15 @@ async fn build(app: &Shared, feed: &mut Feed) -> Result<usize, ApiError> {
     }
     let sources = app.source_kinds().await?;
     let mut index = AudienceIndex::new(seg::schema(&app.catalog));
-    for ((id, keys), events) in snapshot.iter().zip(&events) {
+    let mut exposure = Exposure::new();
+    for (((id, keys), events), carries) in snapshot.iter().zip(&events).zip(carries) {
         let facts = facts_from(app, events, &sources, &subjects_of(keys), &view);
         index.upsert(*id, &facts);
+        exposure.upsert(*id, carries);
     }
     let n = snapshot.len();
     *app.audience.write() = index;
+    *app.audience.exposure() = exposure;
     app.audience.built.store(true, std::sync::atomic::Ordering::Release);
     *feed = Feed {
         built: true,
@@ -917,10 +1032,7 @@ impl AppState {
     pub(crate) async fn refresh(&self, keys: Vec<String>) -> Result<(), ApiError> {
         let touched: BTreeSet<i64> = self.store.profiles_of_keys(keys).await?.into_iter().collect();
         for id in &touched {
-            match facts_of(self, *id).await? {
-                Some((facts, _)) => self.audience.write().upsert(*id, &facts),
-                None => self.audience.write().remove(*id),
-            }
+            reindex(self, *id).await?;
         }
         sync_touched(self, &touched).await
     }

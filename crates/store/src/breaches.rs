@@ -39,6 +39,17 @@ impl Touched {
         self.profiles.iter().map(|p| p.1).sum::<i64>() + self.unresolved_records
     }
 
+    /// Adds what an in-memory index counted (`(profile id, records)`) to what the store counted
+    /// after the index's position.
+    pub fn with_indexed(mut self, indexed: Vec<(i64, i64)>) -> Touched {
+        let mut all: std::collections::BTreeMap<i64, i64> = indexed.into_iter().collect();
+        for (p, n) in self.profiles {
+            *all.entry(p).or_default() += n;
+        }
+        self.profiles = all.into_iter().collect();
+        self
+    }
+
     fn from_rows(rows: impl IntoIterator<Item = (Option<i64>, i64)>) -> Self {
         let mut out = Touched::default();
         for (profile, n) in rows {
@@ -63,6 +74,8 @@ pub struct TouchedQuery {
     pub from: Option<Timestamp>,
     /// End of the reception window (exclusive).
     pub to: Timestamp,
+    /// Only events after this position of the log (what an in-memory index has not read yet).
+    pub after: Option<i64>,
 }
 
 /// One person told of a breach through one channel.
@@ -163,7 +176,15 @@ impl SqliteStore {
             let mut window = "received_at < ?2".to_owned();
             if let Some(from) = q.from {
                 args.push(to_micros(from).into());
-                window.push_str(" AND received_at >= ?3");
+                window.push_str(&format!(" AND received_at >= ?{}", args.len()));
+            }
+            // After a position, the rowid range is the whole read: the events an index has not
+            // read yet are few, and the traits index would scan every one it has.
+            let mut from_events = "events";
+            if let Some(after) = q.after {
+                args.push(after.into());
+                window.push_str(&format!(" AND seq > ?{}", args.len()));
+                from_events = "events NOT INDEXED";
             }
             let mut carried = Vec::new();
             for name in &q.traits {
@@ -172,7 +193,7 @@ impl SqliteStore {
             }
             let sql = format!(
                 "WITH hit AS (
-                     SELECT user_id, anonymous_id, count(*) AS n FROM events
+                     SELECT user_id, anonymous_id, count(*) AS n FROM {from_events}
                      WHERE source_id IN (SELECT value FROM json_each(?1)) AND {window} AND traits IS NOT NULL AND ({carried})
                      GROUP BY user_id, anonymous_id)
                  SELECT coalesce(u.profile_id, a.profile_id) AS profile, sum(n) FROM hit
@@ -297,7 +318,11 @@ impl PgStore {
         let mut window = "received_at < $2".to_owned();
         if let Some(from) = &from {
             args.push(from);
-            window.push_str(" AND received_at >= $3");
+            window.push_str(&format!(" AND received_at >= ${}", args.len()));
+        }
+        if let Some(after) = &q.after {
+            args.push(after);
+            window.push_str(&format!(" AND seq > ${}", args.len()));
         }
         let needles: Vec<String> = q.traits.iter().map(|name| format!(",{name},")).collect();
         let mut carried = Vec::new();

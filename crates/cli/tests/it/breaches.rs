@@ -612,3 +612,83 @@ async fn the_server_logs_a_breach_entering_its_last_day_without_personal_data() 
         "warned once per level: {log}"
     );
 }
+
+/// The register's figures come from the in-memory exposure index for what the change feed has
+/// read and from the store for the rest: declared while a merge is fresh and an event is not
+/// yet indexed, the answer is the store's own count of the whole log, and follows the merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
+    use confiance_store::TouchedQuery;
+    let app = TestApp::spawn().await;
+    let web = app.write_key.clone();
+    let tills = app.add_source("tills", SourceKind::Store).await;
+    app.clock.set(at("2026-03-02T10:00:00Z"));
+    // A visitor leaves her work email in a form before having an account.
+    let (status, body) = app
+        .post_as(
+            &web,
+            "/v1/identify",
+            &json!({"anonymousId": "visit-1", "traits": {"email": "eve.pro@example.org"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for user in ["eve", "farid", "gina"] {
+        identify(&app, &web, user, json!({"email": format!("{user}@example.org")})).await;
+    }
+    identify(&app, &tills, "farid", json!({"email": "farid@example.org", "phone": "+33612345678"})).await;
+    identify(&app, &web, "gina", json!({"first_name": "Gina"})).await;
+    app.indexed().await;
+    let visitor = app.store.profiles_of_keys(vec!["anonymous_id:visit-1".into()]).await.unwrap();
+    assert_ne!(visitor, [profile_id(&app, "eve").await], "two profiles before she logs in");
+
+    // She logs in on the same browser (a merge), and one more email arrives: resolved into
+    // profiles, but not necessarily read by the index when the breach is declared.
+    let (status, body) = app
+        .post_as(
+            &web,
+            "/v1/identify",
+            &json!({"userId": "eve", "anonymousId": "visit-1", "traits": {"email": "eve@example.org"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    identify(&app, &web, "hugo", json!({"email": "hugo@example.org"})).await;
+    app.resolved().await;
+
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "sources": ["web"], "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
+    });
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let (_, s) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}/subjects"), None).await;
+
+    // The store's own statement over the whole log.
+    let sources = app.store.list_sources().await.unwrap();
+    let web_id = sources.iter().find(|s| s.name.as_ref() == "web").unwrap().id;
+    let whole = app
+        .store
+        .breach_touched(&TouchedQuery {
+            traits: vec!["email".into()],
+            sources: vec![web_id],
+            from: None,
+            to: at("2026-03-10T00:00:00Z"),
+            after: None,
+        })
+        .await
+        .unwrap();
+    let expected: Vec<Value> = whole.profiles.iter().map(|(p, n)| json!({"id": p, "records": n})).collect();
+    assert_eq!(s["profiles"], json!(expected), "{s}");
+    let eve = profile_id(&app, "eve").await;
+    assert!(
+        expected.contains(&json!({"id": eve, "records": 3})),
+        "her form, her account and her login are one person: {s}"
+    );
+    assert_eq!(
+        (b["affected"]["subjects"].as_u64(), b["affected"]["records"].as_u64()),
+        (Some(4), Some(6)),
+        "eve (3), farid, gina and hugo from the web; the tills and a first name are out: {b}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod breach;
+pub mod exposure;
 pub mod requests;
 pub mod retention;
 pub mod vault;
