@@ -115,10 +115,7 @@ impl AppState {
         };
         // The exposure index answers for what the follower has read, the store for the events
         // after it (all of them before the index is first built).
-        let Some((upto, indexed)) = self
-            .exposed(&query.traits, &query.sources, query.from, query.to)
-            .await
-        else {
+        let Some((upto, indexed)) = self.exposed(&query.traits, &query.sources, query.from, query.to).await else {
             return Ok(self.store.breach_touched(&query).await?);
         };
         let tail = TouchedQuery {

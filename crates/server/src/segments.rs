@@ -120,7 +120,12 @@ impl AppState {
             to,
             upto: feed.events,
         };
-        let touched = self.audience.exposure.read().unwrap_or_else(PoisonError::into_inner).touched(&window);
+        let touched = self
+            .audience
+            .exposure
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .touched(&window);
         Some((feed.events, touched))
     }
 }
@@ -272,11 +277,15 @@ impl AppState {
 pub async fn status(_: Viewer, State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
     let feed = *app.audience.feed.lock().await;
     let index = app.audience.read();
+    let exposure = app.audience.exposure.read().unwrap_or_else(PoisonError::into_inner);
     Ok(Json(json!({
         "built": feed.built,
         "profiles": index.len(),
         "heap_bytes": index.heap_bytes(),
-        "exposure_events": app.audience.exposure.read().unwrap_or_else(PoisonError::into_inner).len(),
+        "exposure": {
+            "events": exposure.len(),
+            "heap_bytes": exposure.heap_bytes(),
+        },
         "feed": {"events": feed.events, "ledger": feed.ledger, "audit": feed.audit},
     })))
 }
@@ -671,7 +680,11 @@ async fn read_profile(
     let subjects = subjects_of(&keys);
     let view = app.store.consent_view(&subjects).await?;
     let sources = app.source_kinds().await?;
-    Ok(Some((facts_from(app, &events, &sources, &subjects, &view), keys, events)))
+    Ok(Some((
+        facts_from(app, &events, &sources, &subjects, &view),
+        keys,
+        events,
+    )))
 }
 
 /// The exposure entry of an event, when it carries traits.

@@ -13,7 +13,9 @@
 //! that carry traits holds the source, the reception time, those traits and the sender, all the
 //! statement reads: the events of the breach's sources received in its window that carry one of
 //! its traits. They are grouped by sender first (one identity lookup per sender, not per event),
-//! then by the profile each sender's identifiers belong to.
+//! then by the profile each sender's identifiers belong to. The server answers from its in-memory
+//! exposure index for the events its follower has read and asks the store only for the events
+//! after that position ([`TouchedQuery::after`]): a rowid range, read without the traits index.
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
@@ -39,14 +41,24 @@ impl Touched {
         self.profiles.iter().map(|p| p.1).sum::<i64>() + self.unresolved_records
     }
 
-    /// Adds what an in-memory index counted (`(profile id, records)`) to what the store counted
-    /// after the index's position.
+    /// Adds what an in-memory index counted (`(profile id, records)` by profile id) to what the
+    /// store counted after the index's position.
     pub fn with_indexed(mut self, indexed: Vec<(i64, i64)>) -> Touched {
-        let mut all: std::collections::BTreeMap<i64, i64> = indexed.into_iter().collect();
-        for (p, n) in self.profiles {
-            *all.entry(p).or_default() += n;
+        if self.profiles.is_empty() {
+            self.profiles = indexed;
+            return self;
         }
-        self.profiles = all.into_iter().collect();
+        let mut all = Vec::with_capacity(indexed.len() + self.profiles.len());
+        let mut tail = std::mem::take(&mut self.profiles).into_iter().peekable();
+        for (p, n) in indexed {
+            while let Some(t) = tail.next_if(|t| t.0 < p) {
+                all.push(t);
+            }
+            let more = tail.next_if(|t| t.0 == p).map_or(0, |t| t.1);
+            all.push((p, n + more));
+        }
+        all.extend(tail);
+        self.profiles = all;
         self
     }
 
@@ -442,5 +454,23 @@ impl crate::Store {
             crate::Store::Sqlite(s) => s.breach_notices(breach).await,
             crate::Store::Postgres(s) => s.breach_notices(breach).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Touched;
+
+    #[test]
+    fn what_the_index_counted_and_what_the_store_counted_after_it_add_up_per_profile() {
+        let tail = Touched {
+            profiles: vec![(1, 1), (4, 2), (9, 1)],
+            unresolved_records: 3,
+        };
+        let all = tail.with_indexed(vec![(2, 5), (4, 1), (7, 1)]);
+        assert_eq!(all.profiles, [(1, 1), (2, 5), (4, 3), (7, 1), (9, 1)]);
+        assert_eq!(all.records(), 14);
+        let none = Touched::default().with_indexed(vec![(3, 1)]);
+        assert_eq!(none.profiles, [(3, 1)]);
     }
 }

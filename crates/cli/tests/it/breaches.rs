@@ -635,11 +635,25 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
     for user in ["eve", "farid", "gina"] {
         identify(&app, &web, user, json!({"email": format!("{user}@example.org")})).await;
     }
-    identify(&app, &tills, "farid", json!({"email": "farid@example.org", "phone": "+33612345678"})).await;
+    identify(
+        &app,
+        &tills,
+        "farid",
+        json!({"email": "farid@example.org", "phone": "+33612345678"}),
+    )
+    .await;
     identify(&app, &web, "gina", json!({"first_name": "Gina"})).await;
     app.indexed().await;
-    let visitor = app.store.profiles_of_keys(vec!["anonymous_id:visit-1".into()]).await.unwrap();
-    assert_ne!(visitor, [profile_id(&app, "eve").await], "two profiles before she logs in");
+    let visitor = app
+        .store
+        .profiles_of_keys(vec!["anonymous_id:visit-1".into()])
+        .await
+        .unwrap();
+    assert_ne!(
+        visitor,
+        [profile_id(&app, "eve").await],
+        "two profiles before she logs in"
+    );
 
     // She logs in on the same browser (a merge), and one more email arrives: resolved into
     // profiles, but not necessarily read by the index when the breach is declared.
@@ -663,7 +677,13 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
     let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
     assert_eq!(status, 201, "{b}");
     let id = b["id"].as_i64().unwrap();
-    let (_, s) = call(&app, reqwest::Method::GET, &format!("/api/v1/breaches/{id}/subjects"), None).await;
+    let (_, s) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/breaches/{id}/subjects"),
+        None,
+    )
+    .await;
 
     // The store's own statement over the whole log.
     let sources = app.store.list_sources().await.unwrap();
@@ -679,7 +699,11 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
         })
         .await
         .unwrap();
-    let expected: Vec<Value> = whole.profiles.iter().map(|(p, n)| json!({"id": p, "records": n})).collect();
+    let expected: Vec<Value> = whole
+        .profiles
+        .iter()
+        .map(|(p, n)| json!({"id": p, "records": n}))
+        .collect();
     assert_eq!(s["profiles"], json!(expected), "{s}");
     let eve = profile_id(&app, "eve").await;
     assert!(

@@ -77,7 +77,9 @@ impl Exposure {
 
     /// Replaces what the index holds for `profile`.
     pub fn upsert(&mut self, profile: i64, carries: impl IntoIterator<Item = Carry>) {
-        let entries: Vec<Entry> = carries.into_iter().map(|c| self.entry(c)).collect();
+        let mut entries: Vec<Entry> = carries.into_iter().map(|c| self.entry(c)).collect();
+        // Collected in place, the vector would keep the larger allocation of the carries.
+        entries.shrink_to_fit();
         if entries.is_empty() {
             self.remove(profile);
             return;
@@ -115,6 +117,22 @@ impl Exposure {
         self.entries.iter().map(Vec::len).sum()
     }
 
+    /// An estimate of the memory the index holds, in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let entries: usize = self.entries.iter().map(|e| e.capacity() * size_of::<Entry>()).sum();
+        entries
+            + self.entries.capacity() * size_of::<Vec<Entry>>()
+            + self.profiles.capacity() * size_of::<i64>()
+            + self.slot_of.capacity() * (size_of::<(i64, usize)>() + 1)
+            + self.free.capacity() * size_of::<usize>()
+            + self
+                .sets
+                .iter()
+                .map(|s| 2 * s.capacity() * size_of::<u32>())
+                .sum::<usize>()
+    }
+
     /// Whether the index holds no event.
     pub fn is_empty(&self) -> bool {
         self.slot_of.is_empty()
@@ -122,13 +140,21 @@ impl Exposure {
 
     /// Every profile with events in `window`, and how many: `(profile id, records)` by id.
     pub fn touched(&self, window: &Window<'_>) -> Vec<(i64, i64)> {
-        let wanted: Vec<u32> = window.traits.iter().filter_map(|n| self.names.get(n).copied()).collect();
+        let wanted: Vec<u32> = window
+            .traits
+            .iter()
+            .filter_map(|n| self.names.get(n).copied())
+            .collect();
         let sets: Vec<bool> = self
             .sets
             .iter()
             .map(|set| set.iter().any(|n| wanted.contains(n)))
             .collect();
-        let sources: Vec<u32> = window.sources.iter().filter_map(|s| self.sources.get(s).copied()).collect();
+        let sources: Vec<u32> = window
+            .sources
+            .iter()
+            .filter_map(|s| self.sources.get(s).copied())
+            .collect();
         let from = window.from.map_or(i64::MIN, |t| t.as_microsecond());
         let to = window.to.as_microsecond();
         let mut out = Vec::new();
@@ -212,15 +238,32 @@ mod tests {
     #[test]
     fn counts_the_events_of_each_profile_in_the_window_from_the_sources_with_the_traits() {
         let mut x = Exposure::new();
-        x.upsert(7, [carry(1, 1, 0, &["email"]), carry(2, 1, 5, &["email", "phone"]), carry(3, 2, 1, &["email"])]);
+        x.upsert(
+            7,
+            [
+                carry(1, 1, 0, &["email"]),
+                carry(2, 1, 5, &["email", "phone"]),
+                carry(3, 2, 1, &["email"]),
+            ],
+        );
         x.upsert(3, [carry(4, 1, 2, &["phone"]), carry(5, 1, 20, &["email"])]);
         let email = ["email".to_owned()];
         assert_eq!(x.touched(&window(&email, &[1], Some(0), 10, i64::MAX)), [(7, 2)]);
-        assert_eq!(x.touched(&window(&email, &[1, 2], None, 30, i64::MAX)), [(3, 1), (7, 3)]);
+        assert_eq!(
+            x.touched(&window(&email, &[1, 2], None, 30, i64::MAX)),
+            [(3, 1), (7, 3)]
+        );
         let phone = ["phone".to_owned(), "city".to_owned()];
         assert_eq!(x.touched(&window(&phone, &[1], None, 30, i64::MAX)), [(3, 1), (7, 1)]);
-        assert_eq!(x.touched(&window(&email, &[1, 2], None, 30, 3)), [(7, 3)], "only up to a position");
-        assert!(x.touched(&window(&email, &[9], None, 30, i64::MAX)).is_empty(), "unknown source");
+        assert_eq!(
+            x.touched(&window(&email, &[1, 2], None, 30, 3)),
+            [(7, 3)],
+            "only up to a position"
+        );
+        assert!(
+            x.touched(&window(&email, &[9], None, 30, i64::MAX)).is_empty(),
+            "unknown source"
+        );
         assert_eq!(x.len(), 5);
     }
 
