@@ -236,7 +236,7 @@ pub async fn process(
     let mut note = match r.right {
         Right::Access | Right::Portability => {
             let archive = app.archive_of(&subject, &r).await?;
-            app.store.put_request_result(r.id, archive.to_string()).await?;
+            app.store.put_request_result(r.id, archive).await?;
             "archive ready: JSON, a CSV per kind and a plain-language summary".to_owned()
         }
         Right::Objection | Right::Restriction => app.object_or_restrict(&subject, &r).await?,
@@ -684,8 +684,10 @@ impl AppState {
         }
     }
 
-    /// Everything held about a subject, for access (Art. 15) and portability (Art. 20).
-    async fn archive_of(&self, subject: &Subject, r: &Request) -> Result<Value, ApiError> {
+    /// Everything held about a subject, for access (Art. 15) and portability (Art. 20), as the
+    /// text of `{json, csv, html}`. The events — nearly all of it — are written straight from
+    /// what the store read, never copied into a JSON tree.
+    async fn archive_of(&self, subject: &Subject, r: &Request) -> Result<String, ApiError> {
         let (profile, subjects) = self.subjects_of(subject).await?;
         let events = match profile {
             Some(p) => self.store.profile_events(Access::DataSubject, p, 0, 1_000_000).await?,
@@ -697,8 +699,8 @@ impl AppState {
             None => None,
         };
         let profile_view = match row {
-            Some(row) => Some(self.view_of(row, &events).await?),
-            None => None,
+            Some(row) => self.view_of(row, &events).await?,
+            None => Value::Null,
         };
         let mut ledger = Vec::new();
         for s in &subjects {
@@ -750,21 +752,10 @@ impl AppState {
                     "status": n.status, "detail": n.detail, "at": n.at}));
             }
         }
-        let data = json!({
-            "request": r.id,
-            "generated_at": self.clock.now(),
-            "subject": {"type": subject.kind().as_str(), "value": subject.value()},
-            "identities": subjects.iter().map(|s| json!({"type": s.kind().as_str(), "value": s.value()})).collect::<Vec<_>>(),
-            "profile": profile_view,
-            "events": events,
-            "consents": ledger,
-            "merges": merges,
-            "requests": requests,
-            "messages_sent": messages,
-            "segments": segments,
-            "breach_notices": breach_notices,
-            "purposes": purposes,
-        });
+        let identities: Vec<Value> = subjects
+            .iter()
+            .map(|s| json!({"type": s.kind().as_str(), "value": s.value()}))
+            .collect();
         let csv = json!({
             "events": to_csv(&["seq", "timestamp", "type", "event", "source", "message_id", "purposes", "body"], events.iter().map(|e| vec![
                 e.seq.to_string(), e.timestamp.to_string(), e.kind.as_str().into(), e.event.clone().unwrap_or_default(),
@@ -772,30 +763,60 @@ impl AppState {
             "consents": to_csv(&["seq", "recorded_at", "identifier_type", "identifier", "purpose", "status", "method", "touchpoint"], ledger.iter().map(|c| vec![
                 c.seq.to_string(), c.recorded_at.to_string(), c.subject_type.as_str().into(), c.subject_value.clone(), c.purpose.clone(),
                 c.status.as_str().into(), c.method.as_str().into(), c.touchpoint.clone().unwrap_or_default()])),
-            "messages": to_csv(&["campaign", "step", "channel", "outcome", "reason", "at"], data["messages_sent"].as_array().into_iter().flatten().map(|m| vec![
+            "messages": to_csv(&["campaign", "step", "channel", "outcome", "reason", "at"], messages.as_array().into_iter().flatten().map(|m| vec![
                 m["campaign_id"].to_string(), m["step"].to_string(), m["channel"].as_str().unwrap_or_default().into(),
                 m["outcome"].as_str().unwrap_or_default().into(), m["reason"].as_str().unwrap_or_default().into(), m["at"].as_str().unwrap_or_default().into()])),
-            "segments": to_csv(&["segment", "entered", "at"], data["segments"]["history"].as_array().into_iter().flatten().map(|t| vec![
+            "segments": to_csv(&["segment", "entered", "at"], segments["history"].as_array().into_iter().flatten().map(|t| vec![
                 t["segment"].as_str().unwrap_or_default().into(), t["entered"].to_string(), t["at"].as_str().unwrap_or_default().into()])),
             "breach_notices": to_csv(&["breach", "nature", "channel", "status", "at"], breach_notices.iter().map(|n| vec![
                 n["breach"].to_string(), n["nature"].as_str().unwrap_or_default().into(), n["channel"].as_str().unwrap_or_default().into(),
                 n["status"].as_str().unwrap_or_default().into(), n["at"].as_str().unwrap_or_default().into()])),
             "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),
-            "traits": to_csv(&["trait", "value", "source", "observed_at"], data["profile"]["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
+            "traits": to_csv(&["trait", "value", "source", "observed_at"], profile_view["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
                 name.clone(), g["value"].to_string(), g["source"].as_str().unwrap_or_default().into(), g["at"].as_str().unwrap_or_default().into()])),
         });
-        let html = self.summary_html(&data, &sources);
-        Ok(json!({"json": data, "csv": csv, "html": html}))
+        let html = self.summary_html(&events, &profile_view, ledger.len(), subjects.len(), &sources);
+        let data = Archive {
+            breach_notices: &breach_notices,
+            consents: &ledger,
+            events: &events,
+            generated_at: self.clock.now(),
+            identities: &identities,
+            merges: &merges,
+            messages_sent: &messages,
+            profile: &profile_view,
+            purposes: &purposes,
+            request: r.id,
+            requests: &requests,
+            segments: &segments,
+            subject: json!({"type": subject.kind().as_str(), "value": subject.value()}),
+        };
+        let mut out = Vec::with_capacity(events.len() * 2_048);
+        let written = (|| {
+            out.extend_from_slice(b"{\"json\":");
+            serde_json::to_writer(&mut out, &data)?;
+            out.extend_from_slice(b",\"csv\":");
+            serde_json::to_writer(&mut out, &csv)?;
+            out.extend_from_slice(b",\"html\":");
+            serde_json::to_writer(&mut out, &html)?;
+            out.push(b'}');
+            Ok::<_, serde_json::Error>(())
+        })();
+        written.map_err(|e| ApiError::new(ErrorCode::Internal, format!("the archive could not be written: {e}")))?;
+        String::from_utf8(out).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 
-    fn summary_html(&self, data: &Value, sources: &std::collections::BTreeMap<i64, String>) -> String {
-        let mut used: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-        for e in data["events"].as_array().into_iter().flatten() {
-            let source = e["source_id"]
-                .as_i64()
-                .and_then(|id| sources.get(&id))
-                .cloned()
-                .unwrap_or_default();
+    fn summary_html(
+        &self,
+        events: &[confiance_store::StoredEvent],
+        profile: &Value,
+        consents: usize,
+        identities: usize,
+        sources: &std::collections::BTreeMap<i64, String>,
+    ) -> String {
+        let mut used: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for e in events {
+            let source = sources.get(&e.source_id).map_or("", String::as_str);
             *used.entry(source).or_default() += 1;
         }
         let mut rows = String::new();
@@ -819,7 +840,7 @@ impl AppState {
             .iter()
             .map(|(s, n)| format!("{} ({n} événements)", escape(s)))
             .collect();
-        let traits = data["profile"]["traits"].as_object().map_or(0, |t| t.len());
+        let traits = profile["traits"].as_object().map_or(0, |t| t.len());
         format!(
             r#"<!doctype html><html lang="fr"><head><meta charset="utf-8"><title>Vos données — {controller}</title></head><body>
 <h1>Les données que nous détenons sur vous</h1>
@@ -830,9 +851,8 @@ impl AppState {
 <h2>Vos droits</h2><p>Vous pouvez à tout moment demander la rectification ou l'effacement de vos données, en limiter l'usage, vous opposer à leur traitement (notamment à la prospection), et recevoir vos données dans un format lisible par machine. Vous pouvez aussi saisir la CNIL (www.cnil.fr). Contact : {dpo}.</p>
 </body></html>"#,
             controller = escape(&self.catalog.controller.name),
-            events = data["events"].as_array().map_or(0, Vec::len),
-            consents = data["consents"].as_array().map_or(0, Vec::len),
-            ids = data["identities"].as_array().map_or(0, Vec::len),
+            events = events.len(),
+            ids = identities,
             from = if from.is_empty() {
                 "aucune source".to_owned()
             } else {
@@ -841,6 +861,24 @@ impl AppState {
             dpo = escape(&self.catalog.controller.dpo_contact),
         )
     }
+}
+
+/// The JSON part of an access archive: everything held about the subject.
+#[derive(serde::Serialize)]
+struct Archive<'a> {
+    breach_notices: &'a [Value],
+    consents: &'a [confiance_core::consent::LedgerEntry],
+    events: &'a [confiance_store::StoredEvent],
+    generated_at: jiff::Timestamp,
+    identities: &'a [Value],
+    merges: &'a [confiance_store::MergeRow],
+    messages_sent: &'a Value,
+    profile: &'a Value,
+    purposes: &'a [Value],
+    request: i64,
+    requests: &'a [Request],
+    segments: &'a Value,
+    subject: Value,
 }
 
 fn to_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {

@@ -641,7 +641,7 @@ impl Store {
     /// the person): sealed under a key of the request's own, which erasing the person shreds.
     pub async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
         let stored = self.vault().seal_text(&request_key(id), &result).await?;
-        dispatch!(self, s => s.put_request_result(id, stored.clone()).await)
+        dispatch!(self, s => s.put_request_result(id, stored).await)
     }
 
     /// What carrying out a request produced; none once its subject was erased.
