@@ -698,33 +698,39 @@ fn carry_of(e: &StoredEvent) -> Option<Carry> {
     })
 }
 
-/// Every event of profile `id` that carries traits, `first` being its first page of events.
+/// Every event of profile `id` that carries traits, `first` being its first page of events (the
+/// rest, when there is more, is read from the trait names kept beside the events: no body).
 ///
 /// An event belongs to the profile of its `userId` when that identifier is known, else to the
 /// profile of its `anonymousId`, as the store counts it: an event sent under this profile's
 /// anonymous id with another profile's user id is theirs.
-async fn carries_of(app: &AppState, id: i64, keys: &[String], first: Vec<StoredEvent>) -> Result<Vec<Carry>, ApiError> {
+async fn carries_of(app: &AppState, id: i64, keys: &[String], first: &[StoredEvent]) -> Result<Vec<Carry>, ApiError> {
+    let mut read: Vec<(Option<&str>, Carry)> = first
+        .iter()
+        .filter_map(|e| carry_of(e).map(|c| (e.user_id.as_deref(), c)))
+        .collect();
+    let rest = match first.last() {
+        Some(last) if first.len() >= PROFILE_EVENTS => app.store.profile_carries(id, last.seq).await?,
+        _ => Vec::new(),
+    };
+    read.extend(rest.iter().map(|e| {
+        let carry = Carry {
+            seq: e.seq,
+            source: e.source_id,
+            received_at: e.received_at,
+            traits: e.traits.clone(),
+        };
+        (e.user_id.as_deref(), carry)
+    }));
     let mut carries = Vec::new();
     let mut elsewhere: BTreeMap<String, Vec<Carry>> = BTreeMap::new();
-    let mut page = first;
-    loop {
-        for e in &page {
-            let Some(carry) = carry_of(e) else { continue };
-            match &e.user_id {
-                Some(u) if !keys.iter().any(|k| k.strip_prefix("user_id:") == Some(u)) => {
-                    elsewhere.entry(format!("user_id:{u}")).or_default().push(carry);
-                }
-                _ => carries.push(carry),
+    for (user, carry) in read {
+        match user {
+            Some(u) if !keys.iter().any(|k| k.strip_prefix("user_id:") == Some(u)) => {
+                elsewhere.entry(format!("user_id:{u}")).or_default().push(carry);
             }
+            _ => carries.push(carry),
         }
-        let Some(last) = page.last().map(|e| e.seq) else { break };
-        if page.len() < PROFILE_EVENTS {
-            break;
-        }
-        page = app
-            .store
-            .profile_events(Access::Administration, id, last, PROFILE_EVENTS)
-            .await?;
     }
     for (key, mut foreign) in elsewhere {
         if app.store.profiles_of_keys(vec![key]).await?.is_empty() {
@@ -738,7 +744,7 @@ async fn carries_of(app: &AppState, id: i64, keys: &[String], first: Vec<StoredE
 async fn reindex(app: &AppState, id: i64) -> Result<(), ApiError> {
     match read_profile(app, id).await? {
         Some((facts, keys, events)) => {
-            let carries = carries_of(app, id, &keys, events).await?;
+            let carries = carries_of(app, id, &keys, &events).await?;
             app.audience.write().upsert(id, &facts);
             app.audience.exposure().upsert(id, carries);
         }

@@ -90,6 +90,28 @@ pub struct TouchedQuery {
     pub after: Option<i64>,
 }
 
+/// An event of a profile that carries traits, read from the names kept beside it (no body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarriedEvent {
+    /// Position in the log.
+    pub seq: i64,
+    /// Source id.
+    pub source_id: i64,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// Its user id, which decides whose it is when another profile holds it.
+    pub user_id: Option<String>,
+    /// The trait names it carries.
+    pub traits: Vec<String>,
+}
+
+/// The events of a profile's identifiers after `seq` that carry traits, in log order.
+const PROFILE_CARRIES: &str = "SELECT seq, source_id, received_at, user_id, traits FROM events
+     WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = {p} AND kind = 'user_id')
+         OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = {p} AND kind = 'anonymous_id'))
+       AND seq > {after} AND traits IS NOT NULL
+     ORDER BY seq";
+
 /// One person told of a breach through one channel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BreachNotice {
@@ -219,6 +241,26 @@ impl SqliteStore {
                 .query_map(params_from_iter(args), |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Touched::from_rows(rows))
+        })
+        .await
+    }
+
+    pub(crate) async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
+        self.read(move |c| {
+            let sql = PROFILE_CARRIES.replace("{p}", "?1").replace("{after}", "?2");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map([profile, after], |r| {
+                    Ok(CarriedEvent {
+                        seq: r.get(0)?,
+                        source_id: r.get(1)?,
+                        received_at: crate::from_micros(r.get(2)?),
+                        user_id: r.get(3)?,
+                        traits: crate::purposes_from_column(&r.get::<_, String>(4)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }
@@ -362,6 +404,24 @@ impl PgStore {
         Ok(Touched::from_rows(rows))
     }
 
+    pub(crate) async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
+        let sql = PROFILE_CARRIES.replace("{p}", "$1").replace("{after}", "$2");
+        let client = self.pool().get().await?;
+        let rows = client.query(&sql, &[&profile, &after]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CarriedEvent {
+                    seq: r.try_get(0)?,
+                    source_id: r.try_get(1)?,
+                    received_at: Timestamp::try_from(r.try_get::<_, SystemTime>(2)?)
+                        .map_err(|e| StoreError::Database(e.to_string()))?,
+                    user_id: r.try_get(3)?,
+                    traits: crate::purposes_from_column(r.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) async fn record_breach_notice(&self, breach: i64, n: BreachNotice) -> Result<()> {
         let client = self.pool().get().await?;
         client
@@ -436,6 +496,15 @@ impl crate::Store {
         match self {
             crate::Store::Sqlite(s) => s.breach_touched(query.clone()).await,
             crate::Store::Postgres(s) => s.breach_touched(query.clone()).await,
+        }
+    }
+
+    /// The events of `profile`'s identifiers after `after` that carry traits, from the names kept
+    /// beside them (no body is read or opened), in log order.
+    pub async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
+        match self {
+            crate::Store::Sqlite(s) => s.profile_carries(profile, after).await,
+            crate::Store::Postgres(s) => s.profile_carries(profile, after).await,
         }
     }
 

@@ -29,7 +29,7 @@ mod vault;
 
 pub use activate::{CampaignRow, NewOccurrence, Next, Occurrence, SendRecord, SendRow, Unredeemable, Voucher};
 pub use breach_jobs::{BreachJob, INTERRUPTED, NoticePlan, notice_counts};
-pub use breaches::{BreachNotice, Touched, TouchedQuery};
+pub use breaches::{BreachNotice, CarriedEvent, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
 pub use governance::{CatalogVersion, Notice, TraitCounts};
 pub use matching::Review;

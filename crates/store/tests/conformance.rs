@@ -1770,6 +1770,33 @@ async fn a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window
     };
     let touched = store.breach_touched(&everyone).await.unwrap();
     assert!(touched.unresolved_records > 0, "the late messages are counted");
+
+    // A profile's events that carry traits, read from the names kept beside them, are those
+    // whose bodies carry traits, in log order, from any position.
+    let mut compared = 0;
+    for (p, _) in &touched.profiles {
+        let events = store
+            .profile_events(Access::Administration, *p, 0, 10_000)
+            .await
+            .unwrap();
+        let from_bodies: Vec<(i64, i64, Vec<String>)> = events
+            .iter()
+            .filter_map(|e| {
+                let names = confiance_core::collect::carried_traits(e.kind, &e.body);
+                (!names.is_empty()).then(|| (e.seq, e.source_id, names.into_iter().map(str::to_owned).collect()))
+            })
+            .collect();
+        let kept = store.profile_carries(*p, 0).await.unwrap();
+        let kept_view: Vec<(i64, i64, Vec<String>)> =
+            kept.iter().map(|c| (c.seq, c.source_id, c.traits.clone())).collect();
+        assert_eq!(kept_view, from_bodies, "profile {p}");
+        if let Some(first) = kept.first() {
+            let after = store.profile_carries(*p, first.seq).await.unwrap();
+            assert_eq!(after, kept[1..], "profile {p} after {}", first.seq);
+            compared += 1;
+        }
+    }
+    assert!(compared > 10, "the scenario compares many profiles");
 }
 
 async fn the_breach_register_keeps_every_breach_and_who_was_told(place: Place) {

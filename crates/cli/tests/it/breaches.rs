@@ -716,3 +716,38 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
         "eve (3), farid, gina and hugo from the web; the tills and a first name are out: {b}"
     );
 }
+
+/// A profile with more events than a segment reads: the exposure index still holds every one
+/// of them that carries traits (the rest read from the trait names kept beside the events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_with_more_events_than_a_segment_reads_is_counted_whole() {
+    let app = TestApp::spawn().await;
+    let web = app.write_key.clone();
+    app.clock.set(at("2026-03-02T10:00:00Z"));
+    let total = 20_500;
+    for chunk in 0..total / 500 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                json!({"type": "identify", "userId": "till-regular", "messageId": format!("m{n}"),
+                       "traits": {"email": "regular@example.org", "city": if n % 2 == 0 { "Lyon" } else { "Paris" }}})
+            })
+            .collect();
+        let (status, body) = app.post_as(&web, "/v1/batch", &json!({"batch": batch})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.indexed().await;
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
+    });
+    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(
+        (b["affected"]["subjects"].as_u64(), b["affected"]["records"].as_u64()),
+        (Some(1), Some(total as u64)),
+        "{b}"
+    );
+}
