@@ -640,7 +640,8 @@ impl Store {
     /// Keeps what carrying out a request produced (an access archive holds everything about
     /// the person): sealed under a key of the request's own, which erasing the person shreds.
     pub async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
-        let stored = self.vault().seal_text(&request_key(id), &result).await?;
+        // Archives are large and repetitive: compressed before they are sealed and written.
+        let stored = self.vault().seal_deflated(&request_key(id), &result).await?;
         dispatch!(self, s => s.put_request_result(id, stored).await)
     }
 

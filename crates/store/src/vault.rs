@@ -39,8 +39,11 @@ const CACHE_MAX: usize = 200_000;
 /// The advisory lock that serialises creating the vault's tables ("Confvalt").
 const SCHEMA_LOCK: i64 = 0x436f_6e66_7661_6c74;
 
-/// How a sealed value kept in a text column begins.
+/// How a sealed value kept in a text column begins (results kept uncompressed).
 const SEALED_TEXT: &str = "sealed:";
+/// The prefix of a text compressed (raw deflate) before it was sealed: large results, such as
+/// access archives, whose events repeat the same field names thousands of times.
+const SEALED_DEFLATED: &str = "sealed+deflate:";
 
 /// The file of the SQLite store's vault, beside the database.
 pub const VAULT_FILE: &str = "vault.db";
@@ -483,26 +486,47 @@ impl Vault {
         ))
     }
 
-    /// Seals `text` under the key of `identifier` (made if missing), as text: `sealed:` and the
-    /// base64 of the sealed bytes. With sealing off, the text stays as it is.
-    pub(crate) async fn seal_text(self: &Arc<Self>, identifier: &str, text: &str) -> Result<String> {
-        use base64::Engine;
+    /// Seals `text` under the key of `identifier` (made if missing), compressed first (fast
+    /// deflate), as text: `sealed+deflate:` and the base64 of the sealed bytes. With sealing off,
+    /// the text stays as it is.
+    pub(crate) async fn seal_deflated(self: &Arc<Self>, identifier: &str, text: &str) -> Result<String> {
+        use std::io::Write;
         if !self.seals() {
             return Ok(text.to_owned());
         }
-        let tag = self.master.tag(identifier);
-        let keys = self.keys(vec![tag], true).await?;
-        let sealed = keys[&tag].seal(&tag, text.as_bytes());
-        Ok(format!(
-            "{SEALED_TEXT}{}",
-            base64::engine::general_purpose::STANDARD.encode(sealed)
-        ))
+        let mut deflate =
+            flate2::write::DeflateEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
+        deflate
+            .write_all(text.as_bytes())
+            .and_then(|()| deflate.flush())
+            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        let packed = deflate
+            .finish()
+            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        self.seal_as(identifier, SEALED_DEFLATED, &packed).await
     }
 
-    /// Opens what [`Vault::seal_text`] sealed; none when the key was shredded.
+    async fn seal_as(self: &Arc<Self>, identifier: &str, prefix: &str, bytes: &[u8]) -> Result<String> {
+        use base64::Engine;
+        let tag = self.master.tag(identifier);
+        let keys = self.keys(vec![tag], true).await?;
+        let sealed = keys[&tag].seal(&tag, bytes);
+        let mut out = String::with_capacity(prefix.len() + sealed.len() * 4 / 3 + 4);
+        out.push_str(prefix);
+        base64::engine::general_purpose::STANDARD.encode_string(sealed, &mut out);
+        Ok(out)
+    }
+
+    /// Opens what [`Vault::seal_deflated`] sealed (or, uncompressed, `sealed:` and the base64, as
+    /// results were kept before); none when the key was shredded. A text stored plain (sealing
+    /// off) is returned as it is.
     pub(crate) async fn open_text(self: &Arc<Self>, identifier: &str, stored: String) -> Result<Option<String>> {
         use base64::Engine;
-        let Some(encoded) = stored.strip_prefix(SEALED_TEXT) else {
+        let (encoded, deflated) = if let Some(rest) = stored.strip_prefix(SEALED_DEFLATED) {
+            (rest, true)
+        } else if let Some(rest) = stored.strip_prefix(SEALED_TEXT) {
+            (rest, false)
+        } else {
             return Ok(Some(stored));
         };
         let bytes = base64::engine::general_purpose::STANDARD
@@ -512,6 +536,14 @@ impl Vault {
         let keys = self.keys(vec![tag], false).await?;
         let opened = keys.get(&tag).map(|key| key.open(&tag, &bytes));
         match opened {
+            Some(Ok(plain)) if deflated => {
+                use std::io::Read;
+                let mut text = String::with_capacity(plain.len() * 8);
+                flate2::read::DeflateDecoder::new(plain.as_slice())
+                    .read_to_string(&mut text)
+                    .map_err(|e| StoreError::Database(format!("a sealed result does not inflate: {e}")))?;
+                Ok(Some(text))
+            }
             Some(Ok(plain)) => String::from_utf8(plain)
                 .map(Some)
                 .map_err(|e| StoreError::Database(e.to_string())),

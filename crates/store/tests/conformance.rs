@@ -201,6 +201,7 @@ conformance!(
     telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice,
     catalog_versions_are_kept_on_change_and_found_by_date,
     compliance_facts_are_gathered_alike,
+    a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whole,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -2201,4 +2202,19 @@ async fn compliance_facts_are_gathered_alike(place: Place) {
         "{by_source:?}"
     );
     assert!(totals.contains(&("email".to_owned(), 1)), "{totals:?}");
+}
+
+async fn a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whole(place: Place) {
+    let store = place.open().await;
+    // An archive's shape: the same field names thousands of times, varied values, any script.
+    let events: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| json!({"seq": i, "type": "track", "event": "Order Completed", "properties": {"order_id": format!("FR-{}", i * 7919 % 100_003), "city": "Besançon", "note": "très bien 👍"}}))
+        .collect();
+    let text = json!({"json": {"events": events}, "html": "<p>Vos données</p>"}).to_string();
+    store.put_request_result(41, text.clone()).await.unwrap();
+    assert_eq!(store.request_result(41).await.unwrap(), Some(text.clone()));
+    // Kept again (a request carried out twice), it replaces the first.
+    store.put_request_result(41, "{}".into()).await.unwrap();
+    assert_eq!(store.request_result(41).await.unwrap().as_deref(), Some("{}"));
+    assert_eq!(store.request_result(42).await.unwrap(), None);
 }
