@@ -685,8 +685,9 @@ impl AppState {
     }
 
     /// Everything held about a subject, for access (Art. 15) and portability (Art. 20), as the
-    /// text of `{json, csv, html}`. The events — nearly all of it — are written straight from
-    /// what the store read, never copied into a JSON tree.
+    /// text of `{json, html}`; the CSV files are rendered from the JSON when downloaded
+    /// ([`csv_of`]), so the archive keeps each fact once. The events — nearly all of it — are
+    /// written straight from what the store read, never copied into a JSON tree.
     async fn archive_of(&self, subject: &Subject, r: &Request) -> Result<String, ApiError> {
         let (profile, subjects) = self.subjects_of(subject).await?;
         let events = match profile {
@@ -756,25 +757,6 @@ impl AppState {
             .iter()
             .map(|s| json!({"type": s.kind().as_str(), "value": s.value()}))
             .collect();
-        let csv = json!({
-            "events": to_csv(&["seq", "timestamp", "type", "event", "source", "message_id", "purposes", "body"], events.iter().map(|e| vec![
-                e.seq.to_string(), e.timestamp.to_string(), e.kind.as_str().into(), e.event.clone().unwrap_or_default(),
-                sources.get(&e.source_id).cloned().unwrap_or_default(), e.message_id.clone(), e.purposes.join(" "), e.body.to_string()])),
-            "consents": to_csv(&["seq", "recorded_at", "identifier_type", "identifier", "purpose", "status", "method", "touchpoint"], ledger.iter().map(|c| vec![
-                c.seq.to_string(), c.recorded_at.to_string(), c.subject_type.as_str().into(), c.subject_value.clone(), c.purpose.clone(),
-                c.status.as_str().into(), c.method.as_str().into(), c.touchpoint.clone().unwrap_or_default()])),
-            "messages": to_csv(&["campaign", "step", "channel", "outcome", "reason", "at"], messages.as_array().into_iter().flatten().map(|m| vec![
-                m["campaign_id"].to_string(), m["step"].to_string(), m["channel"].as_str().unwrap_or_default().into(),
-                m["outcome"].as_str().unwrap_or_default().into(), m["reason"].as_str().unwrap_or_default().into(), m["at"].as_str().unwrap_or_default().into()])),
-            "segments": to_csv(&["segment", "entered", "at"], segments["history"].as_array().into_iter().flatten().map(|t| vec![
-                t["segment"].as_str().unwrap_or_default().into(), t["entered"].to_string(), t["at"].as_str().unwrap_or_default().into()])),
-            "breach_notices": to_csv(&["breach", "nature", "channel", "status", "at"], breach_notices.iter().map(|n| vec![
-                n["breach"].to_string(), n["nature"].as_str().unwrap_or_default().into(), n["channel"].as_str().unwrap_or_default().into(),
-                n["status"].as_str().unwrap_or_default().into(), n["at"].as_str().unwrap_or_default().into()])),
-            "identities": to_csv(&["type", "value"], subjects.iter().map(|s| vec![s.kind().as_str().into(), s.value().into()])),
-            "traits": to_csv(&["trait", "value", "source", "observed_at"], profile_view["traits"].as_object().into_iter().flatten().map(|(name, g)| vec![
-                name.clone(), g["value"].to_string(), g["source"].as_str().unwrap_or_default().into(), g["at"].as_str().unwrap_or_default().into()])),
-        });
         let html = self.summary_html(&events, &profile_view, ledger.len(), subjects.len(), &sources);
         let data = Archive {
             breach_notices: &breach_notices,
@@ -789,14 +771,13 @@ impl AppState {
             request: r.id,
             requests: &requests,
             segments: &segments,
+            sources: &sources,
             subject: json!({"type": subject.kind().as_str(), "value": subject.value()}),
         };
         let mut out = Vec::with_capacity(events.len() * 2_048);
         let written = (|| {
             out.extend_from_slice(b"{\"json\":");
             serde_json::to_writer(&mut out, &data)?;
-            out.extend_from_slice(b",\"csv\":");
-            serde_json::to_writer(&mut out, &csv)?;
             out.extend_from_slice(b",\"html\":");
             serde_json::to_writer(&mut out, &html)?;
             out.push(b'}');
@@ -878,7 +859,112 @@ struct Archive<'a> {
     request: i64,
     requests: &'a [Request],
     segments: &'a Value,
+    /// Source names by id, as they were when the archive was made.
+    sources: &'a std::collections::BTreeMap<i64, String>,
     subject: Value,
+}
+
+/// The CSV file of one kind of an archive, from its JSON part; `None` for an unknown kind.
+fn csv_of(data: &Value, kind: &str) -> Option<String> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    Some(match kind {
+        "events" => to_csv(
+            &[
+                "seq",
+                "timestamp",
+                "type",
+                "event",
+                "source",
+                "message_id",
+                "purposes",
+                "body",
+            ],
+            list(&data["events"]).iter().map(|e| {
+                let purposes: Vec<String> = list(&e["purposes"]).iter().map(text).collect();
+                vec![
+                    e["seq"].to_string(),
+                    text(&e["timestamp"]),
+                    text(&e["type"]),
+                    text(&e["event"]),
+                    text(&data["sources"][e["source_id"].to_string()]),
+                    text(&e["message_id"]),
+                    purposes.join(" "),
+                    e["body"].to_string(),
+                ]
+            }),
+        ),
+        "consents" => to_csv(
+            &[
+                "seq",
+                "recorded_at",
+                "identifier_type",
+                "identifier",
+                "purpose",
+                "status",
+                "method",
+                "touchpoint",
+            ],
+            list(&data["consents"]).iter().map(|c| {
+                vec![
+                    c["seq"].to_string(),
+                    text(&c["recorded_at"]),
+                    text(&c["subject_type"]),
+                    text(&c["subject_value"]),
+                    text(&c["purpose"]),
+                    text(&c["status"]),
+                    text(&c["method"]),
+                    text(&c["touchpoint"]),
+                ]
+            }),
+        ),
+        "messages" => to_csv(
+            &["campaign", "step", "channel", "outcome", "reason", "at"],
+            list(&data["messages_sent"]).iter().map(|m| {
+                vec![
+                    m["campaign_id"].to_string(),
+                    m["step"].to_string(),
+                    text(&m["channel"]),
+                    text(&m["outcome"]),
+                    text(&m["reason"]),
+                    text(&m["at"]),
+                ]
+            }),
+        ),
+        "segments" => to_csv(
+            &["segment", "entered", "at"],
+            list(&data["segments"]["history"])
+                .iter()
+                .map(|t| vec![text(&t["segment"]), t["entered"].to_string(), text(&t["at"])]),
+        ),
+        "breach_notices" => to_csv(
+            &["breach", "nature", "channel", "status", "at"],
+            list(&data["breach_notices"]).iter().map(|n| {
+                vec![
+                    n["breach"].to_string(),
+                    text(&n["nature"]),
+                    text(&n["channel"]),
+                    text(&n["status"]),
+                    text(&n["at"]),
+                ]
+            }),
+        ),
+        "identities" => to_csv(
+            &["type", "value"],
+            list(&data["identities"])
+                .iter()
+                .map(|i| vec![text(&i["type"]), text(&i["value"])]),
+        ),
+        "traits" => to_csv(
+            &["trait", "value", "source", "observed_at"],
+            data["profile"]["traits"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, g)| vec![name.clone(), g["value"].to_string(), text(&g["source"]), text(&g["at"])]),
+        ),
+        _ => return None,
+    })
 }
 
 fn to_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
@@ -932,13 +1018,20 @@ pub async fn archive(
             .into_response(),
         "csv" => {
             let kind = q.kind.as_deref().unwrap_or("events");
-            let body = archive["csv"][kind].as_str().ok_or_else(|| {
+            // Archives made before the CSV files were rendered on download keep them beside.
+            let body = match archive["csv"][kind].as_str() {
+                Some(kept) => Some(kept.to_owned()),
+                None => csv_of(&archive["json"], kind),
+            };
+            let body = body.ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::InvalidQuery,
-                    format!("no CSV `{kind}`: events, consents, identities or traits"),
+                    format!(
+                        "no CSV `{kind}`: events, consents, identities, traits, messages, segments or breach_notices"
+                    ),
                 )
             })?;
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body.to_owned()).into_response()
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
         other => {
             return Err(ApiError::new(

@@ -245,6 +245,20 @@ async fn an_access_archive_holds_everything_held_about_the_subject() {
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = csv.text().await.unwrap();
     assert_eq!(csv.lines().count(), 4, "a header and one row per event");
+    let sources: Vec<String> = app
+        .store
+        .list_sources()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    for row in csv.lines().skip(1) {
+        assert!(
+            sources.iter().any(|s| row.contains(&format!(",{s},"))) && row.contains("messageId"),
+            "each row names its source and holds the message: {row}"
+        );
+    }
     let html = app
         .http
         .get(app.url(&format!("/api/v1/requests/{id}/archive?format=html")))
