@@ -774,7 +774,7 @@ impl AppState {
             sources: &sources,
             subject: json!({"type": subject.kind().as_str(), "value": subject.value()}),
         };
-        let mut out = Vec::with_capacity(events.len() * 2_048);
+        let mut out = Vec::with_capacity(1 << 20);
         let written = (|| {
             out.extend_from_slice(b"{\"json\":");
             serde_json::to_writer(&mut out, &data)?;
@@ -867,7 +867,9 @@ struct Archive<'a> {
 /// The CSV file of one kind of an archive, from its JSON part; `None` for an unknown kind.
 fn csv_of(data: &Value, kind: &str) -> Option<String> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    fn list(v: &Value) -> &[Value] {
+        v.as_array().map_or(&[], Vec::as_slice)
+    }
     Some(match kind {
         "events" => to_csv(
             &[

@@ -16,8 +16,9 @@
 //! (`202` and an id to poll), purpose-checked when they run.
 //!
 //! The same follower keeps the breach register's exposure index
-//! (`confiance_core::privacy::exposure`): each profile re-read also replaces the events of its
-//! that carry traits, without the cap on the events a segment reads.
+//! (`confiance_core::privacy::exposure`): each profile re-read also replaces those of its events
+//! that carry traits, without the cap on the events a segment reads. Only the follower writes
+//! it, holding the feed, so that it always answers for the events up to the feed's position.
 
 use crate::auth::{Marketing, Viewer};
 use crate::error::ApiError;
@@ -46,6 +47,8 @@ use std::time::{Duration, Instant};
 const PROFILE_EVENTS: usize = 20_000;
 /// Feed entries read per poll.
 const FEED_PAGE: usize = 2_000;
+/// Pages of the change feed read at most before a breach is counted from the exposure index.
+const CATCH_UP_PAGES: usize = 8;
 /// How often the follower polls the feed when idle.
 const POLL: Duration = Duration::from_millis(250);
 /// How often saved segments are fully re-synchronised, for conditions relative to now
@@ -89,7 +92,7 @@ impl Audience {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn exposure(&self) -> std::sync::RwLockWriteGuard<'_, Exposure> {
+    fn write_exposure(&self) -> std::sync::RwLockWriteGuard<'_, Exposure> {
         self.exposure.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -109,8 +112,18 @@ impl AppState {
         if !self.audience.built.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        if let Err(e) = follow(self).await {
-            tracing::warn!(error = %e.into_error().message, "following the change feed failed; the store counts the rest");
+        // Caught up page by page (a merge's survivor and the profile it absorbed are only both
+        // settled once the audit entry of the merge is read), within reason: what is left after
+        // is the store's to count.
+        for _ in 0..CATCH_UP_PAGES {
+            match follow(self).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e.into_error().message, "following the change feed failed; the store counts everything");
+                    return None;
+                }
+            }
         }
         let feed = self.audience.feed.lock().await;
         let window = confiance_core::privacy::exposure::Window {
@@ -713,15 +726,7 @@ async fn carries_of(app: &AppState, id: i64, keys: &[String], first: &[StoredEve
         Some(last) if first.len() >= PROFILE_EVENTS => app.store.profile_carries(id, last.seq).await?,
         _ => Vec::new(),
     };
-    read.extend(rest.iter().map(|e| {
-        let carry = Carry {
-            seq: e.seq,
-            source: e.source_id,
-            received_at: e.received_at,
-            traits: e.traits.clone(),
-        };
-        (e.user_id.as_deref(), carry)
-    }));
+    read.extend(rest.iter().map(|e| (e.user_id.as_deref(), e.carry.clone())));
     let mut carries = Vec::new();
     let mut elsewhere: BTreeMap<String, Vec<Carry>> = BTreeMap::new();
     for (user, carry) in read {
@@ -740,17 +745,23 @@ async fn carries_of(app: &AppState, id: i64, keys: &[String], first: &[StoredEve
     Ok(carries)
 }
 
-/// Re-reads one profile into the audience and exposure indexes, or removes it from them.
-async fn reindex(app: &AppState, id: i64) -> Result<(), ApiError> {
+/// Re-reads one profile into the audience index, and into the exposure index when `exposure`
+/// (only the follower does, holding the feed, so that the exposure index and its position
+/// agree), or removes it from them.
+async fn reindex(app: &AppState, id: i64, exposure: bool) -> Result<(), ApiError> {
     match read_profile(app, id).await? {
         Some((facts, keys, events)) => {
-            let carries = carries_of(app, id, &keys, &events).await?;
+            if exposure {
+                let carries = carries_of(app, id, &keys, &events).await?;
+                app.audience.write_exposure().upsert(id, carries);
+            }
             app.audience.write().upsert(id, &facts);
-            app.audience.exposure().upsert(id, carries);
         }
         None => {
             app.audience.write().remove(id);
-            app.audience.exposure().remove(id);
+            if exposure {
+                app.audience.write_exposure().remove(id);
+            }
         }
     }
     Ok(())
@@ -821,15 +832,18 @@ pub async fn follow(app: &AppState) -> Result<usize, ApiError> {
         resync_all(app).await?;
         return Ok(n);
     }
+    // The positions move only once every profile they cover is in: a failure part-way leaves
+    // them where they were, and the next poll reads the same changes again.
+    let mut next = *feed;
     let mut touched: BTreeSet<i64> = BTreeSet::new();
     let mut rebuild = false;
     // Events, up to what identity resolution has placed in profiles.
     let (resolved, _) = app.store.unify_status().await?;
-    if resolved > feed.events {
-        let page = app.store.events_page(feed.events, FEED_PAGE).await?;
+    if resolved > next.events {
+        let page = app.store.events_page(next.events, FEED_PAGE).await?;
         let mut keys = BTreeSet::new();
         for e in page.iter().take_while(|e| e.seq <= resolved) {
-            feed.events = e.seq;
+            next.events = e.seq;
             if let Some(u) = &e.user_id {
                 keys.insert(format!("user_id:{u}"));
             }
@@ -838,21 +852,21 @@ pub async fn follow(app: &AppState) -> Result<usize, ApiError> {
             }
         }
         if page.iter().all(|e| e.seq <= resolved) && page.len() < FEED_PAGE {
-            feed.events = resolved;
+            next.events = resolved;
         }
         touched.extend(app.store.profiles_of_keys(keys.into_iter().collect()).await?);
     }
     // Consent decisions, with a short look-back for late commits on PostgreSQL.
     let recent = app.clock.now() - jiff::SignedDuration::from_secs(2);
-    let changes = app.store.consent_changes(feed.ledger, recent, FEED_PAGE).await?;
+    let changes = app.store.consent_changes(next.ledger, recent, FEED_PAGE).await?;
     let keys: Vec<String> = changes.iter().map(|(_, k)| k.clone()).collect();
     if let Some(last) = changes.iter().map(|(s, _)| *s).max() {
-        feed.ledger = feed.ledger.max(last);
+        next.ledger = next.ledger.max(last);
     }
     touched.extend(app.store.profiles_of_keys(keys).await?);
     // Merges, splits, erasures and retention runs.
-    for entry in app.store.audit_log(feed.audit, FEED_PAGE).await? {
-        feed.audit = entry.seq;
+    for entry in app.store.audit_log(next.audit, FEED_PAGE).await? {
+        next.audit = entry.seq;
         let subject_profile = entry
             .subject
             .as_deref()
@@ -877,13 +891,15 @@ pub async fn follow(app: &AppState) -> Result<usize, ApiError> {
         return Ok(1);
     }
     if touched.is_empty() {
+        *feed = next;
         return Ok(0);
     }
     // The feed stays locked until the profiles are in: a reader of the positions knows
     // everything before them is indexed.
     for id in &touched {
-        reindex(app, *id).await?;
+        reindex(app, *id, true).await?;
     }
+    *feed = next;
     drop(feed);
     sync_touched(app, &touched).await?;
     Ok(touched.len())
@@ -942,7 +958,7 @@ async fn build(app: &AppState, feed: &mut Feed) -> Result<usize, ApiError> {
     }
     let n = snapshot.len();
     *app.audience.write() = index;
-    *app.audience.exposure() = exposure;
+    *app.audience.write_exposure() = exposure;
     app.audience.built.store(true, std::sync::atomic::Ordering::Release);
     *feed = Feed {
         built: true,
@@ -1047,11 +1063,13 @@ impl AppState {
         Ok(seqs)
     }
 
-    /// Re-reads the profiles holding these identifiers into the audience index.
+    /// Re-reads the profiles holding these identifiers into the audience index (not the
+    /// exposure index: a consent decision changes no one's exposure).
     pub(crate) async fn refresh(&self, keys: Vec<String>) -> Result<(), ApiError> {
         let touched: BTreeSet<i64> = self.store.profiles_of_keys(keys).await?.into_iter().collect();
         for id in &touched {
-            reindex(self, *id).await?;
+            // Consent decisions change no exposure; the follower, under the feed, keeps it.
+            reindex(self, *id, false).await?;
         }
         sync_touched(self, &touched).await
     }

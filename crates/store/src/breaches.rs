@@ -22,6 +22,7 @@ use crate::sqlite::SqliteStore;
 use crate::{Result, StoreError, to_micros};
 use confiance_core::privacy::audit::AuditEvent;
 use confiance_core::privacy::breach::Breach;
+use confiance_core::privacy::exposure::Carry;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params_from_iter};
 use std::time::SystemTime;
@@ -93,16 +94,10 @@ pub struct TouchedQuery {
 /// An event of a profile that carries traits, read from the names kept beside it (no body).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CarriedEvent {
-    /// Position in the log.
-    pub seq: i64,
-    /// Source id.
-    pub source_id: i64,
-    /// When it was received.
-    pub received_at: Timestamp,
     /// Its user id, which decides whose it is when another profile holds it.
     pub user_id: Option<String>,
-    /// The trait names it carries.
-    pub traits: Vec<String>,
+    /// Position, source, reception time and trait names.
+    pub carry: Carry,
 }
 
 /// The events of a profile's identifiers after `seq` that carry traits, in log order.
@@ -252,11 +247,13 @@ impl SqliteStore {
             let rows = stmt
                 .query_map([profile, after], |r| {
                     Ok(CarriedEvent {
-                        seq: r.get(0)?,
-                        source_id: r.get(1)?,
-                        received_at: crate::from_micros(r.get(2)?),
                         user_id: r.get(3)?,
-                        traits: crate::purposes_from_column(&r.get::<_, String>(4)?),
+                        carry: Carry {
+                            seq: r.get(0)?,
+                            source: r.get(1)?,
+                            received_at: crate::from_micros(r.get(2)?),
+                            traits: crate::purposes_from_column(&r.get::<_, String>(4)?),
+                        },
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -411,12 +408,14 @@ impl PgStore {
         rows.iter()
             .map(|r| {
                 Ok(CarriedEvent {
-                    seq: r.try_get(0)?,
-                    source_id: r.try_get(1)?,
-                    received_at: Timestamp::try_from(r.try_get::<_, SystemTime>(2)?)
-                        .map_err(|e| StoreError::Database(e.to_string()))?,
                     user_id: r.try_get(3)?,
-                    traits: crate::purposes_from_column(r.try_get(4)?),
+                    carry: Carry {
+                        seq: r.try_get(0)?,
+                        source: r.try_get(1)?,
+                        received_at: Timestamp::try_from(r.try_get::<_, SystemTime>(2)?)
+                            .map_err(|e| StoreError::Database(e.to_string()))?,
+                        traits: crate::purposes_from_column(r.try_get(4)?),
+                    },
                 })
             })
             .collect()

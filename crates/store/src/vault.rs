@@ -39,7 +39,8 @@ const CACHE_MAX: usize = 200_000;
 /// The advisory lock that serialises creating the vault's tables ("Confvalt").
 const SCHEMA_LOCK: i64 = 0x436f_6e66_7661_6c74;
 
-/// How a sealed value kept in a text column begins (results kept uncompressed).
+/// How a sealed value kept in a text column began before results were compressed: read only,
+/// for archives made by earlier versions.
 const SEALED_TEXT: &str = "sealed:";
 /// The prefix of a text compressed (raw deflate) before it was sealed: large results, such as
 /// access archives, whose events repeat the same field names thousands of times.

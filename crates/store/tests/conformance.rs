@@ -1788,12 +1788,14 @@ async fn a_breach_touches_exactly_whose_data_came_from_its_sources_in_its_window
             })
             .collect();
         let kept = store.profile_carries(*p, 0).await.unwrap();
-        let kept_view: Vec<(i64, i64, Vec<String>)> =
-            kept.iter().map(|c| (c.seq, c.source_id, c.traits.clone())).collect();
+        let kept_view: Vec<(i64, i64, Vec<String>)> = kept
+            .iter()
+            .map(|c| (c.carry.seq, c.carry.source, c.carry.traits.clone()))
+            .collect();
         assert_eq!(kept_view, from_bodies, "profile {p}");
         if let Some(first) = kept.first() {
-            let after = store.profile_carries(*p, first.seq).await.unwrap();
-            assert_eq!(after, kept[1..], "profile {p} after {}", first.seq);
+            let after = store.profile_carries(*p, first.carry.seq).await.unwrap();
+            assert_eq!(after, kept[1..], "profile {p} after {}", first.carry.seq);
             compared += 1;
         }
     }

@@ -8,8 +8,9 @@
 //! its reception time and the *set* of trait names it carries. Sets are interned — a shop's
 //! messages carry a few dozen distinct combinations — so an entry is 24 bytes, and a breach is
 //! one pass over the entries: the sets that hold one of the breach's traits are marked first,
-//! then each entry is three comparisons. Grouping needs no sort and no lookup, because entries
-//! already sit under the profile their sender belongs to.
+//! then each entry is a handful of comparisons. The events need no sort and no identity lookup,
+//! because entries already sit under the profile their sender belongs to; only the profiles
+//! touched are sorted, by id.
 //!
 //! The follower of the log that keeps the audience index current replaces a profile's entries
 //! whenever it re-reads the profile (a new event, a merge, a split, an erasure), so the index
@@ -117,7 +118,8 @@ impl Exposure {
         self.entries.iter().map(Vec::len).sum()
     }
 
-    /// An estimate of the memory the index holds, in bytes.
+    /// An estimate of the memory the index holds, in bytes: the entries, the slots and the
+    /// sets; the dictionaries of names and sources (a few kilobytes) are left out.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let entries: usize = self.entries.iter().map(|e| e.capacity() * size_of::<Entry>()).sum();
