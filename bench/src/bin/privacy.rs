@@ -228,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
         ms(archive_time) / ms(read_big_time)
     );
     println!(
-        "archive: {:.1} MB of JSON (its CSV files and summary beside), {:.2} MB kept sealed",
+        "archive: {:.1} MB of JSON (CSV files rendered from it on download), {:.2} MB kept, compressed and sealed",
         json_part as f64 / 1e6,
         kept as f64 / 1e6
     );
