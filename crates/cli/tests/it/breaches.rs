@@ -751,3 +751,92 @@ async fn a_profile_with_more_events_than_a_segment_reads_is_counted_whole() {
         "{b}"
     );
 }
+
+/// More events than the server reads from the change feed before answering: the exposure index
+/// counts up to its position, the store counts the rest, and together they are the store's
+/// count of the whole log — nothing twice (the index already holds some later events of the
+/// profiles it re-read), nothing missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_index_has_not_read_is_counted_by_the_store_once() {
+    use confiance_store::TouchedQuery;
+    let app = TestApp::spawn().await;
+    let web = app.write_key.clone();
+    app.clock.set(at("2026-03-02T10:00:00Z"));
+    identify(&app, &web, "ivy", json!({"email": "ivy@example.org"})).await;
+    app.indexed().await;
+    // The node's follower stops; 18,000 messages arrive and are resolved into profiles.
+    app.stop_workers();
+    let total = 18_000;
+    for chunk in 0..total / 500 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                let user = ["ivy", "jon", "kim"][n % 3];
+                let traits = if n % 4 == 0 {
+                    json!({"first_name": "X"})
+                } else {
+                    json!({"email": format!("{user}@example.org")})
+                };
+                json!({"type": "identify", "userId": user, "messageId": format!("m{n}"), "traits": traits})
+            })
+            .collect();
+        let (status, body) = app.post_as(&web, "/v1/batch", &json!({"batch": batch})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let state = &app.state;
+    while app
+        .store
+        .resolve_pending(state.catalog.clone(), state.guards.clone(), 5_000)
+        .await
+        .unwrap()
+        .events
+        > 0
+    {}
+
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
+    });
+    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    let (status, audience) = call(&app, reqwest::Method::GET, "/api/v1/audience", None).await;
+    assert_eq!(status, 200, "{audience}");
+    let (_, head) = app.store.unify_status().await.unwrap();
+    assert!(
+        audience["feed"]["events"].as_i64().unwrap() < head,
+        "the index has not read everything: {audience}"
+    );
+    let id = b["id"].as_i64().unwrap();
+    let (_, s) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/breaches/{id}/subjects"),
+        None,
+    )
+    .await;
+    let sources: Vec<i64> = app.store.list_sources().await.unwrap().iter().map(|s| s.id).collect();
+    let whole = app
+        .store
+        .breach_touched(&TouchedQuery {
+            traits: vec!["email".into()],
+            sources,
+            from: None,
+            to: at("2026-03-10T00:00:00Z"),
+            after: None,
+        })
+        .await
+        .unwrap();
+    let expected: Vec<Value> = whole
+        .profiles
+        .iter()
+        .map(|(p, n)| json!({"id": p, "records": n}))
+        .collect();
+    assert_eq!(s["profiles"], json!(expected), "{s}");
+    assert_eq!(
+        (b["affected"]["subjects"].as_u64(), b["affected"]["records"].as_u64()),
+        (Some(3), Some(1 + total as u64 * 3 / 4)),
+        "{b}"
+    );
+}
