@@ -130,7 +130,7 @@ fn brute_force(path: &std::path::Path, q: &TouchedQuery) -> anyhow::Result<Touch
 }
 
 /// The exposure index as the follower of the log builds it: every event that carries traits,
-/// under the profile of its sender. Returns it with the last position it read.
+/// under the profile of its sender, pushed as the log is read. Returns it with the last position it read.
 fn exposure(path: &std::path::Path) -> anyhow::Result<(Exposure, i64)> {
     let conn = rusqlite::Connection::open(path)?;
     let mut profile_of: HashMap<String, i64> = HashMap::new();
@@ -140,7 +140,7 @@ fn exposure(path: &std::path::Path) -> anyhow::Result<(Exposure, i64)> {
     while let Some(r) = rows.next()? {
         profile_of.insert(r.get(0)?, r.get(1)?);
     }
-    let mut carries: HashMap<i64, Vec<Carry>> = HashMap::new();
+    let mut index = Exposure::new();
     let mut last = 0;
     let mut stmt = conn.prepare(
         "SELECT seq, source_id, received_at, user_id, anonymous_id, traits FROM events WHERE traits IS NOT NULL ORDER BY seq",
@@ -157,17 +157,17 @@ fn exposure(path: &std::path::Path) -> anyhow::Result<(Exposure, i64)> {
             continue;
         };
         let traits: String = r.get(5)?;
-        carries.entry(profile).or_default().push(Carry {
-            seq: last,
-            source: r.get(1)?,
-            received_at: Timestamp::from_microsecond(r.get(2)?)?,
-            traits: traits.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
-        });
+        index.push(
+            profile,
+            Carry {
+                seq: last,
+                source: r.get(1)?,
+                received_at: Timestamp::from_microsecond(r.get(2)?)?,
+                traits: traits.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            },
+        );
     }
-    let mut index = Exposure::new();
-    for (profile, c) in carries {
-        index.upsert(profile, c);
-    }
+    index.shrink();
     Ok((index, last))
 }
 

@@ -918,7 +918,7 @@ async fn build(app: &AppState, feed: &mut Feed) -> Result<usize, ApiError> {
         }
     }
     let mut events: Vec<Vec<StoredEvent>> = vec![Vec::new(); snapshot.len()];
-    let mut carries: Vec<Vec<Carry>> = vec![Vec::new(); snapshot.len()];
+    let mut exposure = Exposure::new();
     let mut after = 0;
     while after < resolved {
         let page = app.store.events_page(after, 5_000).await?;
@@ -937,7 +937,9 @@ async fn build(app: &AppState, feed: &mut Feed) -> Result<usize, ApiError> {
                 .as_ref()
                 .and_then(|a| owner.get(format!("anonymous_id:{a}").as_str()));
             let Some(&i) = by_user.or(by_anon) else { continue };
-            carries[i].extend(carry_of(&e));
+            if let Some(carry) = carry_of(&e) {
+                exposure.push(snapshot[i].0, carry);
+            }
             if events[i].len() < PROFILE_EVENTS {
                 events[i].push(e);
             }
@@ -950,12 +952,11 @@ async fn build(app: &AppState, feed: &mut Feed) -> Result<usize, ApiError> {
     }
     let sources = app.source_kinds().await?;
     let mut index = AudienceIndex::new(seg::schema(&app.catalog));
-    let mut exposure = Exposure::new();
-    for (((id, keys), events), carries) in snapshot.iter().zip(&events).zip(carries) {
+    for ((id, keys), events) in snapshot.iter().zip(&events) {
         let facts = facts_from(app, events, &sources, &subjects_of(keys), &view);
         index.upsert(*id, &facts);
-        exposure.upsert(*id, carries);
     }
+    exposure.shrink();
     let n = snapshot.len();
     *app.audience.write() = index;
     *app.audience.write_exposure() = exposure;

@@ -85,23 +85,42 @@ impl Exposure {
             self.remove(profile);
             return;
         }
-        match self.slot_of.get(&profile) {
-            Some(&slot) => self.entries[slot] = entries,
-            None => {
-                let slot = match self.free.pop() {
-                    Some(slot) => {
-                        self.profiles[slot] = profile;
-                        self.entries[slot] = entries;
-                        slot
-                    }
-                    None => {
-                        self.profiles.push(profile);
-                        self.entries.push(entries);
-                        self.profiles.len() - 1
-                    }
-                };
-                self.slot_of.insert(profile, slot);
+        let slot = self.slot(profile);
+        self.entries[slot] = entries;
+    }
+
+    /// The slot of `profile`, taken (a freed one first) when it has none.
+    fn slot(&mut self, profile: i64) -> usize {
+        if let Some(&slot) = self.slot_of.get(&profile) {
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.profiles[slot] = profile;
+                slot
             }
+            None => {
+                self.profiles.push(profile);
+                self.entries.push(Vec::new());
+                self.profiles.len() - 1
+            }
+        };
+        self.slot_of.insert(profile, slot);
+        slot
+    }
+
+    /// Adds one event to `profile`'s, for a build that reads the log once, in order: no list of
+    /// every event is held on the way.
+    pub fn push(&mut self, profile: i64, carry: Carry) {
+        let entry = self.entry(carry);
+        let slot = self.slot(profile);
+        self.entries[slot].push(entry);
+    }
+
+    /// Gives back what pushing reserved beyond the entries, once a build is done.
+    pub fn shrink(&mut self) {
+        for entries in &mut self.entries {
+            entries.shrink_to_fit();
         }
     }
 
@@ -267,6 +286,27 @@ mod tests {
             "unknown source"
         );
         assert_eq!(x.len(), 5);
+    }
+
+    #[test]
+    fn a_build_pushing_events_one_by_one_answers_as_upserting_them() {
+        let events = [
+            (7, carry(1, 1, 0, &["email"])),
+            (3, carry(2, 1, 2, &["phone"])),
+            (7, carry(3, 2, 1, &["email"])),
+        ];
+        let mut pushed = Exposure::new();
+        for (p, c) in events.clone() {
+            pushed.push(p, c);
+        }
+        pushed.shrink();
+        let mut upserted = Exposure::new();
+        upserted.upsert(7, [events[0].1.clone(), events[2].1.clone()]);
+        upserted.upsert(3, [events[1].1.clone()]);
+        let all = ["email".to_owned(), "phone".to_owned()];
+        let w = window(&all, &[1, 2], None, 30, i64::MAX);
+        assert_eq!(pushed.touched(&w), upserted.touched(&w));
+        assert_eq!(pushed.touched(&w), [(3, 1), (7, 2)]);
     }
 
     #[test]
