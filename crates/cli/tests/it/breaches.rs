@@ -613,12 +613,53 @@ async fn the_server_logs_a_breach_entering_its_last_day_without_personal_data() 
     );
 }
 
+/// Declares, on 1 April, a breach of the emails received before 10 March from `sources` (every
+/// source when empty); returns the breach.
+async fn declare_emails(app: &TestApp, sources: &[&str]) -> Value {
+    app.clock.set(at("2026-04-01T09:00:00Z"));
+    let declared = json!({
+        "aware_at": "2026-04-01T08:00:00Z",
+        "scope": {"traits": ["email"], "sources": sources, "to": "2026-03-10T00:00:00Z"},
+        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
+    });
+    let (status, b) = call(app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
+    assert_eq!(status, 201, "{b}");
+    b
+}
+
+/// Whom the store's own statement over the whole log finds for [`declare_emails`], as the
+/// register lists them.
+async fn emails_by_the_store(app: &TestApp, sources: &[&str]) -> Value {
+    let known = app.store.list_sources().await.unwrap();
+    let whole = app
+        .store
+        .breach_touched(&confiance_store::TouchedQuery {
+            traits: vec!["email".into()],
+            sources: known
+                .iter()
+                .filter(|s| sources.is_empty() || sources.contains(&s.name.as_ref()))
+                .map(|s| s.id)
+                .collect(),
+            from: None,
+            to: at("2026-03-10T00:00:00Z"),
+            after: None,
+        })
+        .await
+        .unwrap();
+    json!(
+        whole
+            .profiles
+            .iter()
+            .map(|(p, n)| json!({"id": p, "records": n}))
+            .collect::<Vec<_>>()
+    )
+}
+
 /// The register's figures come from the in-memory exposure index for what the change feed has
 /// read and from the store for the rest: declared while a merge is fresh and an event is not
 /// yet indexed, the answer is the store's own count of the whole log, and follows the merge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
-    use confiance_store::TouchedQuery;
     let app = TestApp::spawn().await;
     let web = app.write_key.clone();
     let tills = app.add_source("tills", SourceKind::Store).await;
@@ -668,14 +709,7 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
     identify(&app, &web, "hugo", json!({"email": "hugo@example.org"})).await;
     app.resolved().await;
 
-    let declared = json!({
-        "aware_at": "2026-04-01T08:00:00Z",
-        "scope": {"traits": ["email"], "sources": ["web"], "to": "2026-03-10T00:00:00Z"},
-        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
-    });
-    app.clock.set(at("2026-04-01T09:00:00Z"));
-    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
-    assert_eq!(status, 201, "{b}");
+    let b = declare_emails(&app, &["web"]).await;
     let id = b["id"].as_i64().unwrap();
     let (_, s) = call(
         &app,
@@ -686,28 +720,11 @@ async fn the_exposure_index_and_the_log_after_it_count_as_the_store_does() {
     .await;
 
     // The store's own statement over the whole log.
-    let sources = app.store.list_sources().await.unwrap();
-    let web_id = sources.iter().find(|s| s.name.as_ref() == "web").unwrap().id;
-    let whole = app
-        .store
-        .breach_touched(&TouchedQuery {
-            traits: vec!["email".into()],
-            sources: vec![web_id],
-            from: None,
-            to: at("2026-03-10T00:00:00Z"),
-            after: None,
-        })
-        .await
-        .unwrap();
-    let expected: Vec<Value> = whole
-        .profiles
-        .iter()
-        .map(|(p, n)| json!({"id": p, "records": n}))
-        .collect();
-    assert_eq!(s["profiles"], json!(expected), "{s}");
+    let expected = emails_by_the_store(&app, &["web"]).await;
+    assert_eq!(s["profiles"], expected, "{s}");
     let eve = profile_id(&app, "eve").await;
     assert!(
-        expected.contains(&json!({"id": eve, "records": 3})),
+        expected.as_array().unwrap().contains(&json!({"id": eve, "records": 3})),
         "her form, her account and her login are one person: {s}"
     );
     assert_eq!(
@@ -737,14 +754,7 @@ async fn a_profile_with_more_events_than_a_segment_reads_is_counted_whole() {
         assert_eq!(status, 200, "{body}");
     }
     app.indexed().await;
-    app.clock.set(at("2026-04-01T09:00:00Z"));
-    let declared = json!({
-        "aware_at": "2026-04-01T08:00:00Z",
-        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
-        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
-    });
-    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
-    assert_eq!(status, 201, "{b}");
+    let b = declare_emails(&app, &[]).await;
     assert_eq!(
         (b["affected"]["subjects"].as_u64(), b["affected"]["records"].as_u64()),
         (Some(1), Some(total as u64)),
@@ -758,7 +768,6 @@ async fn a_profile_with_more_events_than_a_segment_reads_is_counted_whole() {
 /// profiles it re-read), nothing missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_index_has_not_read_is_counted_by_the_store_once() {
-    use confiance_store::TouchedQuery;
     let app = TestApp::spawn().await;
     let web = app.write_key.clone();
     app.clock.set(at("2026-03-02T10:00:00Z"));
@@ -793,14 +802,7 @@ async fn what_the_index_has_not_read_is_counted_by_the_store_once() {
         > 0
     {}
 
-    app.clock.set(at("2026-04-01T09:00:00Z"));
-    let declared = json!({
-        "aware_at": "2026-04-01T08:00:00Z",
-        "scope": {"traits": ["email"], "to": "2026-03-10T00:00:00Z"},
-        "wording": {"nature": "Un export des inscriptions a été laissé en accès public."}
-    });
-    let (status, b) = call(&app, reqwest::Method::POST, "/api/v1/breaches", Some(declared)).await;
-    assert_eq!(status, 201, "{b}");
+    let b = declare_emails(&app, &[]).await;
     let (status, audience) = call(&app, reqwest::Method::GET, "/api/v1/audience", None).await;
     assert_eq!(status, 200, "{audience}");
     let (_, head) = app.store.unify_status().await.unwrap();
@@ -816,24 +818,7 @@ async fn what_the_index_has_not_read_is_counted_by_the_store_once() {
         None,
     )
     .await;
-    let sources: Vec<i64> = app.store.list_sources().await.unwrap().iter().map(|s| s.id).collect();
-    let whole = app
-        .store
-        .breach_touched(&TouchedQuery {
-            traits: vec!["email".into()],
-            sources,
-            from: None,
-            to: at("2026-03-10T00:00:00Z"),
-            after: None,
-        })
-        .await
-        .unwrap();
-    let expected: Vec<Value> = whole
-        .profiles
-        .iter()
-        .map(|(p, n)| json!({"id": p, "records": n}))
-        .collect();
-    assert_eq!(s["profiles"], json!(expected), "{s}");
+    assert_eq!(s["profiles"], emails_by_the_store(&app, &[]).await, "{s}");
     assert_eq!(
         (b["affected"]["subjects"].as_u64(), b["affected"]["records"].as_u64()),
         (Some(3), Some(1 + total as u64 * 3 / 4)),
