@@ -45,6 +45,10 @@ pub async fn serve(
         state.clone(),
         stopped.clone(),
     ));
+    let notices = tokio::spawn(confiance_server::notices::run_notice_work(
+        state.clone(),
+        stopped.clone(),
+    ));
     let retention = tokio::spawn(confiance_server::retention::run_daily(state.clone(), stopped));
     let app = confiance_server::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -63,6 +67,7 @@ pub async fn serve(
     let _ = audience.await;
     let _ = campaigns.await;
     let _ = breaches.await;
+    let _ = notices.await;
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

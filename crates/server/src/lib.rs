@@ -19,6 +19,7 @@ pub mod kpis;
 pub mod mail;
 pub mod matching;
 pub mod metrics;
+pub mod notices;
 pub mod openapi;
 pub mod ops;
 pub mod preferences;
@@ -237,6 +238,7 @@ pub fn router(state: Shared) -> Router {
         .merge(profiles::routes())
         .merge(matching::routes())
         .merge(requests::routes())
+        .merge(notices::routes())
         .merge(breaches::routes())
         .merge(retention::routes())
         .merge(segments::routes())

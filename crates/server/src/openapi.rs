@@ -75,6 +75,8 @@ impl Modify for Security {
         crate::requests::process,
         crate::requests::archive,
         crate::requests::verify,
+        crate::notices::list,
+        crate::notices::retry,
         crate::breaches::declare,
         crate::breaches::list,
         crate::breaches::show,

@@ -104,7 +104,9 @@ pub async fn receive(
     security(("bearer" = [])))]
 pub async fn show(_: Staff, State(app): State<Shared>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let r = load(&app, id).await?;
+    let notices = app.store.recipient_notices(Some(id), None, 1_000).await?;
     let mut v = json!(r);
+    v["recipient_notices"] = notices.iter().map(crate::notices::notice_json).collect();
     v["urgency"] = json!(if r.status.is_final() {
         None
     } else {
@@ -259,25 +261,6 @@ pub async fn process(
     Ok(Json(r))
 }
 
-/// A destination that received a subject's data: a campaign's webhook (Art. 19).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Recipient {
-    /// The (first) campaign that sent it.
-    pub campaign: String,
-    /// Where it went.
-    pub url: String,
-    /// The traits its campaigns may send: a rectification tells it of these only.
-    pub traits: std::collections::BTreeSet<String>,
-}
-
-impl Recipient {
-    /// The host the data went to, the only part shown in notes and the audit log (a URL may hold
-    /// a token).
-    pub fn host(&self) -> String {
-        confiance_core::governance::records::host_of(&self.url).unwrap_or_else(|| "?".into())
-    }
-}
-
 /// A confirmation code.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CodeBody {
@@ -390,121 +373,6 @@ impl AppState {
             subjects.push(subject.clone());
         }
         Ok((profile, subjects))
-    }
-
-    /// Every destination that received the profile's data, from the send log: the webhooks of
-    /// the campaigns that delivered to them.
-    pub async fn recipients_of(&self, profile: Option<i64>) -> Result<Vec<Recipient>, ApiError> {
-        let Some(p) = profile else { return Ok(Vec::new()) };
-        let campaigns: std::collections::BTreeSet<i64> = self
-            .store
-            .sends(None, Some(p), 100_000)
-            .await?
-            .iter()
-            .filter(|s| s.record.channel == "webhook" && s.record.outcome == "sent")
-            .map(|s| s.campaign_id)
-            .collect();
-        if campaigns.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One recipient per address, with every trait any of its campaigns may send.
-        let mut by_url: std::collections::BTreeMap<String, Recipient> = std::collections::BTreeMap::new();
-        for c in self
-            .store
-            .campaigns()
-            .await?
-            .into_iter()
-            .filter(|c| campaigns.contains(&c.id))
-        {
-            let Ok(campaign) = serde_json::from_value::<confiance_core::activate::Campaign>(c.doc.clone()) else {
-                tracing::warn!(
-                    campaign = c.id,
-                    "a stored campaign does not parse: its recipient is not told"
-                );
-                continue;
-            };
-            let Some(url) = campaign.webhook_url.clone() else {
-                continue;
-            };
-            let recipient = by_url.entry(url.clone()).or_insert_with(|| Recipient {
-                campaign: c.name.clone(),
-                url,
-                traits: Default::default(),
-            });
-            recipient.traits.extend(campaign.allowed_traits(&self.catalog));
-        }
-        Ok(by_url.into_values().collect())
-    }
-
-    /// Tells each recipient of the profile's data that it was rectified, erased or restricted
-    /// (Art. 19), by a POST to the webhook that received it; audits who was told and how it went,
-    /// and returns it for the request's note. A recipient that cannot be reached is reported, not
-    /// retried: staff see it in the note and tell it another way.
-    async fn tell_recipients(
-        &self,
-        recipients: &[Recipient],
-        r: &Request,
-        profile: i64,
-        actor: &str,
-    ) -> Result<String, ApiError> {
-        let notice = json!({
-            "notice": r.right.as_str(),
-            "article": "GDPR Art. 19",
-            "profile_id": profile,
-            "request_id": r.id,
-            "at": self.clock.now(),
-        });
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-        let mut told = Vec::new();
-        for recipient in recipients {
-            let mut notice = notice.clone();
-            if r.right == Right::Rectification {
-                // The corrected values of what this recipient may have received, nothing more.
-                let corrected: serde_json::Map<String, Value> = r
-                    .details
-                    .get("traits")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(name, _)| recipient.traits.contains(*name))
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect();
-                notice["traits"] = Value::Object(corrected);
-            }
-            let outcome = match http.post(&recipient.url).json(&notice).send().await {
-                Ok(resp) if resp.status().is_success() => format!("HTTP {}", resp.status().as_u16()),
-                Ok(resp) => format!("refused: HTTP {}", resp.status().as_u16()),
-                Err(e) if e.is_timeout() => "unreachable: timed out".to_owned(),
-                Err(_) => "unreachable".to_owned(),
-            };
-            told.push(json!({"campaign": recipient.campaign, "host": recipient.host(), "outcome": outcome}));
-        }
-        self.store
-            .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
-                actor,
-                "recipients.notified",
-                Some(format!("profile:{profile}")),
-                json!({"request": r.id, "notice": r.right.as_str(), "recipients": told}),
-            )])
-            .await?;
-        let list: Vec<String> = told
-            .iter()
-            .map(|t| {
-                format!(
-                    "{} ({})",
-                    t["host"].as_str().unwrap_or("?"),
-                    t["outcome"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
-        Ok(format!(
-            "told {} recipient(s) (Art. 19): {}",
-            told.len(),
-            list.join(", ")
-        ))
     }
 
     /// Erases the subject everywhere (Art. 17), keeping the request records, pseudonymised, and
@@ -753,6 +621,13 @@ impl AppState {
                     "status": n.status, "detail": n.detail, "at": n.at}));
             }
         }
+        // Whom their requests had told of a correction, erasure or restriction (Art. 19).
+        let mut recipient_notices = Vec::new();
+        for q in &requests {
+            for n in self.store.recipient_notices(Some(q.id), None, 1_000).await? {
+                recipient_notices.push(crate::notices::notice_json(&n));
+            }
+        }
         let identities: Vec<Value> = subjects
             .iter()
             .map(|s| json!({"type": s.kind().as_str(), "value": s.value()}))
@@ -768,6 +643,7 @@ impl AppState {
             messages_sent: &messages,
             profile: &profile_view,
             purposes: &purposes,
+            recipient_notices: &recipient_notices,
             request: r.id,
             requests: &requests,
             segments: &segments,
@@ -856,6 +732,7 @@ struct Archive<'a> {
     messages_sent: &'a Value,
     profile: &'a Value,
     purposes: &'a [Value],
+    recipient_notices: &'a [Value],
     request: i64,
     requests: &'a [Request],
     segments: &'a Value,
@@ -951,6 +828,28 @@ fn csv_of(data: &Value, kind: &str) -> Option<String> {
                 ]
             }),
         ),
+        "recipient_notices" => to_csv(
+            &[
+                "request",
+                "notice",
+                "recipient",
+                "status",
+                "attempts",
+                "created_at",
+                "done_at",
+            ],
+            list(&data["recipient_notices"]).iter().map(|n| {
+                vec![
+                    n["request_id"].to_string(),
+                    text(&n["notice"]),
+                    text(&n["host"]),
+                    text(&n["status"]),
+                    n["attempts"].to_string(),
+                    text(&n["created_at"]),
+                    text(&n["done_at"]),
+                ]
+            }),
+        ),
         "identities" => to_csv(
             &["type", "value"],
             list(&data["identities"])
@@ -983,8 +882,8 @@ fn to_csv(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 pub struct ArchiveQuery {
     /// `json` (default), `html`, or `csv` with `kind`.
     pub format: Option<String>,
-    /// For CSV: `events`, `consents`, `identities`, `traits`, `messages`, `segments` or
-    /// `breach_notices`.
+    /// For CSV: `events`, `consents`, `identities`, `traits`, `messages`, `segments`,
+    /// `breach_notices` or `recipient_notices`.
     pub kind: Option<String>,
 }
 
@@ -1029,7 +928,7 @@ pub async fn archive(
                 ApiError::new(
                     ErrorCode::InvalidQuery,
                     format!(
-                        "no CSV `{kind}`: events, consents, identities, traits, messages, segments or breach_notices"
+                        "no CSV `{kind}`: events, consents, identities, traits, messages, segments, breach_notices or recipient_notices"
                     ),
                 )
             })?;

@@ -59,6 +59,15 @@ fn with_requests(keys: &[String], requests: &[i64]) -> Vec<String> {
 fn redact(doc: &str) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| StoreError::Database(e.to_string()))?;
     v["subject_value"] = serde_json::json!("erased");
+    // A rectification keeps which traits it corrected, not the values.
+    if let Some(traits) = v
+        .pointer_mut("/details/traits")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for value in traits.values_mut() {
+            *value = serde_json::json!("erased");
+        }
+    }
     Ok(v.to_string())
 }
 
@@ -125,6 +134,7 @@ impl SqliteStore {
                     for table in ["sends", "occurrences", "vouchers", "breach_notices"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE profile_id = ?1"), [profile])?;
                     }
+                    crate::notices::cancel_of_profile_sqlite(tx, profile, to_micros(e.at))?;
                 }
                 // A members export made before the erasure may hold the person: it goes too.
                 tx.execute("DELETE FROM segment_exports WHERE created_at <= ?1", [to_micros(e.at)])?;
@@ -235,6 +245,7 @@ impl PgStore {
                 tx.execute(&format!("DELETE FROM {table} WHERE profile_id = $1"), &[&profile])
                     .await?;
             }
+            crate::notices::cancel_of_profile_pg(&tx, profile, to_micros(e.at)).await?;
         }
         tx.execute(
             "DELETE FROM segment_exports WHERE created_at <= $1",

@@ -17,6 +17,7 @@ mod breaches;
 mod erasure;
 mod governance;
 mod matching;
+mod notices;
 mod postgres;
 mod postgres_unify;
 mod requests;
@@ -33,6 +34,7 @@ pub use breaches::{BreachNotice, CarriedEvent, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
 pub use governance::{CatalogVersion, Notice, TraitCounts};
 pub use matching::Review;
+pub use notices::{NewRecipientNotice, NoticeEnd, RecipientNotice, SUPERSEDED};
 pub use postgres::PgStore;
 pub use segments::{ExportRow, SegmentRow, Transition};
 pub use sqlite::SqliteStore;
@@ -652,6 +654,78 @@ impl Store {
             Some(text) => self.vault().open_text(&request_key(id), text).await,
             None => Ok(None),
         }
+    }
+
+    /// Queues Art. 19 notices, due at once; a payload that holds personal data is sealed under
+    /// its request's key first.
+    pub async fn queue_recipient_notices(
+        &self,
+        mut notices: Vec<NewRecipientNotice>,
+        at: jiff::Timestamp,
+    ) -> Result<Vec<RecipientNotice>> {
+        for n in notices.iter_mut().filter(|n| n.seal) {
+            n.payload = self
+                .vault()
+                .seal_deflated(&request_key(n.request_id), &n.payload)
+                .await?;
+        }
+        dispatch!(self, s => s.queue_recipient_notices(notices.clone(), at).await)
+    }
+
+    /// What a notice sends, opened; none when it cannot be sent any more (its person was
+    /// erased: their request's key is shredded, or the payload emptied).
+    pub async fn recipient_notice_payload(&self, notice: &RecipientNotice) -> Result<Option<String>> {
+        if notice.payload.is_empty() {
+            return Ok(None);
+        }
+        self.vault()
+            .open_text(&request_key(notice.request_id), notice.payload.clone())
+            .await
+    }
+
+    /// Pending notices due by `now`, the longest waiting first.
+    pub async fn due_recipient_notices(&self, now: jiff::Timestamp, limit: usize) -> Result<Vec<RecipientNotice>> {
+        dispatch!(self, s => s.due_recipient_notices(now, limit).await)
+    }
+
+    /// Notices, newest first: one request's, or those in one status, or all.
+    pub async fn recipient_notices(
+        &self,
+        request: Option<i64>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RecipientNotice>> {
+        let status = status.map(str::to_owned);
+        dispatch!(self, s => s.recipient_notices(request, status.clone(), limit).await)
+    }
+
+    /// Takes a due notice for one try: its `next_at` moves from `seen` to `lease_until` and the
+    /// attempt is counted. False when another worker took it first or it ended.
+    pub async fn claim_recipient_notice(
+        &self,
+        id: i64,
+        seen: jiff::Timestamp,
+        lease_until: jiff::Timestamp,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.claim_recipient_notice(id, seen, lease_until).await)
+    }
+
+    /// Records how a try ended, if the lease taken is still the notice's; false otherwise.
+    pub async fn end_recipient_notice(
+        &self,
+        id: i64,
+        lease_until: jiff::Timestamp,
+        end: NoticeEnd,
+        outcome: &str,
+        at: jiff::Timestamp,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.end_recipient_notice(id, lease_until, end.clone(), outcome.to_owned(), at).await)
+    }
+
+    /// Puts a request's failed notices back in the queue, due at `at`, with their attempts
+    /// counted afresh; how many.
+    pub async fn retry_recipient_notices(&self, request: i64, at: jiff::Timestamp) -> Result<u64> {
+        dispatch!(self, s => s.retry_recipient_notices(request, at).await)
     }
 
     /// Merges `absorbed` into `survivor` as probabilistic matching or a reviewer decided, with

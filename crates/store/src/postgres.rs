@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "breach_jobs",
         include_str!("../migrations/postgres/0012_breach_jobs.sql"),
     ),
+    (
+        13,
+        "recipient notices",
+        include_str!("../migrations/postgres/0013_recipient_notices.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises schema changes across nodes. Any constant would do; this

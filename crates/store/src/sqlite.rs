@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "breach_jobs",
         include_str!("../migrations/sqlite/0012_breach_jobs.sql"),
     ),
+    (
+        13,
+        "recipient notices",
+        include_str!("../migrations/sqlite/0013_recipient_notices.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.

@@ -202,6 +202,7 @@ conformance!(
     catalog_versions_are_kept_on_change_and_found_by_date,
     compliance_facts_are_gathered_alike,
     a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whole,
+    recipient_notices_are_claimed_once_retried_and_superseded_by_erasure,
 );
 
 fn at(s: &str) -> Timestamp {
@@ -2219,4 +2220,167 @@ async fn a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whol
     store.put_request_result(41, "{}".into()).await.unwrap();
     assert_eq!(store.request_result(41).await.unwrap().as_deref(), Some("{}"));
     assert_eq!(store.request_result(42).await.unwrap(), None);
+}
+
+async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(place: Place) {
+    use confiance_store::{Erasure, NewRecipientNotice, NoticeEnd};
+    let store = place.open().await;
+    let now = micros(at("2026-05-04T10:00:00Z"));
+    let minutes = |n: i64| jiff::SignedDuration::from_mins(n);
+    let notice = |request: i64, profile: i64, host: &str, payload: &str, seal: bool| NewRecipientNotice {
+        request_id: request,
+        profile_id: profile,
+        notice: "rectification".into(),
+        campaign: "Partenaire".into(),
+        url: format!("https://{host}/hook?token=t"),
+        payload: payload.into(),
+        seal,
+    };
+    let queued = store
+        .queue_recipient_notices(
+            vec![
+                notice(7, 1, "a.example", r#"{"traits":{"first_name":"Zoé"}}"#, true),
+                notice(7, 1, "b.example", r#"{"notice":"rectification"}"#, false),
+                notice(8, 2, "a.example", r#"{"notice":"erasure"}"#, false),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 3);
+    assert!(
+        queued
+            .iter()
+            .all(|n| n.status == "pending" && n.attempts == 0 && n.next_at == now)
+    );
+    assert!(!queued[0].payload.contains("Zoé"), "a payload with data is kept sealed");
+    assert_eq!(
+        store.recipient_notice_payload(&queued[0]).await.unwrap().as_deref(),
+        Some(r#"{"traits":{"first_name":"Zoé"}}"#)
+    );
+    assert_eq!(store.due_recipient_notices(now - minutes(1), 10).await.unwrap(), []);
+    assert_eq!(store.due_recipient_notices(now, 10).await.unwrap(), queued);
+
+    // One claim wins; an end under another lease changes nothing.
+    let first = &queued[0];
+    assert!(
+        store
+            .claim_recipient_notice(first.id, now, now + minutes(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_recipient_notice(first.id, now, now + minutes(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.due_recipient_notices(now + minutes(1), 10).await.unwrap().len(),
+        2,
+        "held"
+    );
+    assert!(
+        !store
+            .end_recipient_notice(first.id, now + minutes(3), NoticeEnd::Sent, "HTTP 200", now)
+            .await
+            .unwrap()
+    );
+    let retry_at = now + minutes(5);
+    assert!(
+        store
+            .end_recipient_notice(
+                first.id,
+                now + minutes(2),
+                NoticeEnd::Retry(retry_at),
+                "refused: HTTP 503",
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let of_7 = store.recipient_notices(Some(7), None, 10).await.unwrap();
+    let kept = of_7.iter().find(|n| n.id == first.id).unwrap();
+    assert_eq!(
+        (
+            kept.status.as_str(),
+            kept.attempts,
+            kept.next_at,
+            kept.outcome.as_deref()
+        ),
+        ("pending", 1, retry_at, Some("refused: HTTP 503"))
+    );
+    // A lease that ran out: another worker takes the notice over, the first one's end is void.
+    let second = &queued[1];
+    assert!(
+        store
+            .claim_recipient_notice(second.id, now, now + minutes(2))
+            .await
+            .unwrap()
+    );
+    let again = store.due_recipient_notices(now + minutes(2), 10).await.unwrap();
+    assert!(again.iter().any(|n| n.id == second.id && n.attempts == 1));
+    assert!(
+        store
+            .claim_recipient_notice(second.id, now + minutes(2), now + minutes(4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_recipient_notice(second.id, now + minutes(2), NoticeEnd::Sent, "HTTP 200", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .end_recipient_notice(
+                second.id,
+                now + minutes(4),
+                NoticeEnd::Ended("failed"),
+                "unreachable",
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let failed = store.recipient_notices(None, Some("failed"), 10).await.unwrap();
+    assert_eq!(
+        failed.iter().map(|n| (n.id, n.attempts)).collect::<Vec<_>>(),
+        [(second.id, 2)]
+    );
+    assert_eq!(failed[0].done_at, Some(now));
+
+    // Staff queue the failed one again, attempts counted afresh.
+    assert_eq!(store.retry_recipient_notices(7, now + minutes(10)).await.unwrap(), 1);
+    let due = store.due_recipient_notices(now + minutes(10), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|n| n.id).collect::<Vec<_>>(),
+        [queued[2].id, first.id, second.id],
+        "the longest waiting first"
+    );
+    assert!(due.iter().find(|n| n.id == second.id).unwrap().attempts == 0);
+
+    // Erasing profile 1 cancels its pending notices and empties their payloads; profile 2's stay.
+    store
+        .erase(Erasure {
+            keys: vec!["email:zoe@example.org".into()],
+            profile: Some(1),
+            suppression: vec![],
+            at: now + minutes(11),
+        })
+        .await
+        .unwrap();
+    let of_7 = store.recipient_notices(Some(7), None, 10).await.unwrap();
+    assert_eq!(of_7.len(), 2);
+    for n in &of_7 {
+        assert_eq!(
+            (n.status.as_str(), n.outcome.as_deref()),
+            ("cancelled", Some(confiance_store::SUPERSEDED))
+        );
+        assert_eq!(n.payload, "");
+        assert_eq!(store.recipient_notice_payload(n).await.unwrap(), None);
+    }
+    let due = store.due_recipient_notices(now + minutes(20), 10).await.unwrap();
+    assert_eq!(due.iter().map(|n| n.profile_id).collect::<Vec<_>>(), [2]);
 }

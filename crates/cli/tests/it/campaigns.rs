@@ -1185,3 +1185,212 @@ async fn recipients_of_a_persons_data_are_told_of_its_rectification_and_erasure(
         "the audit log names the host, not a URL that may hold a token"
     );
 }
+
+/// A receiver that answers 503 while `down` is set.
+async fn flaky_receiver() -> (String, Received, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use axum::routing::post;
+    let received: Received = Default::default();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (store, switch) = (received.clone(), down.clone());
+    let app = axum::Router::new().route(
+        "/in",
+        post(move |body: String| {
+            let (store, switch) = (store.clone(), switch.clone());
+            async move {
+                if switch.load(std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                store.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/in", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received, down)
+}
+
+#[tokio::test]
+async fn a_recipient_that_is_down_is_told_once_it_is_back_and_failures_are_listed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (url, received, down) = flaky_receiver().await;
+    let app = TestApp::spawn().await;
+    let start: jiff::Timestamp = "2026-09-01T10:00:00Z".parse().unwrap();
+    app.clock.set(start);
+    app.customer(
+        "sacha",
+        json!({"email": "sacha@example.org", "first_name": "Sacha", "favorite_artists": ["Air"]}),
+        true,
+    )
+    .await;
+    app.resolved().await;
+    app.indexed().await;
+    app.campaign(json!({
+        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
+        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
+    }))
+    .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "tour", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    assert_eq!(received.lock().unwrap().len(), 1, "the partner got Sacha's data");
+
+    // The partner is down when Sacha corrects her name: the request is done, the notice waits.
+    down.store(true, SeqCst);
+    let done = carried_out(
+        &app,
+        "rectification",
+        "sacha@example.org",
+        json!({"traits": {"first_name": "Sasha"}}),
+    )
+    .await;
+    let request = done["id"].as_i64().unwrap();
+    assert_eq!(done["status"], "done");
+    assert!(
+        done["steps"]
+            .to_string()
+            .contains("127.0.0.1 (refused: HTTP 503; tried again from 2026-09-01T10:01:00Z)"),
+        "{done}"
+    );
+    let notices = |query: String| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/recipient-notices?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["notices"].as_array().unwrap().clone()
+        }
+    };
+    let pending = notices(format!("request={request}")).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (&pending[0]["status"], &pending[0]["attempts"], &pending[0]["host"]),
+        (&json!("pending"), &json!(1), &json!("127.0.0.1"))
+    );
+    assert!(!pending[0].to_string().contains(&url), "listed by host, not by URL");
+    assert!(
+        !pending[0].to_string().contains("Sasha"),
+        "a listing does not show what a notice carries"
+    );
+
+    // Not before its time; then tried again, later each time, until the partner is back.
+    app.clock.set(start + SignedDuration::from_secs(59));
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 0);
+    app.clock.set(start + SignedDuration::from_mins(1));
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+    let (_, shown) = app
+        .call(reqwest::Method::GET, &format!("/api/v1/requests/{request}"), None)
+        .await;
+    assert_eq!(shown["recipient_notices"][0]["attempts"], 2);
+    assert_eq!(shown["recipient_notices"][0]["next_at"], "2026-09-01T10:06:00Z");
+    down.store(false, SeqCst);
+    app.clock.set(start + SignedDuration::from_mins(6));
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 0, "sent once");
+    let told: Value = serde_json::from_str(&received.lock().unwrap()[1]).unwrap();
+    assert_eq!(told["notice"], "rectification");
+    assert_eq!(told["traits"], json!({"first_name": "Sasha"}));
+    assert_eq!(told["notice_id"], pending[0]["id"], "the recipient can ignore a repeat");
+    assert_eq!(notices(format!("request={request}")).await[0]["status"], "sent");
+    let audit = app.store.audit_log(0, 10_000).await.unwrap();
+    let tries: Vec<_> = audit.iter().filter(|e| e.action == "recipients.notified").collect();
+    assert_eq!(tries.len(), 3, "every try is audited");
+    assert_eq!(tries[2].details["recipients"][0]["outcome"], "HTTP 200");
+
+    // A partner that stays down: the attempts run out, staff see it and queue it again.
+    down.store(true, SeqCst);
+    let done = carried_out(&app, "restriction", "sacha@example.org", Value::Null).await;
+    let restriction = done["id"].as_i64().unwrap();
+    let mut at = start + SignedDuration::from_mins(6);
+    for _ in 1..confiance_core::privacy::requests::NOTICE_ATTEMPTS {
+        at += SignedDuration::from_hours(12);
+        app.clock.set(at);
+        assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+    }
+    at += SignedDuration::from_hours(12);
+    app.clock.set(at);
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 0, "given up");
+    let failed = notices("status=failed".into()).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["request_id"], restriction);
+    assert_eq!(failed[0]["attempts"], 10);
+    assert_eq!(failed[0]["outcome"], "refused: HTTP 503");
+    down.store(false, SeqCst);
+    let (status, retried) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{restriction}/notices/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["queued"], 1);
+    assert_eq!(retried["notices"][0]["status"], "sent");
+    assert!(notices("status=failed".into()).await.is_empty());
+    assert_eq!(received.lock().unwrap().len(), 3);
+
+    // Her access archive says whom her requests told, and how it went.
+    let access = carried_out(&app, "access", "sacha@example.org", Value::Null).await;
+    let (_, archive) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/requests/{}/archive", access["id"]),
+            None,
+        )
+        .await;
+    let told: Vec<(&str, &str)> = archive["recipient_notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["notice"].as_str().unwrap(), n["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(told, [("rectification", "sent"), ("restriction", "sent")], "{archive}");
+
+    // Erased while a correction waits: the correction is never sent, the erasure is.
+    down.store(true, SeqCst);
+    let done = carried_out(
+        &app,
+        "rectification",
+        "sacha@example.org",
+        json!({"traits": {"first_name": "Sachinka"}}),
+    )
+    .await;
+    let correction = done["id"].as_i64().unwrap();
+    let done = carried_out(&app, "erasure", "sacha@example.org", Value::Null).await;
+    let erasure = done["id"].as_i64().unwrap();
+    let cancelled = notices(format!("request={correction}")).await;
+    assert_eq!(cancelled[0]["status"], "cancelled");
+    assert_eq!(cancelled[0]["outcome"], confiance_store::SUPERSEDED);
+    down.store(false, SeqCst);
+    app.clock.set(at + SignedDuration::from_hours(1));
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+    let bodies = received.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 4);
+    let last: Value = serde_json::from_str(&bodies[3]).unwrap();
+    assert_eq!(
+        (last["notice"].as_str(), last["request_id"].as_i64()),
+        (Some("erasure"), Some(erasure))
+    );
+    assert!(!bodies.concat().contains("Sachinka"));
+    assert_eq!(notices(format!("request={erasure}")).await[0]["status"], "sent");
+    let (_, shown) = app
+        .call(reqwest::Method::GET, &format!("/api/v1/requests/{correction}"), None)
+        .await;
+    assert_eq!(shown["details"]["traits"]["first_name"], "erased", "{shown}");
+    let db = std::fs::read(app.data_dir().join("confiance.db")).unwrap();
+    assert!(
+        !db.windows(8).any(|w| w == b"Sachinka"),
+        "neither the request nor the notice keeps the corrected name"
+    );
+}

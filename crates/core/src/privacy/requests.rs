@@ -359,6 +359,21 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// How long a code stays valid, in minutes.
 pub const CODE_MINUTES: i64 = 15;
 
+/// How many times a recipient is sent an Art. 19 notice before staff are asked to tell it
+/// another way.
+pub const NOTICE_ATTEMPTS: u32 = 10;
+
+/// How long after its `attempts`-th failed try an Art. 19 notice is tried again: 1 minute, then
+/// five times longer each time up to 12 hours (1, 5, 25 minutes, about 2 hours, 10 hours, then
+/// every 12 hours: about two and a half days in all); none once [`NOTICE_ATTEMPTS`] are spent.
+pub fn notice_retry_after(attempts: u32) -> Option<jiff::SignedDuration> {
+    if attempts == 0 || attempts >= NOTICE_ATTEMPTS {
+        return None;
+    }
+    let minutes = 5i64.saturating_pow(attempts - 1).min(12 * 60);
+    Some(jiff::SignedDuration::from_mins(minutes))
+}
+
 /// Why a code was not accepted. The request is unchanged in every case but the counting of a
 /// wrong attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -577,5 +592,20 @@ mod verification_tests {
         r.code_sent("fresh".into(), "email", now);
         assert_eq!(r.verify("fresh", now), Ok(()));
         assert_eq!((r.status, r.verified), (Status::InProgress, true));
+    }
+
+    #[test]
+    fn a_notice_is_retried_ever_later_then_given_up() {
+        let minutes: Vec<i64> = (1..NOTICE_ATTEMPTS)
+            .map(|n| notice_retry_after(n).unwrap().as_mins())
+            .collect();
+        assert_eq!(minutes, [1, 5, 25, 125, 625, 720, 720, 720, 720]);
+        assert_eq!(
+            notice_retry_after(NOTICE_ATTEMPTS),
+            None,
+            "the last attempt is the last"
+        );
+        let total: i64 = minutes.iter().sum();
+        assert!((2 * 24 * 60..3 * 24 * 60).contains(&total), "{total} minutes");
     }
 }
