@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use confiance_core::ErrorCode;
 use confiance_core::privacy::requests::{NOTICE_ATTEMPTS, Request, Right, notice_retry_after};
-use confiance_store::{NewRecipientNotice, NoticeEnd, RecipientNotice};
+use confiance_core::secret::Secret;
+use confiance_store::{NewRecipientNotice, NoticeEnd, NoticeStatus, RecipientNotice};
 use jiff::SignedDuration;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,12 +41,12 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// A destination that received a subject's data: a campaign's webhook.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     /// The (first) campaign that sent it.
     pub campaign: String,
-    /// Where it went.
-    pub url: String,
+    /// Where it went (a URL may hold a token: never printed).
+    pub url: Secret<String>,
     /// The traits its campaigns may send: a rectification tells it of these only.
     pub traits: BTreeSet<String>,
 }
@@ -59,8 +60,8 @@ fn host(url: &str) -> String {
 pub fn notice_json(n: &RecipientNotice) -> Value {
     json!({
         "id": n.id, "request_id": n.request_id, "profile_id": n.profile_id, "notice": n.notice,
-        "campaign": n.campaign, "host": host(&n.url), "status": n.status, "attempts": n.attempts,
-        "next_at": (n.status == "pending").then_some(n.next_at), "outcome": n.outcome,
+        "campaign": n.campaign, "host": host(n.url.expose()), "status": n.status.as_str(), "attempts": n.attempts,
+        "next_at": (n.status == NoticeStatus::Pending).then_some(n.next_at), "outcome": n.outcome,
         "created_at": n.created_at, "done_at": n.done_at,
     })
 }
@@ -75,7 +76,7 @@ struct Tried {
 impl Tried {
     fn json(&self) -> Value {
         let mut v = json!({"notice_id": self.notice.id, "campaign": self.notice.campaign,
-                           "host": host(&self.notice.url), "attempt": self.notice.attempts + 1,
+                           "host": host(self.notice.url.expose()), "attempt": self.notice.attempts + 1,
                            "outcome": self.outcome});
         if let NoticeEnd::Retry(at) = self.end {
             v["retry_at"] = json!(at);
@@ -84,9 +85,10 @@ impl Tried {
     }
 
     fn summary(&self) -> String {
+        let host = host(self.notice.url.expose());
         match self.end {
-            NoticeEnd::Retry(at) => format!("{} ({}; tried again from {at})", host(&self.notice.url), self.outcome),
-            _ => format!("{} ({})", host(&self.notice.url), self.outcome),
+            NoticeEnd::Retry(at) => format!("{host} ({}; tried again from {at})", self.outcome),
+            _ => format!("{host} ({})", self.outcome),
         }
     }
 }
@@ -128,7 +130,7 @@ impl AppState {
             };
             let recipient = by_url.entry(url.clone()).or_insert_with(|| Recipient {
                 campaign: c.name.clone(),
-                url,
+                url: Secret::new(url),
                 traits: Default::default(),
             });
             recipient.traits.extend(campaign.allowed_traits(&self.catalog));
@@ -175,16 +177,23 @@ impl AppState {
                 notice: r.right.as_str().to_owned(),
                 campaign: recipient.campaign.clone(),
                 url: recipient.url.clone(),
-                payload: payload.to_string(),
+                payload: Secret::new(payload.to_string()),
                 seal: r.right == Right::Rectification,
             });
         }
         let queued = self.store.queue_recipient_notices(queued, now).await?;
-        let tried = self.try_notices(queued, actor).await?;
-        let list: Vec<String> = tried.iter().map(Tried::summary).collect();
+        let tried = self.try_notices(queued.clone(), actor).await?;
+        // A notice another node's worker took first is being sent there.
+        let list: Vec<String> = queued
+            .iter()
+            .map(|n| match tried.iter().find(|t| t.notice.id == n.id) {
+                Some(t) => t.summary(),
+                None => format!("{} (being sent by another worker)", host(n.url.expose())),
+            })
+            .collect();
         Ok(format!(
             "told {} recipient(s) (Art. 19): {}",
-            tried.len(),
+            queued.len(),
             list.join(", ")
         ))
     }
@@ -195,8 +204,8 @@ impl AppState {
         Ok(self.try_notices(due, "system").await?.len())
     }
 
-    /// Sends each notice this worker manages to claim, records how it went, and audits the
-    /// tries, one entry per request.
+    /// Sends each notice this worker manages to claim and records how it went; each try is
+    /// audited as soon as it is made.
     async fn try_notices(&self, notices: Vec<RecipientNotice>, actor: &str) -> Result<Vec<Tried>, ApiError> {
         if notices.is_empty() {
             return Ok(Vec::new());
@@ -207,55 +216,53 @@ impl AppState {
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let mut tried: Vec<Tried> = Vec::with_capacity(notices.len());
         for notice in notices {
-            let lease = self.clock.now() + LEASE;
+            let now = self.clock.now();
+            let lease = now + LEASE;
             if !self
                 .store
-                .claim_recipient_notice(notice.id, notice.next_at, lease)
+                .claim_recipient_notice(notice.id, notice.next_at, now, lease)
                 .await?
             {
                 continue;
             }
-            let (outcome, end) = match self.store.recipient_notice_payload(&notice).await? {
-                None => (confiance_store::SUPERSEDED.to_owned(), NoticeEnd::Ended("cancelled")),
-                Some(payload) => {
-                    let attempt = u32::try_from(notice.attempts + 1).unwrap_or(NOTICE_ATTEMPTS);
-                    let (outcome, ok) = self.send_notice(&http, &notice, &payload).await;
-                    let end = match (ok, notice_retry_after(attempt)) {
-                        (true, _) => NoticeEnd::Sent,
-                        (false, Some(wait)) => NoticeEnd::Retry(self.clock.now() + wait),
-                        (false, None) => NoticeEnd::Ended("failed"),
-                    };
-                    (outcome, end)
+            let attempt = u32::try_from(notice.attempts + 1).unwrap_or(NOTICE_ATTEMPTS);
+            let (outcome, acknowledged) = match self.store.recipient_notice_payload(&notice).await {
+                Ok(Some(payload)) => self.send_notice(&http, &notice, &payload).await,
+                Ok(None) => (confiance_store::SUPERSEDED.to_owned(), false),
+                Err(e) => {
+                    tracing::warn!(notice = notice.id, error = %e, "an Art. 19 notice does not open");
+                    ("not sent: the kept notice does not open".to_owned(), false)
                 }
             };
-            if !self
+            let end = match (acknowledged, notice_retry_after(attempt)) {
+                (true, _) => NoticeEnd::Sent,
+                (false, Some(wait)) => NoticeEnd::Retry(self.clock.now() + wait),
+                (false, None) => NoticeEnd::Failed,
+            };
+            let recorded = self
                 .store
                 .end_recipient_notice(notice.id, lease, end.clone(), &outcome, self.clock.now())
-                .await?
-            {
-                // Erased while it was being sent, or the lease ran out and another worker
-                // took it over: what it records stands.
-                continue;
+                .await?;
+            let t = Tried { notice, outcome, end };
+            let mut details = json!({"request": t.notice.request_id, "notice": t.notice.notice,
+                                     "recipients": [t.json()]});
+            if !recorded {
+                // Erased while it was being sent, or its lease ran out and another worker took
+                // it over: what that one records stands, and this try is still on record.
+                details["superseded"] = json!(true);
             }
-            tried.push(Tried { notice, outcome, end });
-        }
-        let mut by_request: BTreeMap<i64, Vec<&Tried>> = BTreeMap::new();
-        for t in &tried {
-            by_request.entry(t.notice.request_id).or_default().push(t);
-        }
-        let entries = by_request
-            .into_iter()
-            .map(|(request, tries)| {
-                confiance_core::privacy::audit::AuditEvent::new(
+            self.store
+                .audit(vec![confiance_core::privacy::audit::AuditEvent::new(
                     actor,
                     "recipients.notified",
-                    Some(format!("profile:{}", tries[0].notice.profile_id)),
-                    json!({"request": request, "notice": tries[0].notice.notice,
-                           "recipients": tries.iter().map(|t| t.json()).collect::<Vec<_>>()}),
-                )
-            })
-            .collect();
-        self.store.audit(entries).await?;
+                    Some(format!("profile:{}", t.notice.profile_id)),
+                    details,
+                )])
+                .await?;
+            if recorded {
+                tried.push(t);
+            }
+        }
         Ok(tried)
     }
 
@@ -266,7 +273,7 @@ impl AppState {
             Err(_) => return ("not sent: the kept notice does not parse".to_owned(), false),
         };
         body["notice_id"] = json!(notice.id);
-        match http.post(&notice.url).json(&body).send().await {
+        match http.post(notice.url.expose()).json(&body).send().await {
             Ok(resp) if resp.status().is_success() => (format!("HTTP {}", resp.status().as_u16()), true),
             Ok(resp) => (format!("refused: HTTP {}", resp.status().as_u16()), false),
             Err(e) if e.is_timeout() => ("unreachable: timed out".to_owned(), false),
@@ -279,7 +286,7 @@ impl AppState {
 pub async fn run_notice_work(app: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         match app.retry_due_notices().await {
-            Ok(n) if n >= BATCH => continue,
+            Ok(n) if n >= BATCH && !*stop.borrow() => continue,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e.into_error().message, "Art. 19 notices could not be retried; trying again")
@@ -308,18 +315,16 @@ pub struct ListQuery {
               (status = 400, description = "Unknown status", body = crate::openapi::ErrorSchema)),
     security(("bearer" = [])))]
 pub async fn list(_: Staff, State(app): State<Shared>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    if let Some(s) = &q.status
-        && !["pending", "sent", "failed", "cancelled"].contains(&s.as_str())
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            format!("unknown status `{s}`: pending, sent, failed or cancelled"),
-        ));
-    }
-    let notices = app
-        .store
-        .recipient_notices(q.request, q.status.as_deref(), 1_000)
-        .await?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(NoticeStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("unknown status `{s}`: pending, sent, failed or cancelled"),
+            )
+        })?),
+    };
+    let notices = app.store.recipient_notices(q.request, status, 1_000).await?;
     Ok(Json(
         json!({"notices": notices.iter().map(notice_json).collect::<Vec<_>>()}),
     ))
@@ -327,15 +332,25 @@ pub async fn list(_: Staff, State(app): State<Shared>, Query(q): Query<ListQuery
 
 /// Queues a request's failed notices again, with their attempts counted afresh, and tries them.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/notices/retry", tag = "requests", params(("id" = i64, Path, description = "Request id")),
-    responses((status = 200, description = "How many were queued again, and the request's notices now")),
+    responses((status = 200, description = "How many were queued again, and the request's notices now"),
+              (status = 404, description = "No such request", body = crate::openapi::ErrorSchema)),
     security(("bearer" = [])))]
 pub async fn retry(
     Staff(caller): Staff,
     State(app): State<Shared>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let queued = app.store.retry_recipient_notices(id, app.clock.now()).await?;
-    let due: Vec<RecipientNotice> = app.store.recipient_notices(Some(id), Some("pending"), 1_000).await?;
+    crate::requests::load(&app, id).await?;
+    let now = app.clock.now();
+    let queued = app.store.retry_recipient_notices(id, now).await?;
+    // Those just queued again; notices waiting for a later try keep their time.
+    let due: Vec<RecipientNotice> = app
+        .store
+        .recipient_notices(Some(id), Some(NoticeStatus::Pending), 1_000)
+        .await?
+        .into_iter()
+        .filter(|n| n.next_at <= now)
+        .collect();
     app.try_notices(due, &caller.actor()).await?;
     let notices = app.store.recipient_notices(Some(id), None, 1_000).await?;
     Ok(Json(

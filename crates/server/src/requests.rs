@@ -115,7 +115,7 @@ pub async fn show(_: Staff, State(app): State<Shared>, Path(id): Path<i64>) -> R
     Ok(Json(v))
 }
 
-async fn load(app: &AppState, id: i64) -> Result<Request, ApiError> {
+pub(crate) async fn load(app: &AppState, id: i64) -> Result<Request, ApiError> {
     app.store
         .request(id)
         .await?

@@ -34,7 +34,7 @@ pub use breaches::{BreachNotice, CarriedEvent, Touched, TouchedQuery};
 pub use erasure::{Erased, Erasure};
 pub use governance::{CatalogVersion, Notice, TraitCounts};
 pub use matching::Review;
-pub use notices::{NewRecipientNotice, NoticeEnd, RecipientNotice, SUPERSEDED};
+pub use notices::{NewRecipientNotice, NoticeEnd, NoticeStatus, RecipientNotice, SUPERSEDED};
 pub use postgres::PgStore;
 pub use segments::{ExportRow, SegmentRow, Transition};
 pub use sqlite::SqliteStore;
@@ -664,10 +664,11 @@ impl Store {
         at: jiff::Timestamp,
     ) -> Result<Vec<RecipientNotice>> {
         for n in notices.iter_mut().filter(|n| n.seal) {
-            n.payload = self
+            let sealed = self
                 .vault()
-                .seal_deflated(&request_key(n.request_id), &n.payload)
+                .seal_deflated(&request_key(n.request_id), n.payload.expose())
                 .await?;
+            n.payload = confiance_core::secret::Secret::new(sealed);
         }
         dispatch!(self, s => s.queue_recipient_notices(notices.clone(), at).await)
     }
@@ -675,11 +676,11 @@ impl Store {
     /// What a notice sends, opened; none when it cannot be sent any more (its person was
     /// erased: their request's key is shredded, or the payload emptied).
     pub async fn recipient_notice_payload(&self, notice: &RecipientNotice) -> Result<Option<String>> {
-        if notice.payload.is_empty() {
+        if notice.payload.expose().is_empty() {
             return Ok(None);
         }
         self.vault()
-            .open_text(&request_key(notice.request_id), notice.payload.clone())
+            .open_text(&request_key(notice.request_id), notice.payload.expose().clone())
             .await
     }
 
@@ -692,22 +693,23 @@ impl Store {
     pub async fn recipient_notices(
         &self,
         request: Option<i64>,
-        status: Option<&str>,
+        status: Option<NoticeStatus>,
         limit: usize,
     ) -> Result<Vec<RecipientNotice>> {
-        let status = status.map(str::to_owned);
-        dispatch!(self, s => s.recipient_notices(request, status.clone(), limit).await)
+        dispatch!(self, s => s.recipient_notices(request, status, limit).await)
     }
 
-    /// Takes a due notice for one try: its `next_at` moves from `seen` to `lease_until` and the
-    /// attempt is counted. False when another worker took it first or it ended.
+    /// Takes a notice due by `now` for one try: its `next_at` moves from `seen` to
+    /// `lease_until` and the attempt is counted. False when another worker took it first, it
+    /// ended, or it is not due.
     pub async fn claim_recipient_notice(
         &self,
         id: i64,
         seen: jiff::Timestamp,
+        now: jiff::Timestamp,
         lease_until: jiff::Timestamp,
     ) -> Result<bool> {
-        dispatch!(self, s => s.claim_recipient_notice(id, seen, lease_until).await)
+        dispatch!(self, s => s.claim_recipient_notice(id, seen, now, lease_until).await)
     }
 
     /// Records how a try ended, if the lease taken is still the notice's; false otherwise.

@@ -17,14 +17,49 @@
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
-use crate::{Result, from_micros, to_micros};
+use crate::{Result, StoreError, from_micros, to_micros};
+use confiance_core::secret::Secret;
 use jiff::Timestamp;
 use rusqlite::params;
 
 /// Why a notice pending when its person was erased is not sent.
-pub const SUPERSEDED: &str = "superseded: the person was erased, and the recipient is told of the erasure";
+pub const SUPERSEDED: &str = "cancelled: the person was erased before it was sent";
+
+/// Where a notice stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeStatus {
+    /// Due at `next_at`, or being tried until then.
+    Pending,
+    /// The recipient acknowledged it.
+    Sent,
+    /// Its attempts are spent: staff tell the recipient another way, or queue it again.
+    Failed,
+    /// Not to be sent: its person was erased first.
+    Cancelled,
+}
+
+impl NoticeStatus {
+    /// Every status.
+    pub const ALL: [NoticeStatus; 4] = [Self::Pending, Self::Sent, Self::Failed, Self::Cancelled];
+
+    /// The name kept and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status of a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
 
 /// A notice to tell a recipient of a person's data that it was rectified, erased or restricted.
+/// Its URL (which may hold a token) and what it carries never print.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecipientNotice {
     /// Task id, also sent to the recipient.
@@ -37,12 +72,12 @@ pub struct RecipientNotice {
     pub notice: String,
     /// The (first) campaign that sent the data there.
     pub campaign: String,
-    /// Where the notice goes (a URL may hold a token: shown by host only).
-    pub url: String,
-    /// The JSON sent, as kept: sealed when it holds personal data, empty once erased.
-    pub payload: String,
-    /// `pending`, `sent`, `failed` or `cancelled`.
-    pub status: String,
+    /// Where the notice goes (shown by host only).
+    pub url: Secret<String>,
+    /// The JSON sent, as kept: sealed when it holds personal data, empty once sent or cancelled.
+    pub payload: Secret<String>,
+    /// Where it stands.
+    pub status: NoticeStatus,
     /// Tries so far.
     pub attempts: i64,
     /// When it is next due (while pending), or the end of the lease of the try under way.
@@ -67,9 +102,9 @@ pub struct NewRecipientNotice {
     /// The (first) campaign that sent the data there.
     pub campaign: String,
     /// Where it goes.
-    pub url: String,
+    pub url: Secret<String>,
     /// The JSON to send.
-    pub payload: String,
+    pub payload: Secret<String>,
     /// Whether it holds personal data: then it is kept sealed under the request's key.
     pub seal: bool,
 }
@@ -81,8 +116,8 @@ pub enum NoticeEnd {
     Sent,
     /// Tried again at this time.
     Retry(Timestamp),
-    /// Given up (attempts spent), or not sendable (`cancelled`).
-    Ended(&'static str),
+    /// Given up: its attempts are spent.
+    Failed,
 }
 
 const COLUMNS: &str = "id, request_id, profile_id, notice, campaign, url, payload, status, attempts, next_at, outcome, created_at, done_at";
@@ -105,22 +140,24 @@ type Parts = (
 
 fn notice(
     (id, request_id, profile_id, notice, campaign, url, payload, status, attempts, next_at, outcome, created, done): Parts,
-) -> RecipientNotice {
-    RecipientNotice {
+) -> Result<RecipientNotice> {
+    let status = NoticeStatus::parse(&status)
+        .ok_or_else(|| StoreError::Database(format!("notice {id} has an unknown status `{status}`")))?;
+    Ok(RecipientNotice {
         id,
         request_id,
         profile_id,
         notice,
         campaign,
-        url,
-        payload,
+        url: Secret::new(url),
+        payload: Secret::new(payload),
         status,
         attempts,
         next_at: from_micros(next_at),
         outcome,
         created_at: from_micros(created),
         done_at: done.map(from_micros),
-    }
+    })
 }
 
 fn sqlite_parts(r: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
@@ -142,7 +179,7 @@ fn sqlite_parts(r: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
 }
 
 fn pg_notice(r: &tokio_postgres::Row) -> Result<RecipientNotice> {
-    Ok(notice((
+    notice((
         r.try_get(0)?,
         r.try_get(1)?,
         r.try_get(2)?,
@@ -156,26 +193,55 @@ fn pg_notice(r: &tokio_postgres::Row) -> Result<RecipientNotice> {
         r.try_get(10)?,
         r.try_get(11)?,
         r.try_get(12)?,
-    )))
+    ))
 }
 
-/// The columns an end sets: status, outcome, next_at, done_at.
+/// The columns an end sets: status, next_at, done_at.
 fn end_values(end: &NoticeEnd, at: i64) -> (&'static str, Option<i64>, Option<i64>) {
     match end {
-        NoticeEnd::Sent => ("sent", None, Some(at)),
-        NoticeEnd::Retry(next) => ("pending", Some(to_micros(*next)), None),
-        NoticeEnd::Ended(status) => (status, None, Some(at)),
+        NoticeEnd::Sent => (NoticeStatus::Sent.as_str(), None, Some(at)),
+        NoticeEnd::Retry(next) => (NoticeStatus::Pending.as_str(), Some(to_micros(*next)), None),
+        NoticeEnd::Failed => (NoticeStatus::Failed.as_str(), None, Some(at)),
     }
 }
 
-/// The filter of a listing: one request's notices, or every notice in one status.
-fn list_sql(placeholder: fn(usize) -> String, request: bool, status: bool) -> String {
+// One text per statement for both stores: SQLite numbers `$N` parameters in the order they
+// first appear, which these keep.
+
+const QUEUE: &str = "INSERT INTO recipient_notices (request_id, profile_id, notice, campaign, url, payload, status, next_at, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ";
+
+const DUE: &str = "WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2";
+
+/// Takes a notice for a try: only while it is pending at the time it was seen, and that time
+/// has come (a notice being tried is pending until the end of its lease).
+const CLAIM: &str = "UPDATE recipient_notices SET next_at = $1, attempts = attempts + 1
+     WHERE id = $2 AND status = 'pending' AND next_at = $3 AND next_at <= $4";
+
+/// Ends a try, if the lease is still the one taken. A notice sent keeps nothing of what it
+/// carried; one that failed keeps it for staff to queue it again.
+const END: &str =
+    "UPDATE recipient_notices SET status = $1, next_at = COALESCE($2, next_at), done_at = $3, outcome = $4,
+     payload = CASE WHEN $1 = 'sent' THEN '' ELSE payload END
+     WHERE id = $5 AND status = 'pending' AND next_at = $6";
+
+const RETRY: &str = "UPDATE recipient_notices SET status = 'pending', attempts = 0, next_at = $1, done_at = NULL
+     WHERE request_id = $2 AND status = 'failed'";
+
+const CANCEL_OF_PROFILE: &str = "UPDATE recipient_notices SET payload = '',
+     outcome = CASE WHEN status = 'pending' THEN $1 ELSE outcome END,
+     done_at = CASE WHEN status = 'pending' THEN $2 ELSE done_at END,
+     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END
+     WHERE profile_id = $3";
+
+/// The statement of a listing: one request's notices, or every notice in one status, or both.
+fn list_sql(request: bool, status: bool) -> String {
     let mut clauses = Vec::new();
     if request {
-        clauses.push(format!("request_id = {}", placeholder(clauses.len() + 1)));
+        clauses.push(format!("request_id = ${}", clauses.len() + 1));
     }
     if status {
-        clauses.push(format!("status = {}", placeholder(clauses.len() + 1)));
+        clauses.push(format!("status = ${}", clauses.len() + 1));
     }
     let filter = if clauses.is_empty() {
         String::new()
@@ -183,32 +249,20 @@ fn list_sql(placeholder: fn(usize) -> String, request: bool, status: bool) -> St
         format!("WHERE {}", clauses.join(" AND "))
     };
     format!(
-        "SELECT {COLUMNS} FROM recipient_notices {filter} ORDER BY id DESC LIMIT {}",
-        placeholder(clauses.len() + 1)
+        "SELECT {COLUMNS} FROM recipient_notices {filter} ORDER BY id DESC LIMIT ${}",
+        clauses.len() + 1
     )
 }
 
-const CANCEL_OF_PROFILE_SQLITE: &str = "UPDATE recipient_notices SET payload = '',
-     outcome = CASE WHEN status = 'pending' THEN ?1 ELSE outcome END,
-     done_at = CASE WHEN status = 'pending' THEN ?2 ELSE done_at END,
-     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END
-     WHERE profile_id = ?3";
-
-const CANCEL_OF_PROFILE_PG: &str = "UPDATE recipient_notices SET payload = '',
-     outcome = CASE WHEN status = 'pending' THEN $1 ELSE outcome END,
-     done_at = CASE WHEN status = 'pending' THEN $2 ELSE done_at END,
-     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END
-     WHERE profile_id = $3";
-
 /// Cancels the person's pending notices and empties every payload they had, inside an erasure.
 pub(crate) fn cancel_of_profile_sqlite(tx: &rusqlite::Transaction<'_>, profile: i64, at: i64) -> Result<()> {
-    tx.execute(CANCEL_OF_PROFILE_SQLITE, params![SUPERSEDED, at, profile])?;
+    tx.execute(CANCEL_OF_PROFILE, params![SUPERSEDED, at, profile])?;
     Ok(())
 }
 
 /// The same, on PostgreSQL.
 pub(crate) async fn cancel_of_profile_pg(tx: &tokio_postgres::Transaction<'_>, profile: i64, at: i64) -> Result<()> {
-    tx.execute(CANCEL_OF_PROFILE_PG, &[&SUPERSEDED, &at, &profile]).await?;
+    tx.execute(CANCEL_OF_PROFILE, &[&SUPERSEDED, &at, &profile]).await?;
     Ok(())
 }
 
@@ -220,17 +274,22 @@ impl SqliteStore {
     ) -> Result<Vec<RecipientNotice>> {
         self.write(move |tx| {
             let at = to_micros(at);
-            let mut insert = tx.prepare(&format!(
-                "INSERT INTO recipient_notices (request_id, profile_id, notice, campaign, url, payload, status, next_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7) RETURNING {COLUMNS}"
-            ))?;
+            let mut insert = tx.prepare(&format!("{QUEUE}{COLUMNS}"))?;
             let mut queued = Vec::with_capacity(notices.len());
             for n in &notices {
                 let parts = insert.query_row(
-                    params![n.request_id, n.profile_id, n.notice, n.campaign, n.url, n.payload, at],
+                    params![
+                        n.request_id,
+                        n.profile_id,
+                        n.notice,
+                        n.campaign,
+                        n.url.expose(),
+                        n.payload.expose(),
+                        at
+                    ],
                     sqlite_parts,
                 )?;
-                queued.push(notice(parts));
+                queued.push(notice(parts)?);
             }
             Ok(queued)
         })
@@ -239,13 +298,11 @@ impl SqliteStore {
 
     pub(crate) async fn due_recipient_notices(&self, now: Timestamp, limit: usize) -> Result<Vec<RecipientNotice>> {
         self.read(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM recipient_notices WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
-            ))?;
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM recipient_notices {DUE}"))?;
             let rows = stmt
                 .query_map(params![to_micros(now), limit as i64], sqlite_parts)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows.into_iter().map(notice).collect())
+            rows.into_iter().map(notice).collect()
         })
         .await
     }
@@ -253,24 +310,24 @@ impl SqliteStore {
     pub(crate) async fn recipient_notices(
         &self,
         request: Option<i64>,
-        status: Option<String>,
+        status: Option<NoticeStatus>,
         limit: usize,
     ) -> Result<Vec<RecipientNotice>> {
         self.read(move |c| {
-            let sql = list_sql(|n| format!("?{n}"), request.is_some(), status.is_some());
+            let sql = list_sql(request.is_some(), status.is_some());
             let mut values: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(r) = request {
                 values.push(r.into());
             }
-            if let Some(s) = &status {
-                values.push(s.clone().into());
+            if let Some(s) = status {
+                values.push(s.as_str().to_owned().into());
             }
             values.push((limit as i64).into());
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(values), sqlite_parts)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows.into_iter().map(notice).collect())
+            rows.into_iter().map(notice).collect()
         })
         .await
     }
@@ -279,13 +336,13 @@ impl SqliteStore {
         &self,
         id: i64,
         seen: Timestamp,
+        now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<bool> {
         self.write(move |tx| {
             Ok(tx.execute(
-                "UPDATE recipient_notices SET next_at = ?1, attempts = attempts + 1
-                 WHERE id = ?2 AND status = 'pending' AND next_at = ?3",
-                params![to_micros(lease_until), id, to_micros(seen)],
+                CLAIM,
+                params![to_micros(lease_until), id, to_micros(seen), to_micros(now)],
             )? == 1)
         })
         .await
@@ -301,24 +358,14 @@ impl SqliteStore {
     ) -> Result<bool> {
         self.write(move |tx| {
             let (status, next, done) = end_values(&end, to_micros(at));
-            Ok(tx.execute(
-                "UPDATE recipient_notices SET status = ?1, next_at = COALESCE(?2, next_at), done_at = ?3, outcome = ?4
-                 WHERE id = ?5 AND status = 'pending' AND next_at = ?6",
-                params![status, next, done, outcome, id, to_micros(lease_until)],
-            )? == 1)
+            Ok(tx.execute(END, params![status, next, done, outcome, id, to_micros(lease_until)])? == 1)
         })
         .await
     }
 
     pub(crate) async fn retry_recipient_notices(&self, request: i64, at: Timestamp) -> Result<u64> {
-        self.write(move |tx| {
-            Ok(tx.execute(
-                "UPDATE recipient_notices SET status = 'pending', attempts = 0, next_at = ?1, done_at = NULL
-                 WHERE request_id = ?2 AND status = 'failed'",
-                params![to_micros(at), request],
-            )? as u64)
-        })
-        .await
+        self.write(move |tx| Ok(tx.execute(RETRY, params![to_micros(at), request])? as u64))
+            .await
     }
 }
 
@@ -331,12 +378,7 @@ impl PgStore {
         let at = to_micros(at);
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
-        let insert = tx
-            .prepare(&format!(
-                "INSERT INTO recipient_notices (request_id, profile_id, notice, campaign, url, payload, status, next_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING {COLUMNS}"
-            ))
-            .await?;
+        let insert = tx.prepare(&format!("{QUEUE}{COLUMNS}")).await?;
         let mut queued = Vec::with_capacity(notices.len());
         for n in &notices {
             let row = tx
@@ -347,8 +389,8 @@ impl PgStore {
                         &n.profile_id,
                         &n.notice,
                         &n.campaign,
-                        &n.url,
-                        &n.payload,
+                        n.url.expose(),
+                        n.payload.expose(),
                         &at,
                     ],
                 )
@@ -366,9 +408,7 @@ impl PgStore {
             .get()
             .await?
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM recipient_notices WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2"
-                ),
+                &format!("SELECT {COLUMNS} FROM recipient_notices {DUE}"),
                 &[&to_micros(now), &limit],
             )
             .await?;
@@ -378,11 +418,12 @@ impl PgStore {
     pub(crate) async fn recipient_notices(
         &self,
         request: Option<i64>,
-        status: Option<String>,
+        status: Option<NoticeStatus>,
         limit: usize,
     ) -> Result<Vec<RecipientNotice>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = list_sql(|n| format!("${n}"), request.is_some(), status.is_some());
+        let sql = list_sql(request.is_some(), status.is_some());
+        let status = status.map(NoticeStatus::as_str);
         let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
         if let Some(r) = &request {
             values.push(r);
@@ -399,6 +440,7 @@ impl PgStore {
         &self,
         id: i64,
         seen: Timestamp,
+        now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<bool> {
         let changed = self
@@ -406,9 +448,8 @@ impl PgStore {
             .get()
             .await?
             .execute(
-                "UPDATE recipient_notices SET next_at = $1, attempts = attempts + 1
-                 WHERE id = $2 AND status = 'pending' AND next_at = $3",
-                &[&to_micros(lease_until), &id, &to_micros(seen)],
+                CLAIM,
+                &[&to_micros(lease_until), &id, &to_micros(seen), &to_micros(now)],
             )
             .await?;
         Ok(changed == 1)
@@ -427,11 +468,7 @@ impl PgStore {
             .pool()
             .get()
             .await?
-            .execute(
-                "UPDATE recipient_notices SET status = $1, next_at = COALESCE($2, next_at), done_at = $3, outcome = $4
-                 WHERE id = $5 AND status = 'pending' AND next_at = $6",
-                &[&status, &next, &done, &outcome, &id, &to_micros(lease_until)],
-            )
+            .execute(END, &[&status, &next, &done, &outcome, &id, &to_micros(lease_until)])
             .await?;
         Ok(changed == 1)
     }
@@ -441,11 +478,7 @@ impl PgStore {
             .pool()
             .get()
             .await?
-            .execute(
-                "UPDATE recipient_notices SET status = 'pending', attempts = 0, next_at = $1, done_at = NULL
-                 WHERE request_id = $2 AND status = 'failed'",
-                &[&to_micros(at), &request],
-            )
+            .execute(RETRY, &[&to_micros(at), &request])
             .await?)
     }
 }

@@ -2223,17 +2223,19 @@ async fn a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whol
 }
 
 async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(place: Place) {
-    use confiance_store::{Erasure, NewRecipientNotice, NoticeEnd};
+    use confiance_core::secret::Secret;
+    use confiance_store::{Erasure, NewRecipientNotice, NoticeEnd, NoticeStatus};
     let store = place.open().await;
-    let now = micros(at("2026-05-04T10:00:00Z"));
+    // A clock finer than the store's microseconds: what is read back is what claims compare.
+    let now = at("2026-05-04T10:00:00.123456789Z");
     let minutes = |n: i64| jiff::SignedDuration::from_mins(n);
     let notice = |request: i64, profile: i64, host: &str, payload: &str, seal: bool| NewRecipientNotice {
         request_id: request,
         profile_id: profile,
         notice: "rectification".into(),
         campaign: "Partenaire".into(),
-        url: format!("https://{host}/hook?token=t"),
-        payload: payload.into(),
+        url: Secret::new(format!("https://{host}/hook?token=t")),
+        payload: Secret::new(payload.to_owned()),
         seal,
     };
     let queued = store
@@ -2251,9 +2253,13 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
     assert!(
         queued
             .iter()
-            .all(|n| n.status == "pending" && n.attempts == 0 && n.next_at == now)
+            .all(|n| n.status == NoticeStatus::Pending && n.attempts == 0 && n.next_at == micros(now))
     );
-    assert!(!queued[0].payload.contains("Zoé"), "a payload with data is kept sealed");
+    assert!(
+        !queued[0].payload.expose().contains("Zoé"),
+        "a payload with data is kept sealed"
+    );
+    assert!(!format!("{:?}", queued[0]).contains("token"), "a URL never prints");
     assert_eq!(
         store.recipient_notice_payload(&queued[0]).await.unwrap().as_deref(),
         Some(r#"{"traits":{"first_name":"Zoé"}}"#)
@@ -2261,19 +2267,35 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
     assert_eq!(store.due_recipient_notices(now - minutes(1), 10).await.unwrap(), []);
     assert_eq!(store.due_recipient_notices(now, 10).await.unwrap(), queued);
 
-    // One claim wins; an end under another lease changes nothing.
+    // One claim wins, and only once the notice is due; an end under another lease changes nothing.
     let first = &queued[0];
+    let seen = first.next_at;
+    assert!(
+        !store
+            .claim_recipient_notice(first.id, seen, seen - minutes(1), now + minutes(2))
+            .await
+            .unwrap(),
+        "not due yet"
+    );
     assert!(
         store
-            .claim_recipient_notice(first.id, now, now + minutes(2))
+            .claim_recipient_notice(first.id, seen, now, now + minutes(2))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .claim_recipient_notice(first.id, now, now + minutes(3))
+            .claim_recipient_notice(first.id, seen, now, now + minutes(3))
             .await
             .unwrap()
+    );
+    let lease = micros(now + minutes(2));
+    assert!(
+        !store
+            .claim_recipient_notice(first.id, lease, now + minutes(1), now + minutes(3))
+            .await
+            .unwrap(),
+        "a notice being tried is not taken before its lease ends"
     );
     assert_eq!(
         store.due_recipient_notices(now + minutes(1), 10).await.unwrap().len(),
@@ -2286,43 +2308,33 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
             .await
             .unwrap()
     );
-    let retry_at = now + minutes(5);
+    let retry_at = micros(now + minutes(5));
     assert!(
         store
-            .end_recipient_notice(
-                first.id,
-                now + minutes(2),
-                NoticeEnd::Retry(retry_at),
-                "refused: HTTP 503",
-                now
-            )
+            .end_recipient_notice(first.id, lease, NoticeEnd::Retry(retry_at), "refused: HTTP 503", now)
             .await
             .unwrap()
     );
     let of_7 = store.recipient_notices(Some(7), None, 10).await.unwrap();
     let kept = of_7.iter().find(|n| n.id == first.id).unwrap();
     assert_eq!(
-        (
-            kept.status.as_str(),
-            kept.attempts,
-            kept.next_at,
-            kept.outcome.as_deref()
-        ),
-        ("pending", 1, retry_at, Some("refused: HTTP 503"))
+        (kept.status, kept.attempts, kept.next_at, kept.outcome.as_deref()),
+        (NoticeStatus::Pending, 1, retry_at, Some("refused: HTTP 503"))
     );
     // A lease that ran out: another worker takes the notice over, the first one's end is void.
     let second = &queued[1];
     assert!(
         store
-            .claim_recipient_notice(second.id, now, now + minutes(2))
+            .claim_recipient_notice(second.id, seen, now, now + minutes(2))
             .await
             .unwrap()
     );
     let again = store.due_recipient_notices(now + minutes(2), 10).await.unwrap();
-    assert!(again.iter().any(|n| n.id == second.id && n.attempts == 1));
+    let taken = again.iter().find(|n| n.id == second.id).unwrap();
+    assert_eq!(taken.attempts, 1);
     assert!(
         store
-            .claim_recipient_notice(second.id, now + minutes(2), now + minutes(4))
+            .claim_recipient_notice(second.id, taken.next_at, now + minutes(2), now + minutes(4))
             .await
             .unwrap()
     );
@@ -2334,22 +2346,20 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
     );
     assert!(
         store
-            .end_recipient_notice(
-                second.id,
-                now + minutes(4),
-                NoticeEnd::Ended("failed"),
-                "unreachable",
-                now
-            )
+            .end_recipient_notice(second.id, now + minutes(4), NoticeEnd::Failed, "unreachable", now)
             .await
             .unwrap()
     );
-    let failed = store.recipient_notices(None, Some("failed"), 10).await.unwrap();
+    let failed = store
+        .recipient_notices(None, Some(NoticeStatus::Failed), 10)
+        .await
+        .unwrap();
     assert_eq!(
         failed.iter().map(|n| (n.id, n.attempts)).collect::<Vec<_>>(),
         [(second.id, 2)]
     );
-    assert_eq!(failed[0].done_at, Some(now));
+    assert_eq!(failed[0].done_at, Some(micros(now)));
+    assert!(!failed[0].payload.expose().is_empty(), "kept to be sent again");
 
     // Staff queue the failed one again, attempts counted afresh.
     assert_eq!(store.retry_recipient_notices(7, now + minutes(10)).await.unwrap(), 1);
@@ -2359,9 +2369,32 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
         [queued[2].id, first.id, second.id],
         "the longest waiting first"
     );
-    assert!(due.iter().find(|n| n.id == second.id).unwrap().attempts == 0);
+    assert_eq!(due.iter().find(|n| n.id == second.id).unwrap().attempts, 0);
 
-    // Erasing profile 1 cancels its pending notices and empties their payloads; profile 2's stay.
+    // A notice sent keeps nothing of what it carried.
+    let third = &queued[2];
+    assert!(
+        store
+            .claim_recipient_notice(third.id, third.next_at, now + minutes(10), now + minutes(12))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .end_recipient_notice(
+                third.id,
+                now + minutes(12),
+                NoticeEnd::Sent,
+                "HTTP 200",
+                now + minutes(10)
+            )
+            .await
+            .unwrap()
+    );
+    let sent = &store.recipient_notices(Some(8), None, 10).await.unwrap()[0];
+    assert_eq!((sent.status, sent.payload.expose().as_str()), (NoticeStatus::Sent, ""));
+
+    // Erasing profile 1 cancels its pending notices and empties their payloads.
     store
         .erase(Erasure {
             keys: vec!["email:zoe@example.org".into()],
@@ -2375,12 +2408,16 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
     assert_eq!(of_7.len(), 2);
     for n in &of_7 {
         assert_eq!(
-            (n.status.as_str(), n.outcome.as_deref()),
-            ("cancelled", Some(confiance_store::SUPERSEDED))
+            (n.status, n.outcome.as_deref()),
+            (NoticeStatus::Cancelled, Some(confiance_store::SUPERSEDED))
         );
-        assert_eq!(n.payload, "");
+        assert_eq!(n.payload.expose(), "");
         assert_eq!(store.recipient_notice_payload(n).await.unwrap(), None);
     }
-    let due = store.due_recipient_notices(now + minutes(20), 10).await.unwrap();
-    assert_eq!(due.iter().map(|n| n.profile_id).collect::<Vec<_>>(), [2]);
+    assert_eq!(store.due_recipient_notices(now + minutes(20), 10).await.unwrap(), []);
+    assert_eq!(
+        store.recipient_notices(Some(8), None, 10).await.unwrap()[0].status,
+        NoticeStatus::Sent,
+        "another person's notices are untouched"
+    );
 }

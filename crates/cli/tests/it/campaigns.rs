@@ -1272,6 +1272,19 @@ async fn a_recipient_that_is_down_is_told_once_it_is_back_and_failures_are_liste
             body["notices"].as_array().unwrap().clone()
         }
     };
+    let (status, error) = app
+        .call(reqwest::Method::GET, "/api/v1/recipient-notices?status=lost", None)
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{error}"
+    );
+    assert!(error["message"].as_str().unwrap().contains("lost"), "{error}");
+    let (status, error) = app
+        .call(reqwest::Method::POST, "/api/v1/requests/999/notices/retry", None)
+        .await;
+    assert_eq!(status, 404, "{error}");
     let pending = notices(format!("request={request}")).await;
     assert_eq!(pending.len(), 1);
     assert_eq!(
