@@ -355,12 +355,14 @@ async fn postgres(
             .unwrap_or_else(|e| Row::Unavailable(format!("{e:#}"))),
         Err(e) => Row::Unavailable(format!("the store did not open: {e}")),
     };
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE {database} WITH (FORCE); DROP DATABASE IF EXISTS {database}_vault WITH (FORCE)"
-        ))
-        .await
-        .context("dropping the benchmark database")?;
+    // One statement per query: several in one string run as one transaction, which DROP
+    // DATABASE refuses.
+    for db in [database.clone(), format!("{database}_vault")] {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .context("dropping the benchmark database")?;
+    }
     Ok(row)
 }
 

@@ -131,14 +131,15 @@ where
         .await
         .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e:?}"));
     let outcome = run_isolated(test, Place::Postgres(with_database(&admin_url, &name))).await;
-    // The store's pool may still be closing its connections: FORCE ends them.
-    if let Err(e) = admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); DROP DATABASE IF EXISTS {name}_vault WITH (FORCE)"
-        ))
-        .await
-    {
-        eprintln!("could not drop the test database {name}: {e:?}");
+    // The store's pool may still be closing its connections: FORCE ends them. One statement per
+    // query: several in one string run as one transaction, which DROP DATABASE refuses.
+    for db in [name.clone(), format!("{name}_vault")] {
+        if let Err(e) = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+        {
+            eprintln!("could not drop the test database {db}: {e:?}");
+        }
     }
     rethrow(outcome);
 }

@@ -299,13 +299,14 @@ impl PgDatabase {
 
     async fn drop_it(self) {
         // The store's key vault is a database of its own beside it.
-        let _ = self
-            .admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {0} WITH (FORCE); DROP DATABASE IF EXISTS {0}_vault WITH (FORCE)",
-                self.name
-            ))
-            .await;
+        // One statement per query: several in one string run as one transaction, which DROP
+        // DATABASE refuses.
+        for name in [self.name.clone(), format!("{}_vault", self.name)] {
+            let _ = self
+                .admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
     }
 }
 
