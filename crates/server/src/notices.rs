@@ -139,13 +139,15 @@ impl AppState {
     }
 
     /// Queues a notice to each recipient of the profile's data that it was rectified, erased or
-    /// restricted, tries each at once, and returns how it went for the request's note. A
-    /// rectification tells each recipient the corrected values of what it may have received,
-    /// nothing more; an erasure or a restriction carries no data.
+    /// restricted — by `request`, or by the retention rules (an erasure without one) — tries
+    /// each at once, and returns how it went for the request's note. A rectification tells each
+    /// recipient the corrected values of what it may have received, nothing more; an erasure or
+    /// a restriction carries no data.
     pub async fn tell_recipients(
         &self,
         recipients: &[Recipient],
-        r: &Request,
+        right: Right,
+        request: Option<&Request>,
         profile: i64,
         actor: &str,
     ) -> Result<String, ApiError> {
@@ -153,13 +155,16 @@ impl AppState {
         let mut queued = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             let mut payload = json!({
-                "notice": r.right.as_str(),
+                "notice": right.as_str(),
                 "article": "GDPR Art. 19",
                 "profile_id": profile,
-                "request_id": r.id,
+                "request_id": request.map(|r| r.id),
                 "at": now,
             });
-            if r.right == Right::Rectification {
+            if request.is_none() {
+                payload["reason"] = json!("retention period ended");
+            }
+            if let (Right::Rectification, Some(r)) = (right, request) {
                 let corrected: serde_json::Map<String, Value> = r
                     .details
                     .get("traits")
@@ -172,13 +177,13 @@ impl AppState {
                 payload["traits"] = Value::Object(corrected);
             }
             queued.push(NewRecipientNotice {
-                request_id: r.id,
+                request_id: request.map(|r| r.id),
                 profile_id: profile,
-                notice: r.right.as_str().to_owned(),
+                notice: right.as_str().to_owned(),
                 campaign: recipient.campaign.clone(),
                 url: recipient.url.clone(),
                 payload: Secret::new(payload.to_string()),
-                seal: r.right == Right::Rectification,
+                seal: right == Right::Rectification,
             });
         }
         let queued = self.store.queue_recipient_notices(queued, now).await?;

@@ -254,7 +254,7 @@ pub async fn process(
         && !recipients.is_empty()
     {
         note.push_str("; ");
-        note.push_str(&app.tell_recipients(&recipients, &r, p, &actor).await?);
+        note.push_str(&app.tell_recipients(&recipients, r.right, Some(&r), p, &actor).await?);
     }
     r.advance(Status::Done, &actor, note, app.clock.now())?;
     app.store.update_request(&r, "request.done").await?;

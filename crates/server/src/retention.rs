@@ -68,6 +68,9 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
             if dry_run {
                 continue;
             }
+            // Who received their data is read before the erasure deletes the record of it, and
+            // told after it (Art. 19).
+            let recipients = app.recipients_of(Some(profile)).await?;
             app.store
                 .erase(confiance_store::Erasure {
                     keys,
@@ -76,6 +79,16 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
                     at: now,
                 })
                 .await?;
+            if !recipients.is_empty() {
+                app.tell_recipients(
+                    &recipients,
+                    confiance_core::privacy::requests::Right::Erasure,
+                    None,
+                    profile,
+                    "system",
+                )
+                .await?;
+            }
         }
     }
     // Then events past their purposes' time, and traits past their own.

@@ -664,9 +664,14 @@ impl Store {
         at: jiff::Timestamp,
     ) -> Result<Vec<RecipientNotice>> {
         for n in notices.iter_mut().filter(|n| n.seal) {
+            let Some(request) = n.request_id else {
+                return Err(StoreError::Database(
+                    "a notice that holds personal data is sealed under its request's key: it needs one".into(),
+                ));
+            };
             let sealed = self
                 .vault()
-                .seal_deflated(&request_key(n.request_id), n.payload.expose())
+                .seal_deflated(&request_key(request), n.payload.expose())
                 .await?;
             n.payload = confiance_core::secret::Secret::new(sealed);
         }
@@ -676,12 +681,16 @@ impl Store {
     /// What a notice sends, opened; none when it cannot be sent any more (its person was
     /// erased: their request's key is shredded, or the payload emptied).
     pub async fn recipient_notice_payload(&self, notice: &RecipientNotice) -> Result<Option<String>> {
-        if notice.payload.expose().is_empty() {
-            return Ok(None);
+        match (notice.payload.expose().is_empty(), notice.request_id) {
+            (true, _) => Ok(None),
+            (false, Some(request)) => {
+                self.vault()
+                    .open_text(&request_key(request), notice.payload.expose().clone())
+                    .await
+            }
+            // Without a request nothing was sealed.
+            (false, None) => Ok(Some(notice.payload.expose().clone())),
         }
-        self.vault()
-            .open_text(&request_key(notice.request_id), notice.payload.expose().clone())
-            .await
     }
 
     /// Pending notices due by `now`, the longest waiting first.

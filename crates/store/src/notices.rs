@@ -64,8 +64,8 @@ impl NoticeStatus {
 pub struct RecipientNotice {
     /// Task id, also sent to the recipient.
     pub id: i64,
-    /// The request carried out.
-    pub request_id: i64,
+    /// The request carried out; none for an erasure by the retention rules.
+    pub request_id: Option<i64>,
     /// Whose data it is.
     pub profile_id: i64,
     /// `rectification`, `erasure` or `restriction`.
@@ -93,8 +93,8 @@ pub struct RecipientNotice {
 /// A notice to queue.
 #[derive(Clone, Debug)]
 pub struct NewRecipientNotice {
-    /// The request carried out.
-    pub request_id: i64,
+    /// The request carried out; none for an erasure by the retention rules.
+    pub request_id: Option<i64>,
     /// Whose data it is.
     pub profile_id: i64,
     /// `rectification`, `erasure` or `restriction`.
@@ -105,7 +105,8 @@ pub struct NewRecipientNotice {
     pub url: Secret<String>,
     /// The JSON to send.
     pub payload: Secret<String>,
-    /// Whether it holds personal data: then it is kept sealed under the request's key.
+    /// Whether it holds personal data: then it is kept sealed under the request's key (only a
+    /// rectification does, and it always comes from a request).
     pub seal: bool,
 }
 
@@ -124,7 +125,7 @@ const COLUMNS: &str = "id, request_id, profile_id, notice, campaign, url, payloa
 
 type Parts = (
     i64,
-    i64,
+    Option<i64>,
     i64,
     String,
     String,

@@ -2231,7 +2231,7 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
     let now = at("2026-05-04T10:00:00.123456789Z");
     let minutes = |n: i64| jiff::SignedDuration::from_mins(n);
     let notice = |request: i64, profile: i64, host: &str, payload: &str, seal: bool| NewRecipientNotice {
-        request_id: request,
+        request_id: Some(request),
         profile_id: profile,
         notice: "rectification".into(),
         campaign: "Partenaire".into(),

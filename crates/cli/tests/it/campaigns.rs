@@ -1407,3 +1407,54 @@ async fn a_recipient_that_is_down_is_told_once_it_is_back_and_failures_are_liste
         "neither the request nor the notice keeps the corrected name"
     );
 }
+
+#[tokio::test]
+async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_too() {
+    let (url, received, _) = flaky_receiver().await;
+    let app = TestApp::spawn().await;
+    app.clock.set("2026-09-01T10:00:00Z".parse().unwrap());
+    app.customer(
+        "ugo",
+        json!({"email": "ugo@example.org", "first_name": "Ugo", "favorite_artists": ["Air"]}),
+        true,
+    )
+    .await;
+    app.resolved().await;
+    app.indexed().await;
+    app.campaign(json!({
+        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
+        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
+    }))
+    .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "tour", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    assert_eq!(received.lock().unwrap().len(), 1, "the partner got Ugo's data");
+
+    // Three years without a word from him: the retention rules erase him, and tell the partner.
+    app.clock.set("2029-09-02T10:00:00Z".parse().unwrap());
+    let (status, report) = app.call(reqwest::Method::POST, "/api/v1/retention/run", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["people"]["prospects_erased"], 1, "{report}");
+    let bodies = received.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let told: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(
+        (&told["notice"], &told["request_id"], &told["reason"]),
+        (&json!("erasure"), &Value::Null, &json!("retention period ended"))
+    );
+    assert!(
+        !bodies[1].contains("Ugo") && !bodies[1].contains("ugo@"),
+        "an erasure notice carries no data"
+    );
+    let (_, listed) = app
+        .call(reqwest::Method::GET, "/api/v1/recipient-notices?status=sent", None)
+        .await;
+    assert_eq!(listed["notices"][0]["request_id"], Value::Null, "{listed}");
+    assert_eq!(listed["notices"][0]["notice"], "erasure");
+}
