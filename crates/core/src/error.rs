@@ -49,6 +49,10 @@ pub enum ErrorCode {
     Forbidden,
     /// A query-string parameter is missing or invalid.
     InvalidQuery,
+    /// A part of the path (an id) does not parse.
+    InvalidPath,
+    /// The path exists, but not with this HTTP method.
+    MethodNotAllowed,
     /// Nothing at this path or with this id.
     NotFound,
     /// The notice the person saw is not the current one: the page must reload the banner.
@@ -79,7 +83,7 @@ pub enum ErrorType {
 
 impl ErrorCode {
     /// Every code, in table order (used to document them all).
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidJson,
         Self::InvalidEncoding,
         Self::RequestTooLarge,
@@ -97,6 +101,8 @@ impl ErrorCode {
         Self::InvalidToken,
         Self::Forbidden,
         Self::InvalidQuery,
+        Self::InvalidPath,
+        Self::MethodNotAllowed,
         Self::NotFound,
         Self::StaleNotice,
         Self::VerificationFailed,
@@ -127,6 +133,8 @@ impl ErrorCode {
             Self::InvalidToken => (401, "invalid_token", Auth),
             Self::Forbidden => (403, "forbidden", Auth),
             Self::InvalidQuery => (400, "invalid_query", InvalidRequest),
+            Self::InvalidPath => (400, "invalid_path", InvalidRequest),
+            Self::MethodNotAllowed => (405, "method_not_allowed", InvalidRequest),
             Self::NotFound => (404, "not_found", InvalidRequest),
             Self::StaleNotice => (409, "stale_notice", InvalidRequest),
             Self::VerificationFailed => (403, "verification_failed", Auth),

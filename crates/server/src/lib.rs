@@ -247,6 +247,7 @@ pub fn router(state: Shared) -> Router {
         .merge(governance::routes())
         .merge(admin::routes())
         .merge(ops::routes())
+        .layer(axum::middleware::from_fn(ops::json_rejections))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::from_fn(ops::security_headers))
         .with_state(state)

@@ -48,6 +48,46 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Answers the rejections of axum's extractors (a path id that does not parse, a query string
+/// or a JSON body of the wrong shape, a method the route does not take), which come as plain
+/// text, with the JSON error every other failure has, keeping axum's words for what is wrong.
+pub async fn json_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !matches!(status, 400 | 405 | 415 | 422) || !plain {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        405 => ErrorCode::MethodNotAllowed,
+        422 => ErrorCode::InvalidField,
+        _ if text.starts_with("Invalid URL") || text.starts_with("Wrong number of path arguments") => {
+            ErrorCode::InvalidPath
+        }
+        _ if text.starts_with("Failed to deserialize query string") => ErrorCode::InvalidQuery,
+        _ => ErrorCode::InvalidJson,
+    };
+    let message = match (code, text.is_empty()) {
+        (ErrorCode::MethodNotAllowed, _) => "this path does not take this HTTP method".to_owned(),
+        (_, true) => "the request does not parse".to_owned(),
+        (_, false) => text,
+    };
+    let mut answer = ApiError::new(code, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
+}
+
 /// Whether the server and its store answer.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Up"), (status = 503, description = "The store does not answer", body = crate::openapi::ErrorSchema)))]

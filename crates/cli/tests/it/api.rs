@@ -403,3 +403,32 @@ async fn health_metrics_and_openapi_describe_the_service() {
 fn micros(t: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_microsecond(t.as_microsecond()).unwrap()
 }
+
+#[tokio::test]
+async fn a_malformed_path_query_or_method_gets_the_json_error_too() {
+    let app = TestApp::spawn().await;
+    let call = |method: reqwest::Method, path: &'static str| {
+        let req = app.http.request(method, app.url(path)).bearer_auth(ADMIN_TOKEN);
+        async move { read(req.send().await.unwrap()).await }
+    };
+    let (status, body) = call(reqwest::Method::GET, "/api/v1/requests/not-a-number").await;
+    assert_error(status, &body, 400, "invalid_path");
+    assert!(body["message"].as_str().unwrap().contains("not-a-number"), "{body}");
+    let (status, body) = call(reqwest::Method::GET, "/api/v1/events?user_id=carla&limit=many").await;
+    assert_error(status, &body, 400, "invalid_query");
+    assert!(body["message"].as_str().unwrap().contains("limit"), "{body}");
+    let resp = app
+        .http
+        .delete(app.url("/api/v1/requests"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = read(resp).await;
+    assert_error(status, &body, 405, "method_not_allowed");
+    assert!(
+        allow.is_some_and(|a| a.contains("POST")),
+        "the methods it takes are named"
+    );
+}
