@@ -660,6 +660,9 @@ impl AppState {
             Ok::<_, serde_json::Error>(())
         })();
         written.map_err(|e| ApiError::new(ErrorCode::Internal, format!("the archive could not be written: {e}")))?;
+        // Freeing ten thousand parsed bodies takes a sixth of the time of an archive: it is done
+        // off the request's path.
+        tokio::task::spawn_blocking(move || drop(events));
         String::from_utf8(out).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 

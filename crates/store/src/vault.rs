@@ -46,6 +46,9 @@ const SEALED_TEXT: &str = "sealed:";
 /// access archives, whose events repeat the same field names thousands of times.
 const SEALED_DEFLATED: &str = "sealed+deflate:";
 
+/// From how many events a read opens their bodies on two threads.
+const PARALLEL_OPEN_FROM: usize = 2_000;
+
 /// The file of the SQLite store's vault, beside the database.
 pub const VAULT_FILE: &str = "vault.db";
 
@@ -605,9 +608,35 @@ impl Vault {
     /// decides about those.
     fn try_open(
         &self,
+        mut reads: Vec<Read>,
+        mut tags: Vec<Option<Tag>>,
+        keys: &HashMap<Tag, DataKey>,
+    ) -> Result<(Vec<StoredEvent>, Closed)> {
+        // A long history (an access archive, a profile with years of events) is opened on two
+        // threads: parsing the bodies is most of the time of reading them.
+        if reads.len() < PARALLEL_OPEN_FROM {
+            return Self::open_part(reads, tags, keys, 0);
+        }
+        let half = reads.len() / 2;
+        let (later, later_tags) = (reads.split_off(half), tags.split_off(half));
+        let (first, second) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| Self::open_part(later, later_tags, keys, half));
+            (Self::open_part(reads, tags, keys, 0), second.join())
+        });
+        let (mut events, mut closed) = first?;
+        let (more, more_closed) =
+            second.map_err(|_| StoreError::Database("opening event bodies panicked".into()))??;
+        events.extend(more);
+        closed.extend(more_closed);
+        Ok((events, closed))
+    }
+
+    /// Opens `reads`, the first at position `offset` of the whole read.
+    fn open_part(
         reads: Vec<Read>,
         tags: Vec<Option<Tag>>,
         keys: &HashMap<Tag, DataKey>,
+        offset: usize,
     ) -> Result<(Vec<StoredEvent>, Closed)> {
         let mut out = Vec::with_capacity(reads.len());
         let mut closed = Vec::new();
@@ -619,7 +648,7 @@ impl Vault {
                     Some(Ok(plain)) => {
                         event.body = serde_json::from_slice(&plain).map_err(|e| StoreError::Database(e.to_string()))?;
                     }
-                    _ => closed.push((out.len(), tag)),
+                    _ => closed.push((offset + out.len(), tag)),
                 },
                 (Body::Sealed(_), None) => {
                     return Err(StoreError::Database(format!(
