@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         profile: Some(profile),
         suppression: vec![format!("{user}-hash")],
         at: jiff::Timestamp::now(),
+        notices: Vec::new(),
     };
     let started = Instant::now();
     let erased = store.erase(erasure("erase-0".into(), profile)).await?;

@@ -1,8 +1,9 @@
 //! Telling the recipients of a person's data that it was rectified, erased or restricted
 //! (GDPR Art. 19), until they acknowledge it.
 //!
-//! Carrying out the request queues one notice per recipient (`confiance_store::notices`) and
-//! tries each at once; a recipient that refuses or cannot be reached is tried again later, ever
+//! Carrying out the request queues one notice per recipient (`confiance_store::notices`; an
+//! erasure, by request or by the retention rules, queues them in its own transaction) and tries
+//! each at once; a recipient that refuses or cannot be reached is tried again later, ever
 //! less often ([`notice_retry_after`]), by the worker of [`run_notice_work`], on whichever node
 //! claims it. Once the attempts are spent the notice is `failed`: staff see it on the request
 //! and in `GET /api/v1/recipient-notices?status=failed`, and may queue it again. Every try is
@@ -138,55 +139,85 @@ impl AppState {
         Ok(by_url.into_values().collect())
     }
 
-    /// Queues a notice to each recipient of the profile's data that it was rectified, erased or
-    /// restricted — by `request`, or by the retention rules (an erasure without one) — tries
-    /// each at once, and returns how it went for the request's note. A rectification tells each
-    /// recipient the corrected values of what it may have received, nothing more; an erasure or
-    /// a restriction carries no data.
-    pub async fn tell_recipients(
+    /// The notices telling each recipient of the profile's data that it was rectified, erased
+    /// or restricted — by `request`, or by the retention rules (an erasure without one). A
+    /// rectification tells each recipient the corrected values of what it may have received,
+    /// nothing more; an erasure or a restriction carries no data.
+    pub fn notices_for(
         &self,
         recipients: &[Recipient],
         right: Right,
         request: Option<&Request>,
         profile: i64,
+    ) -> Vec<NewRecipientNotice> {
+        let now = self.clock.now();
+        recipients
+            .iter()
+            .map(|recipient| {
+                let mut payload = json!({
+                    "notice": right.as_str(),
+                    "article": "GDPR Art. 19",
+                    "profile_id": profile,
+                    "request_id": request.map(|r| r.id),
+                    "at": now,
+                });
+                if request.is_none() {
+                    payload["reason"] = json!("retention period ended");
+                }
+                if let (Right::Rectification, Some(r)) = (right, request) {
+                    let corrected: serde_json::Map<String, Value> = r
+                        .details
+                        .get("traits")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(name, _)| recipient.traits.contains(*name))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect();
+                    payload["traits"] = Value::Object(corrected);
+                }
+                NewRecipientNotice {
+                    request_id: request.map(|r| r.id),
+                    profile_id: profile,
+                    notice: right.as_str().to_owned(),
+                    campaign: recipient.campaign.clone(),
+                    url: recipient.url.clone(),
+                    payload: Secret::new(payload.to_string()),
+                    seal: right == Right::Rectification,
+                }
+            })
+            .collect()
+    }
+
+    /// Queues the notices of a rectification or restriction the request carried out, tries
+    /// each at once, and says how it went for the request's note.
+    pub async fn tell_recipients(
+        &self,
+        recipients: &[Recipient],
+        request: &Request,
+        profile: i64,
         actor: &str,
     ) -> Result<String, ApiError> {
+        let notices = self.notices_for(recipients, request.right, Some(request), profile);
+        let queued = self.store.queue_recipient_notices(notices, self.clock.now()).await?;
+        self.try_now(queued, actor).await
+    }
+
+    /// Tries at once the notices of a request that are due (an erasure queues its own with
+    /// it), and says how it went for the request's note.
+    pub async fn try_request_notices(&self, request: i64, actor: &str) -> Result<String, ApiError> {
         let now = self.clock.now();
-        let mut queued = Vec::with_capacity(recipients.len());
-        for recipient in recipients {
-            let mut payload = json!({
-                "notice": right.as_str(),
-                "article": "GDPR Art. 19",
-                "profile_id": profile,
-                "request_id": request.map(|r| r.id),
-                "at": now,
-            });
-            if request.is_none() {
-                payload["reason"] = json!("retention period ended");
-            }
-            if let (Right::Rectification, Some(r)) = (right, request) {
-                let corrected: serde_json::Map<String, Value> = r
-                    .details
-                    .get("traits")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(name, _)| recipient.traits.contains(*name))
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect();
-                payload["traits"] = Value::Object(corrected);
-            }
-            queued.push(NewRecipientNotice {
-                request_id: request.map(|r| r.id),
-                profile_id: profile,
-                notice: right.as_str().to_owned(),
-                campaign: recipient.campaign.clone(),
-                url: recipient.url.clone(),
-                payload: Secret::new(payload.to_string()),
-                seal: right == Right::Rectification,
-            });
-        }
-        let queued = self.store.queue_recipient_notices(queued, now).await?;
+        let due: Vec<RecipientNotice> = self
+            .store
+            .recipient_notices(Some(request), Some(NoticeStatus::Pending), 1_000)
+            .await?
+            .into_iter()
+            .filter(|n| n.next_at <= now)
+            .collect();
+        self.try_now(due, actor).await
+    }
+
+    async fn try_now(&self, queued: Vec<RecipientNotice>, actor: &str) -> Result<String, ApiError> {
         let tried = self.try_notices(queued.clone(), actor).await?;
         // A notice another node's worker took first is being sent there.
         let list: Vec<String> = queued
@@ -349,14 +380,7 @@ pub async fn retry(
     let now = app.clock.now();
     let queued = app.store.retry_recipient_notices(id, now).await?;
     // Those just queued again; notices waiting for a later try keep their time.
-    let due: Vec<RecipientNotice> = app
-        .store
-        .recipient_notices(Some(id), Some(NoticeStatus::Pending), 1_000)
-        .await?
-        .into_iter()
-        .filter(|n| n.next_at <= now)
-        .collect();
-    app.try_notices(due, &caller.actor()).await?;
+    app.try_request_notices(id, &caller.actor()).await?;
     let notices = app.store.recipient_notices(Some(id), None, 1_000).await?;
     Ok(Json(
         json!({"queued": queued, "notices": notices.iter().map(notice_json).collect::<Vec<_>>()}),

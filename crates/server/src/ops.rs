@@ -1,5 +1,5 @@
-//! Operations: health, Prometheus metrics, the OpenAPI document, the home page, and the
-//! security headers every response carries.
+//! Operations: health, Prometheus metrics, the OpenAPI document, the home page, the security
+//! headers every response carries, and the JSON error of requests axum's extractors refuse.
 
 use crate::Shared;
 use crate::error::ApiError;
@@ -48,9 +48,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Answers the rejections of axum's extractors (a path id that does not parse, a query string
-/// or a JSON body of the wrong shape, a method the route does not take), which come as plain
-/// text, with the JSON error every other failure has, keeping axum's words for what is wrong.
+/// Answers the rejections of axum's extractors (a path id that does not parse, a query string,
+/// form or JSON body of the wrong shape, a body over its limit, a method the route does not
+/// take), which come as plain text, with the JSON error every other failure has, keeping axum's
+/// words for what is wrong and the headers set on the way (CORS, `Allow`).
 pub async fn json_rejections(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
@@ -59,21 +60,22 @@ pub async fn json_rejections(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|t| t.starts_with("text/plain"));
-    if !matches!(status, 400 | 405 | 415 | 422) || !plain {
+    if !matches!(status, 400 | 405 | 413 | 415 | 422) || !plain {
         return response;
     }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
     let code = match status {
         405 => ErrorCode::MethodNotAllowed,
-        422 => ErrorCode::InvalidField,
-        _ if text.starts_with("Invalid URL") || text.starts_with("Wrong number of path arguments") => {
-            ErrorCode::InvalidPath
-        }
+        413 => ErrorCode::RequestTooLarge,
+        _ if text.starts_with("Invalid URL") => ErrorCode::InvalidPath,
         _ if text.starts_with("Failed to deserialize query string") => ErrorCode::InvalidQuery,
+        _ if text.contains("valid UTF-8") => ErrorCode::InvalidEncoding,
+        422 => ErrorCode::InvalidField,
+        _ if text.starts_with("Failed to deserialize form") => ErrorCode::InvalidField,
         _ => ErrorCode::InvalidJson,
     };
     let message = match (code, text.is_empty()) {
@@ -82,8 +84,10 @@ pub async fn json_rejections(request: Request, next: Next) -> Response {
         (_, false) => text,
     };
     let mut answer = ApiError::new(code, message).into_response();
-    if let Some(allow) = allow {
-        answer.headers_mut().insert(header::ALLOW, allow);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name, value.clone());
+        }
     }
     answer
 }

@@ -244,7 +244,13 @@ pub async fn process(
         Right::Objection | Right::Restriction => app.object_or_restrict(&subject, &r).await?,
         Right::Rectification => app.rectify(&subject, &r).await?,
         Right::Erasure => {
-            let note = app.erase(&subject).await?;
+            // Its notices are queued with it: the erasure deletes the record of who received
+            // the data.
+            let notices = match profile {
+                Some(p) => app.notices_for(&recipients, Right::Erasure, Some(&r), p),
+                None => Vec::new(),
+            };
+            let note = app.erase(&subject, notices).await?;
             // The record of the request stays, without whom it was about.
             r.subject_value = "erased".into();
             note
@@ -254,7 +260,12 @@ pub async fn process(
         && !recipients.is_empty()
     {
         note.push_str("; ");
-        note.push_str(&app.tell_recipients(&recipients, r.right, Some(&r), p, &actor).await?);
+        let told = if r.right == Right::Erasure {
+            app.try_request_notices(r.id, &actor).await?
+        } else {
+            app.tell_recipients(&recipients, &r, p, &actor).await?
+        };
+        note.push_str(&told);
     }
     r.advance(Status::Done, &actor, note, app.clock.now())?;
     app.store.update_request(&r, "request.done").await?;
@@ -377,7 +388,11 @@ impl AppState {
 
     /// Erases the subject everywhere (Art. 17), keeping the request records, pseudonymised, and
     /// a suppression entry.
-    async fn erase(&self, subject: &Subject) -> Result<String, ApiError> {
+    async fn erase(
+        &self,
+        subject: &Subject,
+        notices: Vec<confiance_store::NewRecipientNotice>,
+    ) -> Result<String, ApiError> {
         let identifier = Identifier::from(subject);
         let profile = self.store.profile_of(&identifier).await?;
         let mut keys = vec![identifier.key()];
@@ -395,6 +410,7 @@ impl AppState {
             profile,
             suppression,
             at: self.clock.now(),
+            notices,
         };
         let erased = self.store.erase(erasure).await?;
         Ok(format!(

@@ -38,6 +38,8 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
     let catalog = &app.catalog;
     // People first: a person past their time goes whole.
     let mut people: BTreeMap<&str, u64> = BTreeMap::new();
+    // Notices queued to the recipients of the people erased (Art. 19).
+    let mut recipients_told: u64 = 0;
     // The identifiers of the people erased, so that their events are not counted twice.
     let mut gone: std::collections::HashSet<String> = std::collections::HashSet::new();
     for profile in app.store.profile_ids().await? {
@@ -68,27 +70,25 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
             if dry_run {
                 continue;
             }
-            // Who received their data is read before the erasure deletes the record of it, and
-            // told after it (Art. 19).
+            // Who received their data is read before the erasure deletes the record of it; the
+            // erasure queues their notices (Art. 19) for the notice worker to send.
             let recipients = app.recipients_of(Some(profile)).await?;
+            let notices = app.notices_for(
+                &recipients,
+                confiance_core::privacy::requests::Right::Erasure,
+                None,
+                profile,
+            );
+            recipients_told += notices.len() as u64;
             app.store
                 .erase(confiance_store::Erasure {
                     keys,
                     profile: Some(profile),
                     suppression: Vec::new(),
                     at: now,
+                    notices,
                 })
                 .await?;
-            if !recipients.is_empty() {
-                app.tell_recipients(
-                    &recipients,
-                    confiance_core::privacy::requests::Right::Erasure,
-                    None,
-                    profile,
-                    "system",
-                )
-                .await?;
-            }
         }
     }
     // Then events past their purposes' time, and traits past their own.
@@ -141,6 +141,7 @@ pub async fn run_retention(app: &AppState, dry_run: bool) -> Result<Value, ApiEr
         "dry_run": dry_run,
         "at": now,
         "people": people,
+        "recipients_told": recipients_told,
         "events_deleted": delete.len(),
         "events_deleted_by_purposes": by_purpose,
         "traits_removed": traits,

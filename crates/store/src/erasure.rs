@@ -24,6 +24,8 @@ pub struct Erasure {
     pub suppression: Vec<String>,
     /// When.
     pub at: jiff::Timestamp,
+    /// What to tell the recipients of their data (Art. 19), queued with the erasure.
+    pub notices: Vec<crate::NewRecipientNotice>,
 }
 
 /// What an erasure removed.
@@ -134,7 +136,7 @@ impl SqliteStore {
                     for table in ["sends", "occurrences", "vouchers", "breach_notices"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE profile_id = ?1"), [profile])?;
                     }
-                    crate::notices::cancel_of_profile_sqlite(tx, profile, to_micros(e.at))?;
+                    crate::notices::erase_sqlite(tx, profile, &e.notices, to_micros(e.at))?;
                 }
                 // A members export made before the erasure may hold the person: it goes too.
                 tx.execute("DELETE FROM segment_exports WHERE created_at <= ?1", [to_micros(e.at)])?;
@@ -245,7 +247,7 @@ impl PgStore {
                 tx.execute(&format!("DELETE FROM {table} WHERE profile_id = $1"), &[&profile])
                     .await?;
             }
-            crate::notices::cancel_of_profile_pg(&tx, profile, to_micros(e.at)).await?;
+            crate::notices::erase_pg(&tx, profile, &e.notices, to_micros(e.at)).await?;
         }
         tx.execute(
             "DELETE FROM segment_exports WHERE created_at <= $1",

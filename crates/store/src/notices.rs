@@ -13,7 +13,10 @@
 //!
 //! A rectification notice holds the corrected values: its payload is sealed under the request's
 //! key, which erasing the person shreds. Erasure also cancels the person's pending notices and
-//! empties every payload they had: the erasure notice that follows supersedes them.
+//! empties every payload they had, and queues its own notices in the same transaction: it
+//! deletes the send log that says who received the data, so notices queued after it could not
+//! be made again if queueing failed. Erasures by the retention rules queue theirs without a
+//! request.
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
@@ -210,7 +213,7 @@ fn end_values(end: &NoticeEnd, at: i64) -> (&'static str, Option<i64>, Option<i6
 // first appear, which these keep.
 
 const QUEUE: &str = "INSERT INTO recipient_notices (request_id, profile_id, notice, campaign, url, payload, status, next_at, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ";
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)";
 
 const DUE: &str = "WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2";
 
@@ -255,15 +258,66 @@ fn list_sql(request: bool, status: bool) -> String {
     )
 }
 
-/// Cancels the person's pending notices and empties every payload they had, inside an erasure.
-pub(crate) fn cancel_of_profile_sqlite(tx: &rusqlite::Transaction<'_>, profile: i64, at: i64) -> Result<()> {
+/// Notices queued by an erasure carry no personal data: nothing of theirs is sealed.
+fn unsealed(notices: &[NewRecipientNotice]) -> Result<()> {
+    if notices.iter().any(|n| n.seal) {
+        return Err(StoreError::Database(
+            "an erasure's notices carry no personal data: none is sealed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Inside an erasure: cancels the person's pending notices, empties every payload they had, and
+/// queues the erasure's own notices, so that the erasure and telling its recipients commit
+/// together.
+pub(crate) fn erase_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    profile: i64,
+    notices: &[NewRecipientNotice],
+    at: i64,
+) -> Result<()> {
+    unsealed(notices)?;
     tx.execute(CANCEL_OF_PROFILE, params![SUPERSEDED, at, profile])?;
+    let mut insert = tx.prepare(QUEUE)?;
+    for n in notices {
+        insert.execute(params![
+            n.request_id,
+            n.profile_id,
+            n.notice,
+            n.campaign,
+            n.url.expose(),
+            n.payload.expose(),
+            at
+        ])?;
+    }
     Ok(())
 }
 
 /// The same, on PostgreSQL.
-pub(crate) async fn cancel_of_profile_pg(tx: &tokio_postgres::Transaction<'_>, profile: i64, at: i64) -> Result<()> {
+pub(crate) async fn erase_pg(
+    tx: &tokio_postgres::Transaction<'_>,
+    profile: i64,
+    notices: &[NewRecipientNotice],
+    at: i64,
+) -> Result<()> {
+    unsealed(notices)?;
     tx.execute(CANCEL_OF_PROFILE, &[&SUPERSEDED, &at, &profile]).await?;
+    for n in notices {
+        tx.execute(
+            QUEUE,
+            &[
+                &n.request_id,
+                &n.profile_id,
+                &n.notice,
+                &n.campaign,
+                n.url.expose(),
+                n.payload.expose(),
+                &at,
+            ],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -275,7 +329,7 @@ impl SqliteStore {
     ) -> Result<Vec<RecipientNotice>> {
         self.write(move |tx| {
             let at = to_micros(at);
-            let mut insert = tx.prepare(&format!("{QUEUE}{COLUMNS}"))?;
+            let mut insert = tx.prepare(&format!("{QUEUE} RETURNING {COLUMNS}"))?;
             let mut queued = Vec::with_capacity(notices.len());
             for n in &notices {
                 let parts = insert.query_row(
@@ -379,7 +433,7 @@ impl PgStore {
         let at = to_micros(at);
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
-        let insert = tx.prepare(&format!("{QUEUE}{COLUMNS}")).await?;
+        let insert = tx.prepare(&format!("{QUEUE} RETURNING {COLUMNS}")).await?;
         let mut queued = Vec::with_capacity(notices.len());
         for n in &notices {
             let row = tx

@@ -2034,6 +2034,7 @@ async fn telling_people_of_a_breach_is_a_task_claimed_once_and_never_sent_twice(
             profile: Some(1),
             suppression: vec![],
             at: now,
+            notices: Vec::new(),
         })
         .await
         .unwrap();
@@ -2402,9 +2403,20 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
             profile: Some(1),
             suppression: vec![],
             at: now + minutes(11),
+            notices: vec![NewRecipientNotice {
+                request_id: Some(9),
+                notice: "erasure".into(),
+                ..notice(9, 1, "a.example", r#"{"notice":"erasure"}"#, false)
+            }],
         })
         .await
         .unwrap();
+    let of_9 = store.recipient_notices(Some(9), None, 10).await.unwrap();
+    assert_eq!(
+        of_9.iter().map(|n| (n.status, n.notice.as_str())).collect::<Vec<_>>(),
+        [(NoticeStatus::Pending, "erasure")],
+        "the erasure's own notice is queued with it, after the others are cancelled"
+    );
     let of_7 = store.recipient_notices(Some(7), None, 10).await.unwrap();
     assert_eq!(of_7.len(), 2);
     for n in &of_7 {
@@ -2415,7 +2427,7 @@ async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(pl
         assert_eq!(n.payload.expose(), "");
         assert_eq!(store.recipient_notice_payload(n).await.unwrap(), None);
     }
-    assert_eq!(store.due_recipient_notices(now + minutes(20), 10).await.unwrap(), []);
+    assert_eq!(store.due_recipient_notices(now + minutes(20), 10).await.unwrap(), of_9);
     assert_eq!(
         store.recipient_notices(Some(8), None, 10).await.unwrap()[0].status,
         NoticeStatus::Sent,

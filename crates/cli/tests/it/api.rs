@@ -431,4 +431,19 @@ async fn a_malformed_path_query_or_method_gets_the_json_error_too() {
         allow.is_some_and(|a| a.contains("POST")),
         "the methods it takes are named"
     );
+    // From a page on another origin, the error stays readable (CORS headers kept).
+    let resp = app
+        .http
+        .get(app.url("/v1/batch"))
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    let cors = resp
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = read(resp).await;
+    assert_error(status, &body, 405, "method_not_allowed");
+    assert_eq!(cors.as_deref(), Some("https://shop.example"));
 }

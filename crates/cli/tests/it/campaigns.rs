@@ -1441,6 +1441,13 @@ async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_to
     let (status, report) = app.call(reqwest::Method::POST, "/api/v1/retention/run", None).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["people"]["prospects_erased"], 1, "{report}");
+    assert_eq!(report["recipients_told"], 1, "{report}");
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "queued with the erasure, sent by the worker"
+    );
+    assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
     let bodies = received.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     let told: Value = serde_json::from_str(&bodies[1]).unwrap();

@@ -1,11 +1,12 @@
 -- Telling the recipients of a person's data of a rectification, erasure or restriction
--- (Art. 19), whether a request or the retention rules caused it, is a persisted task: one row per recipient and request, tried at once and retried
--- with a growing delay until the recipient acknowledges it or the attempts run out. A worker
--- claims a row by moving its `next_at` forward (a lease): one that dies mid-send is retried
--- when the lease ends, and the notice carries its id so a recipient can ignore a repeat.
+-- (Art. 19), whether a request or the retention rules caused it, is a persisted task: one row
+-- per recipient and notice, tried at once and retried with a growing delay until the recipient
+-- acknowledges it or the attempts run out. A worker claims a row by moving its `next_at`
+-- forward (a lease): one that dies mid-send is retried when the lease ends, and the notice
+-- carries its id so a recipient can ignore a repeat.
 CREATE TABLE recipient_notices (
     id INTEGER PRIMARY KEY,
-    request_id INTEGER,              -- none for an erasure by the retention rules
+    request_id INTEGER,  -- none for an erasure by the retention rules
     profile_id INTEGER NOT NULL,
     notice TEXT NOT NULL,            -- rectification | erasure | restriction
     campaign TEXT NOT NULL,
