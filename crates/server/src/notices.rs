@@ -39,6 +39,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/recipient-notices", get(list))
         .route("/api/v1/requests/{id}/notices/retry", post(retry))
+        .route("/api/v1/recipient-notices/{id}/retry", post(retry_one))
 }
 
 /// A destination that received a subject's data: a campaign's webhook.
@@ -385,4 +386,26 @@ pub async fn retry(
     Ok(Json(
         json!({"queued": queued, "notices": notices.iter().map(notice_json).collect::<Vec<_>>()}),
     ))
+}
+
+/// Queues one failed notice again, with its attempts counted afresh, and tries it: the way to
+/// retry the notices of an erasure by the retention rules, which no request holds.
+#[utoipa::path(post, path = "/api/v1/recipient-notices/{id}/retry", tag = "requests", params(("id" = i64, Path, description = "Notice id")),
+    responses((status = 200, description = "The notice, tried again"),
+              (status = 404, description = "No failed notice with this id", body = crate::openapi::ErrorSchema)),
+    security(("bearer" = [])))]
+pub async fn retry_one(
+    Staff(caller): Staff,
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let now = app.clock.now();
+    if !app.store.retry_recipient_notice(id, now).await? {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no failed notice {id}")));
+    }
+    if let Some(queued) = app.store.recipient_notice(id).await? {
+        app.try_notices(vec![queued], &caller.actor()).await?;
+    }
+    let notice = app.store.recipient_notice(id).await?;
+    Ok(Json(notice.as_ref().map(notice_json).unwrap_or(Value::Null)))
 }

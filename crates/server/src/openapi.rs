@@ -77,6 +77,7 @@ impl Modify for Security {
         crate::requests::verify,
         crate::notices::list,
         crate::notices::retry,
+        crate::notices::retry_one,
         crate::breaches::declare,
         crate::breaches::list,
         crate::breaches::show,

@@ -739,6 +739,17 @@ impl Store {
         dispatch!(self, s => s.retry_recipient_notices(request, at).await)
     }
 
+    /// Puts one failed notice back in the queue, due at `at`, its attempts counted afresh;
+    /// false when no failed notice has this id.
+    pub async fn retry_recipient_notice(&self, id: i64, at: jiff::Timestamp) -> Result<bool> {
+        dispatch!(self, s => s.retry_recipient_notice(id, at).await)
+    }
+
+    /// One notice.
+    pub async fn recipient_notice(&self, id: i64) -> Result<Option<RecipientNotice>> {
+        dispatch!(self, s => s.recipient_notice(id).await)
+    }
+
     /// Merges `absorbed` into `survivor` as probabilistic matching or a reviewer decided, with
     /// the evidence; `None` when one of them no longer holds identifiers.
     pub async fn merge_profiles(

@@ -23,7 +23,7 @@ use crate::sqlite::SqliteStore;
 use crate::{Result, StoreError, from_micros, to_micros};
 use confiance_core::secret::Secret;
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 /// Why a notice pending when its person was erased is not sent.
 pub const SUPERSEDED: &str = "cancelled: the person was erased before it was sent";
@@ -232,6 +232,10 @@ const END: &str =
 const RETRY: &str = "UPDATE recipient_notices SET status = 'pending', attempts = 0, next_at = $1, done_at = NULL
      WHERE request_id = $2 AND status = 'failed'";
 
+/// The same for one notice (those of an erasure by the retention rules have no request).
+const RETRY_ONE: &str = "UPDATE recipient_notices SET status = 'pending', attempts = 0, next_at = $1, done_at = NULL
+     WHERE id = $2 AND status = 'failed'";
+
 const CANCEL_OF_PROFILE: &str = "UPDATE recipient_notices SET payload = '',
      outcome = CASE WHEN status = 'pending' THEN $1 ELSE outcome END,
      done_at = CASE WHEN status = 'pending' THEN $2 ELSE done_at END,
@@ -422,6 +426,25 @@ impl SqliteStore {
         self.write(move |tx| Ok(tx.execute(RETRY, params![to_micros(at), request])? as u64))
             .await
     }
+
+    pub(crate) async fn retry_recipient_notice(&self, id: i64, at: Timestamp) -> Result<bool> {
+        self.write(move |tx| Ok(tx.execute(RETRY_ONE, params![to_micros(at), id])? == 1))
+            .await
+    }
+
+    pub(crate) async fn recipient_notice(&self, id: i64) -> Result<Option<RecipientNotice>> {
+        self.read(move |c| {
+            let parts = c
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM recipient_notices WHERE id = $1"),
+                    [id],
+                    sqlite_parts,
+                )
+                .optional()?;
+            parts.map(notice).transpose()
+        })
+        .await
+    }
 }
 
 impl PgStore {
@@ -535,5 +558,28 @@ impl PgStore {
             .await?
             .execute(RETRY, &[&to_micros(at), &request])
             .await?)
+    }
+
+    pub(crate) async fn retry_recipient_notice(&self, id: i64, at: Timestamp) -> Result<bool> {
+        Ok(self
+            .pool()
+            .get()
+            .await?
+            .execute(RETRY_ONE, &[&to_micros(at), &id])
+            .await?
+            == 1)
+    }
+
+    pub(crate) async fn recipient_notice(&self, id: i64) -> Result<Option<RecipientNotice>> {
+        let row = self
+            .pool()
+            .get()
+            .await?
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM recipient_notices WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(pg_notice).transpose()
     }
 }

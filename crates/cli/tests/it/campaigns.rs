@@ -1410,7 +1410,7 @@ async fn a_recipient_that_is_down_is_told_once_it_is_back_and_failures_are_liste
 
 #[tokio::test]
 async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_too() {
-    let (url, received, _) = flaky_receiver().await;
+    let (url, received, down) = flaky_receiver().await;
     let app = TestApp::spawn().await;
     app.clock.set("2026-09-01T10:00:00Z".parse().unwrap());
     app.customer(
@@ -1447,7 +1447,35 @@ async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_to
         1,
         "queued with the erasure, sent by the worker"
     );
-    assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+    // The partner is down for days: the attempts run out; staff queue that notice again.
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut at: jiff::Timestamp = "2029-09-02T10:00:00Z".parse().unwrap();
+    for _ in 0..confiance_core::privacy::requests::NOTICE_ATTEMPTS {
+        assert_eq!(app.state.retry_due_notices().await.unwrap(), 1);
+        at += SignedDuration::from_hours(12);
+        app.clock.set(at);
+    }
+    let (_, failed) = app
+        .call(reqwest::Method::GET, "/api/v1/recipient-notices?status=failed", None)
+        .await;
+    let id = failed["notices"][0]["id"].as_i64().expect("failed");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, retried) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/recipient-notices/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!((status, &retried["status"]), (200, &json!("sent")), "{retried}");
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/recipient-notices/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "only a failed notice is queued again");
     let bodies = received.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     let told: Value = serde_json::from_str(&bodies[1]).unwrap();
