@@ -1086,6 +1086,28 @@ async fn a_delivery_brings_the_satisfaction_questionnaire_three_days_later() {
     assert_eq!(sends[0]["at"], "2026-03-13T09:00:00Z");
 }
 
+impl TestApp {
+    /// Sends the data of the customers who like Air, and agreed to offers, to a partner's
+    /// webhook at `url`: a campaign on Air's tour, run once.
+    async fn send_to_partner(&self, url: &str) {
+        self.resolved().await;
+        self.indexed().await;
+        self.campaign(json!({
+            "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
+            "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
+            "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
+        }))
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/happenings",
+            Some(json!({"kind": "tour", "about": "Air"})),
+        )
+        .await;
+        self.tick().await;
+    }
+}
+
 /// Carries out a request for `email` entered by staff, and returns it once done.
 async fn carried_out(app: &TestApp, right: &str, email: &str, details: Value) -> Value {
     let (status, request) = app
@@ -1120,21 +1142,7 @@ async fn recipients_of_a_persons_data_are_told_of_its_rectification_and_erasure(
         )
         .await;
     }
-    app.resolved().await;
-    app.indexed().await;
-    app.campaign(json!({
-        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
-        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
-        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
-    }))
-    .await;
-    app.call(
-        reqwest::Method::POST,
-        "/api/v1/happenings",
-        Some(json!({"kind": "tour", "about": "Air"})),
-    )
-    .await;
-    app.tick().await;
+    app.send_to_partner(&url).await;
     assert_eq!(
         received.lock().unwrap().len(),
         1,
@@ -1224,21 +1232,7 @@ async fn a_recipient_that_is_down_is_told_once_it_is_back_and_failures_are_liste
         true,
     )
     .await;
-    app.resolved().await;
-    app.indexed().await;
-    app.campaign(json!({
-        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
-        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
-        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
-    }))
-    .await;
-    app.call(
-        reqwest::Method::POST,
-        "/api/v1/happenings",
-        Some(json!({"kind": "tour", "about": "Air"})),
-    )
-    .await;
-    app.tick().await;
+    app.send_to_partner(&url).await;
     assert_eq!(received.lock().unwrap().len(), 1, "the partner got Sacha's data");
 
     // The partner is down when Sacha corrects her name: the request is done, the notice waits.
@@ -1419,21 +1413,7 @@ async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_to
         true,
     )
     .await;
-    app.resolved().await;
-    app.indexed().await;
-    app.campaign(json!({
-        "name": "Partenaire billetterie", "channel": "webhook", "webhook_url": url, "purpose": "marketing_email",
-        "trigger": {"happening": {"kind": "tour", "field": "favorite_artists"}},
-        "steps": [{"template": {"subject": {"fr": "Tournée"}, "body": {"fr": "{{ traits.first_name }} : Air en tournée."}}}],
-    }))
-    .await;
-    app.call(
-        reqwest::Method::POST,
-        "/api/v1/happenings",
-        Some(json!({"kind": "tour", "about": "Air"})),
-    )
-    .await;
-    app.tick().await;
+    app.send_to_partner(&url).await;
     assert_eq!(received.lock().unwrap().len(), 1, "the partner got Ugo's data");
 
     // Three years without a word from him: the retention rules erase him, and tell the partner.
