@@ -40,6 +40,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// The allocator of every binary that serves (the `confiance` binary, the benchmarks, the
+/// tests): reads and ingestion allocate and free millions of small JSON values, where glibc's
+/// allocator took a quarter of the time of reading a long history.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Everything a request handler may need.
 pub struct AppState {
     /// The store.
