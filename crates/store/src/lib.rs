@@ -647,6 +647,17 @@ impl Store {
         dispatch!(self, s => s.put_request_result(id, stored).await)
     }
 
+    /// [`Store::put_request_result`] for a result that `write` writes out: compressed as it is
+    /// written, on a second thread, and never held whole (an access archive runs to megabytes).
+    pub async fn put_request_result_written(
+        &self,
+        id: i64,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let stored = self.vault().seal_written(&request_key(id), write).await?;
+        dispatch!(self, s => s.put_request_result(id, stored).await)
+    }
+
     /// What carrying out a request produced; none once its subject was erased.
     pub async fn request_result(&self, id: i64) -> Result<Option<String>> {
         let stored = dispatch!(self, s => s.request_result(id).await)?;

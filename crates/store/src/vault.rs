@@ -25,8 +25,10 @@ use confiance_core::privacy::vault::{DataKey, MasterKey, Tag, subject_of};
 use deadpool_postgres::Pool;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -45,6 +47,9 @@ const SEALED_TEXT: &str = "sealed:";
 /// The prefix of a text compressed (raw deflate) before it was sealed: large results, such as
 /// access archives, whose events repeat the same field names thousands of times.
 const SEALED_DEFLATED: &str = "sealed+deflate:";
+
+/// The pieces in which a result goes to the thread that compresses it.
+const PACK_CHUNK: usize = 256 << 10;
 
 /// From how many events a read opens their bodies on two threads.
 const PARALLEL_OPEN_FROM: usize = 2_000;
@@ -494,19 +499,24 @@ impl Vault {
     /// deflate), as text: `sealed+deflate:` and the base64 of the sealed bytes. With sealing off,
     /// the text stays as it is.
     pub(crate) async fn seal_deflated(self: &Arc<Self>, identifier: &str, text: &str) -> Result<String> {
-        use std::io::Write;
+        self.seal_written(identifier, |out| out.write_all(text.as_bytes()))
+            .await
+    }
+
+    /// [`Vault::seal_deflated`] for a text that `write` writes out, compressed as it is written:
+    /// a large result (an access archive) is never held whole, and its compression runs on a
+    /// second thread while `write` renders it.
+    pub(crate) async fn seal_written(
+        self: &Arc<Self>,
+        identifier: &str,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<String> {
         if !self.seals() {
-            return Ok(text.to_owned());
+            let mut text = Vec::new();
+            write(&mut text).map_err(|e| StoreError::Database(format!("writing a result: {e}")))?;
+            return String::from_utf8(text).map_err(|e| StoreError::Database(format!("a result is not text: {e}")));
         }
-        let mut deflate =
-            flate2::write::DeflateEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
-        deflate
-            .write_all(text.as_bytes())
-            .and_then(|()| deflate.flush())
-            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
-        let packed = deflate
-            .finish()
-            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        let packed = deflate_written(write).map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
         self.seal_as(identifier, SEALED_DEFLATED, &packed).await
     }
 
@@ -699,5 +709,90 @@ impl Vault {
             Self::settle(&events, &closed, &self.shredded(tags).await?)?;
         }
         Ok(events)
+    }
+}
+
+/// Runs `write` on this thread while a second one compresses what it writes (fast raw deflate):
+/// the two halves of the work overlap, and what was written is never held whole.
+fn deflate_written(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<Vec<u8>> {
+    let (pieces, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let packer = scope.spawn(move || {
+            let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            for piece in received {
+                deflate.write_all(&piece)?;
+            }
+            deflate.finish()
+        });
+        let mut out = Pieces {
+            piece: Vec::with_capacity(PACK_CHUNK),
+            pieces,
+        };
+        let written = write(&mut out).and_then(|()| out.flush());
+        // The channel closes: the packer finishes what it has.
+        drop(out);
+        let packed = packer
+            .join()
+            .map_err(|_| std::io::Error::other("the compressing thread panicked"))?;
+        written.and(packed)
+    })
+}
+
+/// A writer that hands what it is given to another thread, a piece of [`PACK_CHUNK`] at a time.
+struct Pieces {
+    piece: Vec<u8>,
+    pieces: SyncSender<Vec<u8>>,
+}
+
+impl Write for Pieces {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.piece.extend_from_slice(bytes);
+        if self.piece.len() >= PACK_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.piece.is_empty() {
+            let full = std::mem::replace(&mut self.piece, Vec::with_capacity(PACK_CHUNK));
+            self.pieces
+                .send(full)
+                .map_err(|_| std::io::Error::other("the compressing thread stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn what_is_written_comes_back_inflated_whole_and_in_order() {
+        // Many pieces' worth, written a few bytes at a time as a serializer does.
+        let lines: Vec<String> = (0..100_000).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
+        let packed = deflate_written(|out| lines.iter().try_for_each(|l| out.write_all(l.as_bytes()))).unwrap();
+        let mut text = String::new();
+        flate2::read::DeflateDecoder::new(&packed[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, lines.concat());
+        assert!(
+            packed.len() < text.len() / 2,
+            "{} bytes packed from {}",
+            packed.len(),
+            text.len()
+        );
+    }
+
+    #[test]
+    fn a_writer_that_fails_fails_the_whole_result() {
+        let failed = deflate_written(|out| {
+            out.write_all(&[b'x'; PACK_CHUNK * 2])?;
+            Err(std::io::Error::other("the archive could not be rendered"))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "the archive could not be rendered");
     }
 }
