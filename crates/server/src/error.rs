@@ -44,6 +44,7 @@ impl From<confiance_store::StoreError> for ApiError {
         match e {
             S::Overloaded => ApiError::new(ErrorCode::Overloaded, "the store is saturated; retry later"),
             S::Conflict(what) => ApiError::new(ErrorCode::InvalidField, format!("{what} already exists")),
+            S::Writer(why) => ApiError::new(ErrorCode::Internal, format!("the result could not be written: {why}")),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(ErrorCode::StoreUnavailable, "the store failed; nothing was stored")

@@ -41,8 +41,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 /// The allocator of every binary that serves (the `confiance` binary, the benchmarks, the
-/// tests): reads and ingestion allocate and free millions of small JSON values, where glibc's
-/// allocator took a quarter of the time of reading a long history.
+/// tests), set here once rather than in each of them: reads and ingestion allocate and free
+/// millions of small JSON values, and glibc's allocator took about a quarter of the privacy
+/// benchmark's samples (BENCHMARKS.md, Rights).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -570,8 +570,8 @@ impl AppState {
     /// Keeps everything held about a subject, for access (Art. 15) and portability (Art. 20),
     /// as the result of `r`: the text of `{json, html}`; the CSV files are rendered from the JSON
     /// when downloaded ([`csv_of`]), so the archive keeps each fact once. The events — nearly all
-    /// of it — are written straight from what the store read, never copied into a JSON tree, and
-    /// compressed as they are written.
+    /// of it — are written straight from what the store read, never copied into a JSON tree (and
+    /// compressed as they are written, with sealing on).
     async fn keep_archive(&self, subject: &Subject, r: &Request) -> Result<(), ApiError> {
         let (profile, subjects) = self.subjects_of(subject).await?;
         let events = match profile {
@@ -668,8 +668,8 @@ impl AppState {
         };
         self.store
             .put_request_result_written(r.id, |out| {
-                // Buffered here, where the writer's type is known: the JSON comes out a few bytes
-                // at a time.
+                // serde_json writes a few bytes at a time: they go to this buffer, statically
+                // dispatched, and reach the store's writer 64 KiB at a time.
                 use std::io::Write;
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
                 out.write_all(b"{\"json\":")?;

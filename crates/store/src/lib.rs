@@ -66,6 +66,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),
+    /// What the caller wrote into the store through a writer failed to be written: the
+    /// caller's error, not the database's ([`Store::put_request_result_written`]).
+    #[error("writing a result failed: {0}")]
+    Writer(String),
     /// A migration failed or the schema is newer than this binary.
     #[error("migration failed: {0}")]
     Migration(String),
@@ -647,8 +651,9 @@ impl Store {
         dispatch!(self, s => s.put_request_result(id, stored).await)
     }
 
-    /// [`Store::put_request_result`] for a result that `write` writes out: compressed as it is
-    /// written, on a second thread, and never held whole (an access archive runs to megabytes).
+    /// [`Store::put_request_result`] for a result that `write` writes out. With sealing on, it
+    /// is compressed on a second thread as it is written and never held whole (an access archive
+    /// runs to megabytes). A failure of `write` is [`StoreError::Writer`].
     pub async fn put_request_result_written(
         &self,
         id: i64,

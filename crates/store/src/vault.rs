@@ -499,13 +499,24 @@ impl Vault {
     /// deflate), as text: `sealed+deflate:` and the base64 of the sealed bytes. With sealing off,
     /// the text stays as it is.
     pub(crate) async fn seal_deflated(self: &Arc<Self>, identifier: &str, text: &str) -> Result<String> {
-        self.seal_written(identifier, |out| out.write_all(text.as_bytes()))
-            .await
+        if !self.seals() {
+            return Ok(text.to_owned());
+        }
+        let mut deflate =
+            flate2::write::DeflateEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
+        deflate
+            .write_all(text.as_bytes())
+            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        let packed = deflate
+            .finish()
+            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        self.seal_as(identifier, SEALED_DEFLATED, &packed).await
     }
 
-    /// [`Vault::seal_deflated`] for a text that `write` writes out, compressed as it is written:
-    /// a large result (an access archive) is never held whole, and its compression runs on a
-    /// second thread while `write` renders it.
+    /// [`Vault::seal_deflated`] for a text that `write` writes out. With sealing on, it is
+    /// compressed on a second thread while `write` renders it, and never held whole (an access
+    /// archive runs to megabytes); with sealing off it is kept as written. A failure of `write`
+    /// is [`StoreError::Writer`].
     pub(crate) async fn seal_written(
         self: &Arc<Self>,
         identifier: &str,
@@ -513,10 +524,10 @@ impl Vault {
     ) -> Result<String> {
         if !self.seals() {
             let mut text = Vec::new();
-            write(&mut text).map_err(|e| StoreError::Database(format!("writing a result: {e}")))?;
-            return String::from_utf8(text).map_err(|e| StoreError::Database(format!("a result is not text: {e}")));
+            write(&mut text).map_err(|e| StoreError::Writer(e.to_string()))?;
+            return String::from_utf8(text).map_err(|e| StoreError::Writer(format!("a result is not text: {e}")));
         }
-        let packed = deflate_written(write).map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        let packed = deflate_written(write)?;
         self.seal_as(identifier, SEALED_DEFLATED, &packed).await
     }
 
@@ -714,7 +725,7 @@ impl Vault {
 
 /// Runs `write` on this thread while a second one compresses what it writes (fast raw deflate):
 /// the two halves of the work overlap, and what was written is never held whole.
-fn deflate_written(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<Vec<u8>> {
+fn deflate_written(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<Vec<u8>> {
     let (pieces, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|scope| {
         let packer = scope.spawn(move || {
@@ -725,16 +736,19 @@ fn deflate_written(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) ->
             deflate.finish()
         });
         let mut out = Pieces {
-            piece: Vec::with_capacity(PACK_CHUNK),
+            piece: Vec::new(),
             pieces,
         };
         let written = write(&mut out).and_then(|()| out.flush());
         // The channel closes: the packer finishes what it has.
         drop(out);
+        // A packer that failed is the cause of the writer's "stopped": its error comes first.
         let packed = packer
             .join()
-            .map_err(|_| std::io::Error::other("the compressing thread panicked"))?;
-        written.and(packed)
+            .map_err(|_| StoreError::Database("the compressing thread panicked".into()))?
+            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+        written.map_err(|e| StoreError::Writer(e.to_string()))?;
+        Ok(packed)
     })
 }
 
@@ -746,6 +760,9 @@ struct Pieces {
 
 impl Write for Pieces {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.piece.capacity() == 0 {
+            self.piece.reserve(PACK_CHUNK);
+        }
         self.piece.extend_from_slice(bytes);
         if self.piece.len() >= PACK_CHUNK {
             self.flush()?;
@@ -755,9 +772,8 @@ impl Write for Pieces {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.piece.is_empty() {
-            let full = std::mem::replace(&mut self.piece, Vec::with_capacity(PACK_CHUNK));
             self.pieces
-                .send(full)
+                .send(std::mem::take(&mut self.piece))
                 .map_err(|_| std::io::Error::other("the compressing thread stopped"))?;
         }
         Ok(())
@@ -793,6 +809,9 @@ mod tests {
             out.write_all(&[b'x'; PACK_CHUNK * 2])?;
             Err(std::io::Error::other("the archive could not be rendered"))
         });
-        assert_eq!(failed.unwrap_err().to_string(), "the archive could not be rendered");
+        assert!(
+            matches!(&failed, Err(StoreError::Writer(why)) if why == "the archive could not be rendered"),
+            "{failed:?}"
+        );
     }
 }
