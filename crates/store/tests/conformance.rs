@@ -2222,6 +2222,24 @@ async fn a_large_request_result_is_kept_compressed_and_sealed_and_read_back_whol
     store.put_request_result(41, "{}".into()).await.unwrap();
     assert_eq!(store.request_result(41).await.unwrap().as_deref(), Some("{}"));
     assert_eq!(store.request_result(42).await.unwrap(), None);
+    // Written a hundred bytes at a time, as an archive is rendered, it reads back the same.
+    store
+        .put_request_result_written(43, |out| text.as_bytes().chunks(100).try_for_each(|c| out.write_all(c)))
+        .await
+        .unwrap();
+    assert_eq!(store.request_result(43).await.unwrap(), Some(text.clone()));
+    // A writer that fails half-way keeps nothing of its own, and is named as the cause.
+    let failed = store
+        .put_request_result_written(43, |out| {
+            out.write_all(b"{\"json\":")?;
+            Err(std::io::Error::other("the archive could not be rendered"))
+        })
+        .await;
+    assert!(
+        matches!(&failed, Err(confiance_store::StoreError::Writer(why)) if why.contains("could not be rendered")),
+        "{failed:?}"
+    );
+    assert_eq!(store.request_result(43).await.unwrap(), Some(text));
 }
 
 async fn recipient_notices_are_claimed_once_retried_and_superseded_by_erasure(place: Place) {
