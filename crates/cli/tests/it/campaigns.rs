@@ -727,16 +727,22 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 /// An HTTP endpoint (SMS provider, webhook) that answers 503 to the first `refusals` posts,
 /// then takes them.
 async fn http_receiver(refusals: usize) -> (String, Received) {
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    receiver(move || refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refusals).await
+}
+
+/// An HTTP endpoint that answers 503 to a post when `refuses()` says so, and keeps the others.
+async fn receiver(refuses: impl Fn() -> bool + Send + Sync + 'static) -> (String, Received) {
     use axum::routing::post;
     let received: Received = Default::default();
-    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refuses = std::sync::Arc::new(refuses);
     let store = received.clone();
     let app = axum::Router::new().route(
         "/in",
         post(move |body: String| {
-            let (store, refused) = (store.clone(), refused.clone());
+            let (store, refuses) = (store.clone(), refuses.clone());
             async move {
-                if refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refusals {
+                if refuses() {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                 }
                 store.lock().unwrap().push(body);
@@ -1196,26 +1202,9 @@ async fn recipients_of_a_persons_data_are_told_of_its_rectification_and_erasure(
 
 /// A receiver that answers 503 while `down` is set.
 async fn flaky_receiver() -> (String, Received, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use axum::routing::post;
-    let received: Received = Default::default();
     let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (store, switch) = (received.clone(), down.clone());
-    let app = axum::Router::new().route(
-        "/in",
-        post(move |body: String| {
-            let (store, switch) = (store.clone(), switch.clone());
-            async move {
-                if switch.load(std::sync::atomic::Ordering::SeqCst) {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                }
-                store.lock().unwrap().push(body);
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/in", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let switch = down.clone();
+    let (url, received) = receiver(move || switch.load(std::sync::atomic::Ordering::SeqCst)).await;
     (url, received, down)
 }
 
