@@ -146,12 +146,34 @@ pub struct SqliteStore {
     pub(crate) vault: Arc<Vault>,
 }
 
-fn open_connection(path: &Path) -> Result<Connection> {
+/// How long a connection waits for another one's lock before it reports the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens `path` with the busy timeout set and the file in WAL mode.
+///
+/// Switching a new file to WAL needs the whole file to itself, and SQLite answers `SQLITE_BUSY`
+/// at once, without its busy handler, while another connection is doing the same. Nodes that
+/// open a new store together would fail at random: the switch is retried until the timeout.
+pub(crate) fn open_in_wal_mode(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode = WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done.map(|()| conn),
+        }
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = open_in_wal_mode(path)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
+        "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA secure_delete = ON;
          PRAGMA temp_store = MEMORY;",

@@ -127,11 +127,9 @@ fn tag_of_row(bytes: Vec<u8>) -> Result<Tag> {
 impl Vault {
     /// Opens (creating) the SQLite vault in `dir`, checking it was made under `master`.
     pub(crate) fn open_sqlite(dir: &Path, master: MasterKey) -> Result<Self> {
-        let conn = Connection::open(dir.join(VAULT_FILE))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let conn = crate::sqlite::open_in_wal_mode(&dir.join(VAULT_FILE))?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
+            "PRAGMA synchronous = FULL;
              PRAGMA secure_delete = ON;",
         )?;
         conn.execute_batch(SQLITE_SCHEMA)?;
