@@ -8,10 +8,11 @@
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
-use crate::vault::Kept;
+use crate::vault::{Kept, Vault};
 use crate::{Result, StoreError, to_micros};
 use confiance_core::privacy::audit::AuditEvent;
 use rusqlite::params_from_iter;
+use std::sync::Arc;
 
 /// What to erase.
 #[derive(Clone, Debug)]
@@ -58,9 +59,22 @@ fn with_requests(keys: &[String], requests: &[i64]) -> Vec<String> {
         .collect()
 }
 
+/// The requests of `rows` (`id`, subject column, kept document), each with its record redacted,
+/// opened before their subject's key is shredded. One that no longer opens (an erasure that
+/// shredded the key and then failed) keeps its row: a retried erasure cannot do more for it.
+async fn redacted(vault: &Arc<Vault>, rows: Vec<(i64, String, String)>) -> Result<Vec<(i64, String)>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, kept, stored) in rows {
+        if let Some(text) = crate::requests::open_doc(vault, id, &kept, stored).await? {
+            out.push((id, redact(&text)?));
+        }
+    }
+    Ok(out)
+}
+
 fn redact(doc: &str) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| StoreError::Database(e.to_string()))?;
-    v["subject_value"] = serde_json::json!("erased");
+    v["subject_value"] = serde_json::json!(crate::requests::ERASED);
     // A rectification keeps which traits it corrected, not the values.
     if let Some(traits) = v
         .pointer_mut("/details/traits")
@@ -86,18 +100,24 @@ impl SqliteStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
         // The keys go first: from then on, every copy of the person's bodies and of their
         // requests' results is unreadable, whatever happens to the rest.
-        let keys = serde_json::to_string(&e.keys).map_err(|x| StoreError::Database(x.to_string()))?;
-        let requests: Vec<i64> = self
+        let kept: Vec<String> = e.keys.iter().map(|k| self.vault.at_rest(k)).collect();
+        let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
+        let rows: Vec<(i64, String, String)> = self
             .read(move |c| {
-                let mut stmt =
-                    c.prepare("SELECT id FROM requests WHERE subject IN (SELECT value FROM json_each(?1))")?;
-                Ok(stmt.query_map([keys], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+                let mut stmt = c.prepare(
+                    "SELECT id, subject, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1))",
+                )?;
+                Ok(stmt
+                    .query_map([keys], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?)
             })
             .await?;
+        let redacted = redacted(&self.vault, rows).await?;
+        let requests: Vec<i64> = redacted.iter().map(|(id, _)| *id).collect();
         let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
         let erased = self
             .write(move |tx| {
-                let keys = serde_json::to_string(&e.keys).map_err(|x| StoreError::Database(x.to_string()))?;
+                let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
                 let users = serde_json::to_string(&values(&e.keys, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
                 let anons = serde_json::to_string(&values(&e.keys, "anonymous_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
                 let mut out = Erased {
@@ -117,18 +137,15 @@ impl SqliteStore {
                 tx.execute("DELETE FROM left_out WHERE identifier IN (SELECT value FROM json_each(?1))", [&keys])?;
                 tx.execute("UPDATE merges SET via = 'erased' WHERE via IN (SELECT value FROM json_each(?1))", [&keys])?;
                 out.identities = tx.execute("DELETE FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))", [&keys])? as u64;
-                let docs: Vec<(i64, String)> = {
-                    let mut stmt = tx.prepare("SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1))")?;
-                    stmt.query_map([&keys], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
-                };
-                for (id, doc) in &docs {
+                tx.execute("DELETE FROM identifier_values WHERE identifier IN (SELECT value FROM json_each(?1))", [&keys])?;
+                for (id, doc) in &redacted {
                     tx.execute(
                         "UPDATE requests SET subject = ?1, doc = ?2 WHERE id = ?3",
-                        rusqlite::params![format!("erased:{id}"), redact(doc)?, id],
+                        rusqlite::params![format!("erased:{id}"), doc, id],
                     )?;
                     tx.execute("DELETE FROM request_results WHERE request_id = ?1", [id])?;
                 }
-                out.requests = docs.len() as u64;
+                out.requests = redacted.len() as u64;
                 if let Some(profile) = e.profile {
                     tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
                     tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
@@ -182,15 +199,21 @@ impl SqliteStore {
 
 impl PgStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
-        let requests: Vec<i64> = self
+        let kept: Vec<String> = e.keys.iter().map(|k| self.vault.at_rest(k)).collect();
+        let rows: Vec<(i64, String, String)> = self
             .pool()
             .get()
             .await?
-            .query("SELECT id FROM requests WHERE subject = ANY($1)", &[&e.keys])
+            .query(
+                "SELECT id, subject, doc FROM requests WHERE subject = ANY($1)",
+                &[&kept],
+            )
             .await?
             .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_>>()?;
+        let redacted = redacted(&self.vault, rows).await?;
+        let requests: Vec<i64> = redacted.iter().map(|(id, _)| *id).collect();
         let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
         let users = values(&e.keys, "user_id:");
         let anons = values(&e.keys, "anonymous_id:");
@@ -207,36 +230,31 @@ impl PgStore {
             ..Erased::default()
         };
         out.consents = tx
-            .execute("DELETE FROM consent_ledger WHERE subject = ANY($1)", &[&e.keys])
+            .execute("DELETE FROM consent_ledger WHERE subject = ANY($1)", &[&kept])
             .await?;
-        tx.execute("DELETE FROM consent_state WHERE subject = ANY($1)", &[&e.keys])
+        tx.execute("DELETE FROM consent_state WHERE subject = ANY($1)", &[&kept])
             .await?;
-        tx.execute(
-            "DELETE FROM identity_links WHERE a = ANY($1) OR b = ANY($1)",
-            &[&e.keys],
-        )
-        .await?;
-        tx.execute("DELETE FROM left_out WHERE identifier = ANY($1)", &[&e.keys])
+        tx.execute("DELETE FROM identity_links WHERE a = ANY($1) OR b = ANY($1)", &[&kept])
             .await?;
-        tx.execute("UPDATE merges SET via = 'erased' WHERE via = ANY($1)", &[&e.keys])
+        tx.execute("DELETE FROM left_out WHERE identifier = ANY($1)", &[&kept])
+            .await?;
+        tx.execute("UPDATE merges SET via = 'erased' WHERE via = ANY($1)", &[&kept])
             .await?;
         out.identities = tx
-            .execute("DELETE FROM identities WHERE identifier = ANY($1)", &[&e.keys])
+            .execute("DELETE FROM identities WHERE identifier = ANY($1)", &[&kept])
             .await?;
-        let docs = tx
-            .query("SELECT id, doc FROM requests WHERE subject = ANY($1)", &[&e.keys])
+        tx.execute("DELETE FROM identifier_values WHERE identifier = ANY($1)", &[&kept])
             .await?;
-        for row in &docs {
-            let (id, doc): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        for (id, doc) in &redacted {
             tx.execute(
                 "UPDATE requests SET subject = $1, doc = $2 WHERE id = $3",
-                &[&format!("erased:{id}"), &redact(&doc)?, &id],
+                &[&format!("erased:{id}"), doc, id],
             )
             .await?;
-            tx.execute("DELETE FROM request_results WHERE request_id = $1", &[&id])
+            tx.execute("DELETE FROM request_results WHERE request_id = $1", &[id])
                 .await?;
         }
-        out.requests = docs.len() as u64;
+        out.requests = redacted.len() as u64;
         if let Some(profile) = e.profile {
             tx.execute("DELETE FROM segment_members WHERE profile_id = $1", &[&profile])
                 .await?;

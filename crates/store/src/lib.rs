@@ -16,6 +16,7 @@ mod breach_jobs;
 mod breaches;
 mod erasure;
 mod governance;
+mod identifiers;
 mod matching;
 mod notices;
 mod postgres;
@@ -506,8 +507,9 @@ impl Store {
         dispatch!(self, s => s.consent_counts().await)
     }
 
-    /// Subjects of `kind` that have a legal basis for `purpose` now, in key order after
-    /// `after` (a subject key), at most `limit`: the read behind an export for a purpose (say,
+    /// Subjects of `kind` that have a legal basis for `purpose` now, after `after` (the last
+    /// subject of the previous page, or empty), at most `limit`, in the order of the keys rows
+    /// keep (keyed hashes for emails and phones): the read behind an export for a purpose (say,
     /// the emails a newsletter may go to). For a purpose based on consent, only subjects whose
     /// current decision is a grant; for other bases, every subject of that kind the ledger knows.
     pub async fn subjects_for(
@@ -1215,6 +1217,11 @@ pub(crate) fn ledger_entry(
 
 /// The audit event of a recorded consent decision: who acted, and the ledger position as the
 /// pseudonymous subject.
+/// The subject key of each decision.
+pub(crate) fn decision_keys(decisions: &[Decision]) -> Vec<String> {
+    decisions.iter().map(|d| d.subject.key()).collect()
+}
+
 pub(crate) fn consent_audit(d: &Decision, ledger_seq: i64) -> AuditEvent {
     use confiance_core::consent::Method::*;
     let actor = match d.method {

@@ -37,11 +37,11 @@
 //! TLS is not compiled in (the features are trimmed): reach the database over a private network
 //! or a Unix socket.
 
-use crate::vault::{Body, Read, Vault};
+use crate::vault::{AtRest, Body, Read, Vault};
 use crate::{
-    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
-    ledger_entry, pg_error_text, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str,
-    status_from_str, to_micros, traits_column,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, decision_keys, from_micros,
+    kind_from_str, ledger_entry, pg_error_text, purposes_column, purposes_from_column, source_kind_from_str,
+    source_name_from_str, status_from_str, to_micros, traits_column,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
@@ -51,7 +51,7 @@ use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "recipient notices",
         include_str!("../migrations/postgres/0013_recipient_notices.sql"),
+    ),
+    (
+        14,
+        "identifier values",
+        include_str!("../migrations/postgres/0014_identifier_values.sql"),
     ),
 ];
 
@@ -331,6 +336,59 @@ const AUDIT_LOCK: i64 = 0x436f_6e66_6175_6474;
 
 /// Appends events to the audit chain; the lock, held until commit, keeps the chain's head from
 /// moving under another node's transaction.
+/// Puts back the value of each identifier of `kept` that is kept as a hash
+/// ([`Vault::at_rest`]); one whose value is gone (its person is being erased) stays a hash.
+pub(crate) async fn reveal(
+    client: &impl deadpool_postgres::GenericClient,
+    vault: &Arc<Vault>,
+    kept: &mut [String],
+) -> Result<()> {
+    let hashed: Vec<&str> = kept
+        .iter()
+        .map(String::as_str)
+        .filter(|k| Vault::is_hashed(k))
+        .collect();
+    if hashed.is_empty() {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            "SELECT identifier, value FROM identifier_values WHERE identifier = ANY($1)",
+            &[&hashed],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
+    let values = vault.open_values(rows).await?;
+    for k in kept.iter_mut() {
+        if let Some(v) = values.get(k.as_str()) {
+            k.clone_from(v);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the sealed values `rows` ([`Vault::seal_values`]) in `identifier_values`.
+pub(crate) async fn keep_values(
+    client: &impl deadpool_postgres::GenericClient,
+    rows: &[(String, Vec<u8>)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let kept: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+    let sealed: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+    client
+        .execute(
+            "INSERT INTO identifier_values (identifier, value)
+             SELECT k, v FROM UNNEST($1::TEXT[], $2::BYTEA[]) AS r(k, v) ON CONFLICT DO NOTHING",
+            &[&kept, &sealed],
+        )
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn append_audit(
     tx: &deadpool_postgres::Transaction<'_>,
     at: Timestamp,
@@ -376,21 +434,26 @@ pub(crate) async fn append_audit(
 }
 
 /// Appends decisions to the ledger and moves the current state to each one that is the latest.
-async fn insert_decisions(tx: &deadpool_postgres::Transaction<'_>, decisions: &[Decision]) -> Result<Vec<i64>> {
+async fn insert_decisions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    decisions: &[Decision],
+    subjects: &AtRest,
+) -> Result<Vec<i64>> {
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
+    keep_values(tx, &subjects.values).await?;
     let ledger = tx.prepare_cached(INSERT_LEDGER).await?;
     let state = tx.prepare_cached(UPSERT_STATE).await?;
     // One order for every transaction — by subject, then purpose — so that two writers recording
     // for the same people lock their state rows in the same order and never deadlock. The sort
     // is stable: decisions about one subject and purpose keep their order.
     let mut order: Vec<usize> = (0..decisions.len()).collect();
-    order.sort_by_cached_key(|&i| (decisions[i].subject.key(), decisions[i].purpose.clone()));
+    order.sort_by_cached_key(|&i| (subjects.keys[i].clone(), decisions[i].purpose.clone()));
     let mut seqs = vec![0i64; decisions.len()];
     for i in order {
         let d = &decisions[i];
-        let key = d.subject.key();
+        let key = &subjects.keys[i];
         let at = to_pg(d.recorded_at);
         let (version, hash) = d
             .notice
@@ -472,6 +535,7 @@ impl PgStore {
             None => MasterKey::derived_from(instance_secret_of(&pool).await?.as_bytes()),
         };
         let vault = Arc::new(Vault::connect_postgres(&config, &pool, master).await?);
+        crate::identifiers::rewrite_pg(&pool, &vault).await?;
         Ok(Self {
             pool,
             vault,
@@ -585,6 +649,7 @@ impl PgStore {
     ) -> Result<Appended> {
         self.keep_partitions_ahead().await;
         let vault = &self.vault;
+        let subjects = vault.to_rest(&decision_keys(&decisions)).await?;
         let (tags, keys) = vault
             .sealing_keys(
                 messages
@@ -608,7 +673,7 @@ impl PgStore {
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        insert_decisions(&tx, &decisions).await?;
+        insert_decisions(&tx, &decisions, &subjects).await?;
         let claimed: HashSet<String> = if claims.is_empty() {
             HashSet::new()
         } else {
@@ -740,26 +805,30 @@ impl PgStore {
     }
 
     pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
+        let subjects = self.vault.to_rest(&decision_keys(&decisions)).await?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let seqs = insert_decisions(&tx, &decisions).await?;
+        let seqs = insert_decisions(&tx, &decisions, &subjects).await?;
         tx.commit().await?;
         Ok(seqs)
     }
 
     pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
+        let asked: HashMap<String, String> = keys.into_iter().map(|k| (self.vault.at_rest(&k), k)).collect();
+        let kept: Vec<&String> = asked.keys().collect();
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 "SELECT subject, purpose, status, recorded_at, seq FROM consent_state WHERE subject = ANY($1)",
-                &[&keys],
+                &[&kept],
             )
             .await?;
         let mut view = ConsentView::default();
         for row in rows {
             let status: &str = row.try_get(2)?;
+            let subject: String = row.try_get(0)?;
             view.insert(
-                row.try_get(0)?,
+                asked.get(&subject).cloned().unwrap_or(subject),
                 row.try_get(1)?,
                 StateEntry {
                     status: status_from_str(status)?,
@@ -778,14 +847,14 @@ impl PgStore {
                 "SELECT seq, subject, purpose, status, method, recorded_at, notice_version, notice_hash,
                         source_id, touchpoint, ip_hash, ua_hash, proof
                  FROM consent_ledger WHERE subject = $1 ORDER BY recorded_at, seq",
-                &[&key],
+                &[&self.vault.at_rest(&key)],
             )
             .await?;
         rows.iter()
             .map(|r| {
                 ledger_entry(
                     r.try_get(0)?,
-                    r.try_get(1)?,
+                    &key,
                     r.try_get(2)?,
                     r.try_get(3)?,
                     r.try_get(4)?,
@@ -843,8 +912,15 @@ impl PgStore {
                AND subject NOT IN (SELECT subject FROM consent_state WHERE purpose = $1 AND status IN ('objected', 'restricted'))
              ORDER BY subject LIMIT $4"
         };
-        let rows = client.query(sql, &[&purpose, &prefix, &after, &limit]).await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        let rows = client
+            .query(sql, &[&purpose, &prefix, &self.vault.at_rest(&after), &limit])
+            .await?;
+        let mut subjects = rows
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect::<Result<Vec<String>>>()?;
+        reveal(&client, &self.vault, &mut subjects).await?;
+        Ok(subjects)
     }
 
     pub(crate) async fn instance_secret(&self) -> Result<String> {

@@ -10,7 +10,7 @@ use confiance_core::privacy::audit::AuditEvent;
 use confiance_core::unify::graph::{Guards, components};
 use confiance_core::unify::identifier::Identifier;
 use deadpool_postgres::Transaction;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 struct PgGraph<'a, 'b> {
@@ -66,14 +66,24 @@ impl GraphTx for PgGraph<'_, '_> {
     }
 
     async fn owners(&mut self, keys: &[String]) -> Result<Vec<(String, i64)>> {
+        let kept: HashMap<String, &String> = keys.iter().map(|k| (self.vault.at_rest(k), k)).collect();
+        let wanted: Vec<&String> = kept.keys().collect();
         let rows = self
             .tx
             .query(
                 "SELECT identifier, profile_id FROM identities WHERE identifier = ANY($1)",
-                &[&keys],
+                &[&wanted],
             )
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| {
+                let at_rest: String = r.try_get(0)?;
+                Ok((
+                    kept.get(&at_rest).map_or(at_rest.clone(), |k| (*k).clone()),
+                    r.try_get(1)?,
+                ))
+            })
+            .collect()
     }
 
     async fn profile_identifiers(&mut self, profile: i64) -> Result<Vec<String>> {
@@ -81,7 +91,12 @@ impl GraphTx for PgGraph<'_, '_> {
             .tx
             .query("SELECT identifier FROM identities WHERE profile_id = $1", &[&profile])
             .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        let mut keys = rows
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect::<Result<Vec<String>>>()?;
+        crate::postgres::reveal(self.tx, self.vault, &mut keys).await?;
+        Ok(keys)
     }
 
     async fn new_profile(&mut self, seq: i64, at: i64) -> Result<i64> {
@@ -99,7 +114,7 @@ impl GraphTx for PgGraph<'_, '_> {
         self.tx
             .execute(
                 "INSERT INTO identities (identifier, kind, profile_id, origin_profile, first_seq) VALUES ($1, $2, $3, $3, $4)",
-                &[&key, &kind, &profile, &seq],
+                &[&self.vault.at_rest(key), &kind, &profile, &seq],
             )
             .await?;
         Ok(())
@@ -134,7 +149,15 @@ impl GraphTx for PgGraph<'_, '_> {
         self.tx
             .execute(
                 "INSERT INTO identity_links (a, b, seq, source_id, message_id, at, origin) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&a, &b, &seq, &source_id, &message_id, &at, &origin],
+                &[
+                    &self.vault.at_rest(a),
+                    &self.vault.at_rest(b),
+                    &seq,
+                    &source_id,
+                    &message_id,
+                    &at,
+                    &origin,
+                ],
             )
             .await?;
         Ok(())
@@ -150,7 +173,7 @@ impl GraphTx for PgGraph<'_, '_> {
                 &[
                     &m.survivor,
                     &m.absorbed,
-                    &m.via,
+                    &self.vault.at_rest(m.via),
                     &m.seq,
                     &m.source_id,
                     &m.message_id,
@@ -171,10 +194,14 @@ impl GraphTx for PgGraph<'_, '_> {
         self.tx
             .execute(
                 "INSERT INTO left_out (seq, identifier, reason) VALUES ($1, $2, $3)",
-                &[&seq, &key, &reason],
+                &[&seq, &self.vault.at_rest(key), &reason],
             )
             .await?;
         Ok(())
+    }
+
+    async fn keep_values(&mut self, keys: &[String]) -> Result<()> {
+        crate::postgres::keep_values(self.tx, &self.vault.seal_values(keys).await?).await
     }
 }
 
@@ -235,7 +262,10 @@ impl PgStore {
     pub(crate) async fn profile_of(&self, key: String) -> Result<Option<i64>> {
         let client = self.pool().get().await?;
         let row = client
-            .query_opt("SELECT profile_id FROM identities WHERE identifier = $1", &[&key])
+            .query_opt(
+                "SELECT profile_id FROM identities WHERE identifier = $1",
+                &[&self.vault.at_rest(&key)],
+            )
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -254,10 +284,15 @@ impl PgStore {
                 &[&id],
             )
             .await?;
-        let identities = rows
+        let mut identities = rows
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<(String, i64)>>>()?;
+        let mut keys: Vec<String> = identities.iter().map(|(k, _)| k.clone()).collect();
+        crate::postgres::reveal(&client, &self.vault, &mut keys).await?;
+        for ((k, _), v) in identities.iter_mut().zip(keys) {
+            *k = v;
+        }
         Ok(Some(ProfileRow {
             id: row.try_get(0)?,
             created_at: from_micros(row.try_get(1)?),
@@ -301,7 +336,19 @@ impl PgStore {
                 &[&profile],
             )
             .await?;
-        rows.iter().map(merge_row).collect()
+        let mut merges = rows.iter().map(merge_row).collect::<Result<Vec<_>>>()?;
+        self.reveal_via(&client, &mut merges).await?;
+        Ok(merges)
+    }
+
+    /// Puts back the value of the identifier each merge went through.
+    async fn reveal_via(&self, client: &deadpool_postgres::Client, merges: &mut [MergeRow]) -> Result<()> {
+        let mut via: Vec<String> = merges.iter().map(|m| m.via.clone()).collect();
+        crate::postgres::reveal(client, &self.vault, &mut via).await?;
+        for (m, v) in merges.iter_mut().zip(via) {
+            m.via = v;
+        }
+        Ok(())
     }
 
     pub(crate) async fn merge(&self, id: i64) -> Result<Option<MergeRow>> {
@@ -309,7 +356,9 @@ impl PgStore {
         let row = client
             .query_opt(&format!("SELECT {MERGE_COLUMNS} FROM merges WHERE id = $1"), &[&id])
             .await?;
-        row.as_ref().map(merge_row).transpose()
+        let mut merge: Vec<MergeRow> = row.as_ref().map(merge_row).transpose()?.into_iter().collect();
+        self.reveal_via(&client, &mut merge).await?;
+        Ok(merge.pop())
     }
 
     pub(crate) async fn undo_merge(&self, merge: MergeRow, at: i64) -> Result<Vec<i64>> {
@@ -413,7 +462,15 @@ impl PgStore {
                 &[],
             )
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        let mut profiles = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(i64, Vec<String>)>>>()?;
+        for (_, ids) in &mut profiles {
+            crate::postgres::reveal(&client, &self.vault, ids).await?;
+            ids.sort_unstable();
+        }
+        Ok(profiles)
     }
 
     pub(crate) async fn reset_profiles(&self) -> Result<()> {

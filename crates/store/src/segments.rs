@@ -290,17 +290,23 @@ impl SqliteStore {
     }
 
     pub(crate) async fn consent_changes(&self, after: i64, recent: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let vault = self.vault.clone();
         self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT seq, subject FROM consent_ledger WHERE seq > ?1 OR recorded_at > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            Ok(stmt
+            let (seqs, mut subjects): (Vec<i64>, Vec<String>) = stmt
                 .query_map(params![after, recent, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                .collect::<rusqlite::Result<Vec<(i64, String)>>>()?
+                .into_iter()
+                .unzip();
+            crate::sqlite::reveal(c, &vault, &mut subjects)?;
+            Ok(seqs.into_iter().zip(subjects).collect())
         })
         .await
     }
     pub(crate) async fn profiles_of_keys(&self, keys: Vec<String>) -> Result<Vec<i64>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.vault.at_rest(k)).collect();
         let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Database(e.to_string()))?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -520,10 +526,18 @@ impl PgStore {
                 &[&after, &recent, &(limit as i64)],
             )
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        let (seqs, mut subjects): (Vec<i64>, Vec<String>) = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(i64, String)>>>()?
+            .into_iter()
+            .unzip();
+        crate::postgres::reveal(&client, &self.vault, &mut subjects).await?;
+        Ok(seqs.into_iter().zip(subjects).collect())
     }
 
     pub(crate) async fn profiles_of_keys(&self, keys: Vec<String>) -> Result<Vec<i64>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.vault.at_rest(k)).collect();
         let client = self.pool().get().await?;
         let rows = client
             .query(

@@ -20,11 +20,11 @@
 //! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
 //! only against a crash of the process.
 
-use crate::vault::{Body, Read, Vault};
+use crate::vault::{AtRest, Body, Read, Vault};
 use crate::{
-    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, from_micros, kind_from_str,
-    ledger_entry, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str, status_from_str,
-    to_micros, traits_column,
+    Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, decision_keys, from_micros,
+    kind_from_str, ledger_entry, purposes_column, purposes_from_column, source_kind_from_str, source_name_from_str,
+    status_from_str, to_micros, traits_column,
 };
 use confiance_core::collect::Message;
 use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
@@ -32,6 +32,7 @@ use confiance_core::privacy::audit::{self, AuditEvent};
 use confiance_core::privacy::vault::MasterKey;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "recipient notices",
         include_str!("../migrations/sqlite/0013_recipient_notices.sql"),
+    ),
+    (
+        14,
+        "identifier values",
+        include_str!("../migrations/sqlite/0014_identifier_values.sql"),
     ),
 ];
 
@@ -279,6 +285,7 @@ impl SqliteStore {
             None => MasterKey::derived_from(instance_secret_in(&mut conn)?.as_bytes()),
         };
         let vault = Arc::new(Vault::open_sqlite(dir, master)?);
+        crate::identifiers::rewrite_sqlite(&mut conn, &vault)?;
         // Checkpoints are the checkpointer's: none on the writer's commits. The writer's page
         // cache stays valid from one transaction to the next (no other connection writes), and
         // SQLite's default of 2 MB is smaller than one group's worth of index pages: the writer
@@ -458,6 +465,7 @@ impl SqliteStore {
         // Everything but SQLite itself happens here, on the caller's thread: the single writer
         // thread sets the pace of ingestion, so it only binds ready values and writes.
         let vault = &self.vault;
+        let subjects = vault.to_rest(&decision_keys(&decisions)).await?;
         let (tags, keys) = vault
             .sealing_keys(
                 messages
@@ -490,7 +498,7 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         self.write_rows(rows.len() + decisions.len(), move |tx| {
-            insert_decisions(tx, &decisions)?;
+            insert_decisions(tx, &decisions, &subjects)?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -559,19 +567,22 @@ impl SqliteStore {
     }
 
     pub(crate) async fn record_consents(&self, decisions: Vec<Decision>) -> Result<Vec<i64>> {
-        self.write_rows(decisions.len(), move |tx| insert_decisions(tx, &decisions))
+        let subjects = self.vault.to_rest(&decision_keys(&decisions)).await?;
+        self.write_rows(decisions.len(), move |tx| insert_decisions(tx, &decisions, &subjects))
             .await
     }
 
     pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
+        let asked: HashMap<String, String> = keys.into_iter().map(|k| (self.vault.at_rest(&k), k)).collect();
         // One statement for the whole batch of subjects: the keys travel as one JSON array.
-        let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Database(e.to_string()))?;
+        let kept = serde_json::to_string(&asked.keys().collect::<Vec<_>>())
+            .map_err(|e| StoreError::Database(e.to_string()))?;
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT subject, purpose, status, recorded_at, seq FROM consent_state
                  WHERE subject IN (SELECT value FROM json_each(?1))",
             )?;
-            let rows = stmt.query_map([&keys], |r| {
+            let rows = stmt.query_map([&kept], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -588,6 +599,7 @@ impl SqliteStore {
                     recorded_at: from_micros(at),
                     seq,
                 };
+                let subject = asked.get(&subject).cloned().unwrap_or(subject);
                 view.insert(subject, purpose, entry);
             }
             Ok(view)
@@ -596,13 +608,14 @@ impl SqliteStore {
     }
 
     pub(crate) async fn consent_history(&self, key: String) -> Result<Vec<LedgerEntry>> {
+        let kept = self.vault.at_rest(&key);
         self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT seq, subject, purpose, status, method, recorded_at, notice_version, notice_hash,
                         source_id, touchpoint, ip_hash, ua_hash, proof
                  FROM consent_ledger WHERE subject = ?1 ORDER BY recorded_at, seq",
             )?;
-            let rows = stmt.query_map([&key], |r| {
+            let rows = stmt.query_map([&kept], |r| {
                 Ok((
                     (
                         r.get::<_, i64>(0)?,
@@ -628,14 +641,14 @@ impl SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (
-                    (seq, subject, purpose, status, method),
+                    (seq, _, purpose, status, method),
                     (at, notice_version, notice_hash, source_id),
                     (touchpoint, ip_hash, ua_hash, proof),
                 ) = row?;
                 let proof = serde_json::from_str(&proof).map_err(|e| StoreError::Database(e.to_string()))?;
                 out.push(ledger_entry(
                     seq,
-                    &subject,
+                    &key,
                     purpose,
                     &status,
                     &method,
@@ -691,6 +704,8 @@ impl SqliteStore {
         after: String,
         limit: usize,
     ) -> Result<Vec<String>> {
+        let after = self.vault.at_rest(&after);
+        let vault = self.vault.clone();
         self.read(move |c| {
             let sql = if granted_only {
                 "SELECT subject FROM consent_state
@@ -704,7 +719,9 @@ impl SqliteStore {
             };
             let mut stmt = c.prepare(sql)?;
             let rows = stmt.query_map(params![purpose, prefix, after, limit as i64], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut subjects = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            reveal(c, &vault, &mut subjects)?;
+            Ok(subjects)
         })
         .await
     }
@@ -759,7 +776,8 @@ impl SqliteStore {
 
 /// Appends decisions to the ledger and moves the current state to each one that is the latest
 /// by server time.
-fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<i64>> {
+fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision], subjects: &AtRest) -> Result<Vec<i64>> {
+    keep_values(tx, &subjects.values)?;
     let mut ledger = tx.prepare_cached(
         "INSERT INTO consent_ledger (subject, purpose, status, method, recorded_at, notice_version, notice_hash,
                                      source_id, touchpoint, ip_hash, ua_hash, proof)
@@ -775,8 +793,7 @@ fn insert_decisions(tx: &Transaction<'_>, decisions: &[Decision]) -> Result<Vec<
             OR (excluded.recorded_at = consent_state.recorded_at AND excluded.seq > consent_state.seq)",
     )?;
     let mut seqs = Vec::with_capacity(decisions.len());
-    for d in decisions {
-        let key = d.subject.key();
+    for (d, key) in decisions.iter().zip(&subjects.keys) {
         let at = to_micros(d.recorded_at);
         let (version, hash) = d
             .notice
@@ -922,6 +939,39 @@ pub(crate) fn query_events(
 
 /// Appends events to the audit chain inside the writer's transaction (the only writer, so the
 /// chain's head cannot move under it).
+/// Puts back the value of each identifier of `kept` that is kept as a hash
+/// ([`Vault::at_rest`]); one whose value is gone (its person is being erased) stays a hash.
+pub(crate) fn reveal(c: &Connection, vault: &Vault, kept: &mut [String]) -> Result<()> {
+    let hashed: Vec<&String> = kept.iter().filter(|k| Vault::is_hashed(k)).collect();
+    if hashed.is_empty() {
+        return Ok(());
+    }
+    let wanted = serde_json::to_string(&hashed).map_err(|e| StoreError::Database(e.to_string()))?;
+    let rows = c
+        .prepare_cached(
+            "SELECT identifier, value FROM identifier_values WHERE identifier IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map([wanted], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, Vec<u8>)>>>()?;
+    let values = vault.open_values_blocking(rows)?;
+    for k in kept.iter_mut() {
+        if let Some(v) = values.get(k.as_str()) {
+            k.clone_from(v);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the sealed values `rows` ([`Vault::seal_values`]) in `identifier_values`.
+pub(crate) fn keep_values(tx: &Transaction<'_>, rows: &[(String, Vec<u8>)]) -> Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO identifier_values (identifier, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
+    for (kept, sealed) in rows {
+        stmt.execute(params![kept, sealed])?;
+    }
+    Ok(())
+}
+
 pub(crate) fn append_audit(tx: &Transaction<'_>, at: jiff::Timestamp, events: Vec<AuditEvent>) -> Result<()> {
     if events.is_empty() {
         return Ok(());

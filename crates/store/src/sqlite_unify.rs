@@ -54,7 +54,7 @@ impl GraphTx for SqliteGraph<'_, '_> {
             .prepare_cached("SELECT profile_id FROM identities WHERE identifier = ?1")?;
         let mut out = Vec::new();
         for k in keys {
-            if let Some(p) = stmt.query_row([k], |r| r.get(0)).optional()? {
+            if let Some(p) = stmt.query_row([self.vault.at_rest(k)], |r| r.get(0)).optional()? {
                 out.push((k.clone(), p));
             }
         }
@@ -65,8 +65,11 @@ impl GraphTx for SqliteGraph<'_, '_> {
         let mut stmt = self
             .tx
             .prepare_cached("SELECT identifier FROM identities WHERE profile_id = ?1")?;
-        let rows = stmt.query_map([profile], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        let mut keys = stmt
+            .query_map([profile], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        crate::sqlite::reveal(self.tx, self.vault, &mut keys)?;
+        Ok(keys)
     }
 
     async fn new_profile(&mut self, seq: i64, at: i64) -> Result<i64> {
@@ -81,7 +84,7 @@ impl GraphTx for SqliteGraph<'_, '_> {
             .prepare_cached(
                 "INSERT INTO identities (identifier, kind, profile_id, origin_profile, first_seq) VALUES (?1, ?2, ?3, ?3, ?4)",
             )?
-            .execute(params![key, kind, profile, seq])?;
+            .execute(params![self.vault.at_rest(key), kind, profile, seq])?;
         Ok(())
     }
 
@@ -109,7 +112,15 @@ impl GraphTx for SqliteGraph<'_, '_> {
             .prepare_cached(
                 "INSERT INTO identity_links (a, b, seq, source_id, message_id, at, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![a, b, seq, source_id, message_id, at, origin])?;
+            .execute(params![
+                self.vault.at_rest(a),
+                self.vault.at_rest(b),
+                seq,
+                source_id,
+                message_id,
+                at,
+                origin
+            ])?;
         Ok(())
     }
 
@@ -122,7 +133,7 @@ impl GraphTx for SqliteGraph<'_, '_> {
             .execute(params![
                 m.survivor,
                 m.absorbed,
-                m.via,
+                self.vault.at_rest(m.via),
                 m.seq,
                 m.source_id,
                 m.message_id,
@@ -140,9 +151,23 @@ impl GraphTx for SqliteGraph<'_, '_> {
     async fn add_left_out(&mut self, seq: i64, key: &str, reason: &str) -> Result<()> {
         self.tx
             .prepare_cached("INSERT INTO left_out (seq, identifier, reason) VALUES (?1, ?2, ?3)")?
-            .execute(params![seq, key, reason])?;
+            .execute(params![seq, self.vault.at_rest(key), reason])?;
         Ok(())
     }
+
+    async fn keep_values(&mut self, keys: &[String]) -> Result<()> {
+        crate::sqlite::keep_values(self.tx, &self.vault.seal_values_blocking(keys)?)
+    }
+}
+
+/// Puts back the value of the identifier each merge went through.
+fn reveal_via(c: &rusqlite::Connection, vault: &Vault, merges: &mut [MergeRow]) -> Result<()> {
+    let mut via: Vec<String> = merges.iter().map(|m| m.via.clone()).collect();
+    crate::sqlite::reveal(c, vault, &mut via)?;
+    for (m, v) in merges.iter_mut().zip(via) {
+        m.via = v;
+    }
+    Ok(())
 }
 
 fn merge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::MergeParts> {
@@ -194,6 +219,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn profile_of(&self, key: String) -> Result<Option<i64>> {
+        let key = self.vault.at_rest(&key);
         self.read(move |c| {
             Ok(
                 c.query_row("SELECT profile_id FROM identities WHERE identifier = ?1", [key], |r| {
@@ -206,6 +232,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn profile(&self, id: i64) -> Result<Option<ProfileRow>> {
+        let vault = self.vault.clone();
         self.read(move |c| {
             let row: Option<(i64, i64, Option<i64>)> = c
                 .query_row(
@@ -220,9 +247,14 @@ impl SqliteStore {
             let mut stmt = c.prepare(
                 "SELECT identifier, first_seq FROM identities WHERE profile_id = ?1 ORDER BY first_seq, identifier",
             )?;
-            let identities = stmt
+            let mut identities = stmt
                 .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut keys: Vec<String> = identities.iter().map(|(k, _)| k.clone()).collect();
+            crate::sqlite::reveal(c, &vault, &mut keys)?;
+            for ((k, _), v) in identities.iter_mut().zip(keys) {
+                *k = v;
+            }
             Ok(Some(ProfileRow {
                 id,
                 created_at: crate::from_micros(created_at),
@@ -257,6 +289,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn merges_of(&self, profile: i64) -> Result<Vec<MergeRow>> {
+        let vault = self.vault.clone();
         self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT id, survivor, absorbed, via, seq, source_id, message_id, at, origin, evidence, undone_at
@@ -265,12 +298,15 @@ impl SqliteStore {
             let rows = stmt
                 .query_map([profile], merge_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(MergeRow::from_parts).collect()
+            let mut merges = rows.into_iter().map(MergeRow::from_parts).collect::<Result<Vec<_>>>()?;
+            reveal_via(c, &vault, &mut merges)?;
+            Ok(merges)
         })
         .await
     }
 
     pub(crate) async fn merge(&self, id: i64) -> Result<Option<MergeRow>> {
+        let vault = self.vault.clone();
         self.read(move |c| {
             let row = c
                 .query_row(
@@ -279,7 +315,9 @@ impl SqliteStore {
                     merge_row,
                 )
                 .optional()?;
-            row.map(MergeRow::from_parts).transpose()
+            let mut merge: Vec<MergeRow> = row.map(MergeRow::from_parts).transpose()?.into_iter().collect();
+            reveal_via(c, &vault, &mut merge)?;
+            Ok(merge.pop())
         })
         .await
     }
@@ -314,7 +352,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn profiles_snapshot(&self) -> Result<Vec<(i64, Vec<String>)>> {
-        self.read(|c| {
+        let vault = self.vault.clone();
+        self.read(move |c| {
             let mut stmt =
                 c.prepare("SELECT profile_id, identifier FROM identities ORDER BY profile_id, identifier")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
@@ -325,6 +364,10 @@ impl SqliteStore {
                     Some((last, ids)) if *last == p => ids.push(id),
                     _ => out.push((p, vec![id])),
                 }
+            }
+            for (_, ids) in &mut out {
+                crate::sqlite::reveal(c, &vault, ids)?;
+                ids.sort_unstable();
             }
             Ok(out)
         })

@@ -90,6 +90,9 @@ pub(crate) trait GraphTx {
     async fn add_merge(&mut self, merge: NewMerge<'_>) -> Result<i64>;
     async fn add_left_out(&mut self, seq: i64, key: &str, reason: &str) -> Result<()>;
     async fn add_audit(&mut self, event: AuditEvent) -> Result<()>;
+    /// Keeps the sealed values of the identifiers among `keys` that rows keep as hashes
+    /// ([`crate::vault::Vault::at_rest`]), making their keys where missing.
+    async fn keep_values(&mut self, keys: &[String]) -> Result<()>;
 }
 
 /// What one run of the processor did.
@@ -111,12 +114,16 @@ pub(crate) async fn resolve_batch<T: GraphTx>(
 ) -> Result<Resolved> {
     let mut cursor = tx.cursor().await?;
     let events = tx.events_after(cursor, limit).await?;
+    let ids: Vec<Vec<Identifier>> = events.iter().map(|e| message_identifiers(&e.body, catalog)).collect();
+    // The values of the whole batch are kept at once: making keys costs the vault a commit.
+    let keys: Vec<String> = ids.iter().flatten().map(Identifier::key).collect();
+    tx.keep_values(&keys).await?;
     let mut done = 0;
-    for event in events {
+    for (event, ids) in events.iter().zip(ids) {
         if event.seq != cursor + 1 && now_us - event.received_at < GAP_PATIENCE_US {
             break;
         }
-        resolve_event(tx, catalog, guards, &event).await?;
+        resolve_event(tx, guards, event, ids).await?;
         cursor = event.seq;
         done += 1;
     }
@@ -126,8 +133,7 @@ pub(crate) async fn resolve_batch<T: GraphTx>(
     Ok(Resolved { events: done, cursor })
 }
 
-async fn resolve_event<T: GraphTx>(tx: &mut T, catalog: &Catalog, guards: &Guards, event: &LogEvent) -> Result<()> {
-    let ids = message_identifiers(&event.body, catalog);
+async fn resolve_event<T: GraphTx>(tx: &mut T, guards: &Guards, event: &LogEvent, ids: Vec<Identifier>) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }

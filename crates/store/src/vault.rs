@@ -54,6 +54,33 @@ const PACK_CHUNK: usize = 256 << 10;
 /// From how many events a read opens their bodies on two threads.
 const PARALLEL_OPEN_FROM: usize = 2_000;
 
+/// Identifier kinds kept as they are in the store's rows: the ids a shop's own systems assign
+/// (a customer number, a browser's random id), by which the event log is indexed and the bodies
+/// are sealed. Every other kind (email, phone, a loyalty card) is kept as a keyed hash.
+pub(crate) const PLAIN_KINDS: [&str; 2] = ["user_id", "anonymous_id"];
+
+/// `text` compressed with the fastest deflate.
+fn deflate(text: &str) -> Result<Vec<u8>> {
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
+    deflate
+        .write_all(text.as_bytes())
+        .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
+    deflate
+        .finish()
+        .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))
+}
+
+/// `bytes` sealed under `key` for `tag`, as text: `prefix` and the base64.
+fn sealed_text(prefix: &str, tag: &Tag, key: &DataKey, bytes: &[u8]) -> String {
+    use base64::Engine;
+    let sealed = key.seal(tag, bytes);
+    let mut out = String::with_capacity(prefix.len() + sealed.len() * 4 / 3 + 4);
+    out.push_str(prefix);
+    base64::engine::general_purpose::STANDARD.encode_string(sealed, &mut out);
+    out
+}
+
 /// The file of the SQLite store's vault, beside the database.
 pub const VAULT_FILE: &str = "vault.db";
 
@@ -99,6 +126,14 @@ pub(crate) struct Read {
 pub(crate) enum Kept {
     Sealed(Vec<u8>),
     Plain(serde_json::Value),
+}
+
+/// Identifier keys ready to write: each as rows keep it ([`Vault::at_rest`]), and the sealed
+/// values of those kept as hashes, for `identifier_values`.
+#[derive(Default)]
+pub(crate) struct AtRest {
+    pub(crate) keys: Vec<String>,
+    pub(crate) values: Vec<(String, Vec<u8>)>,
 }
 
 /// The events whose bodies did not open, by position, with their subject's tag.
@@ -217,6 +252,112 @@ impl Vault {
 
     pub(crate) fn set_sealing(&self, on: bool) {
         self.seal.store(on, Ordering::Relaxed);
+    }
+
+    /// How the identifier `key` (`kind:value`) is kept in the store's rows: as it is for the
+    /// kinds in [`PLAIN_KINDS`], else as its kind and the hex of its tag, a keyed hash that
+    /// joins and lookups compare like the value itself. Its value is kept apart, sealed under
+    /// its own key ([`Vault::seal_values`]), so that shredding that key leaves every older copy
+    /// of the rows, in a backup or a page not yet reused, with nothing but the hash.
+    pub(crate) fn at_rest(&self, key: &str) -> String {
+        match key.split_once(':') {
+            Some((kind, value)) if !value.is_empty() && !PLAIN_KINDS.contains(&kind) => {
+                format!("{kind}:{}", hex::encode(self.master.tag(key).0))
+            }
+            _ => key.to_owned(),
+        }
+    }
+
+    /// The tag a key kept at rest was made from, when it is one ([`Vault::at_rest`]).
+    fn tag_at_rest(kept: &str) -> Option<Tag> {
+        let (kind, hash) = kept.split_once(':')?;
+        if PLAIN_KINDS.contains(&kind) || hash.len() != 64 {
+            return None;
+        }
+        let mut tag = [0u8; 32];
+        hex::decode_to_slice(hash, &mut tag).ok()?;
+        Some(Tag(tag))
+    }
+
+    /// Whether `kept`, a key as rows keep it, is a hash ([`Vault::at_rest`]).
+    pub(crate) fn is_hashed(kept: &str) -> bool {
+        Self::tag_at_rest(kept).is_some()
+    }
+
+    /// The tags of the identifiers among `keys` that are kept as hashes, each once.
+    fn value_tags(&self, keys: &[String]) -> Vec<(String, Tag)> {
+        let mut seen = HashSet::new();
+        keys.iter()
+            .filter(|k| seen.insert(k.as_str()))
+            .filter_map(|k| {
+                let kept = self.at_rest(k);
+                Self::tag_at_rest(&kept).map(|tag| (k.clone(), tag))
+            })
+            .collect()
+    }
+
+    fn sealed_values(&self, wanted: Vec<(String, Tag)>, keys: &HashMap<Tag, DataKey>) -> Vec<(String, Vec<u8>)> {
+        wanted
+            .into_iter()
+            .filter_map(|(key, tag)| {
+                let sealed = keys.get(&tag)?.seal(&tag, key.as_bytes());
+                Some((self.at_rest(&key), sealed))
+            })
+            .collect()
+    }
+
+    /// The values of the identifiers among `keys` kept as hashes, each sealed under its own key
+    /// (made where missing): `(key at rest, sealed value)` rows for `identifier_values`.
+    pub(crate) async fn seal_values(self: &Arc<Self>, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        let wanted = self.value_tags(keys);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let made = self.keys(wanted.iter().map(|(_, t)| *t).collect(), true).await?;
+        Ok(self.sealed_values(wanted, &made))
+    }
+
+    /// `keys` as rows keep them, with the sealed values of those kept as hashes.
+    pub(crate) async fn to_rest(self: &Arc<Self>, keys: &[String]) -> Result<AtRest> {
+        Ok(AtRest {
+            keys: keys.iter().map(|k| self.at_rest(k)).collect(),
+            values: self.seal_values(keys).await?,
+        })
+    }
+
+    /// [`Vault::seal_values`] on the SQLite vault, from a blocking thread.
+    pub(crate) fn seal_values_blocking(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        let wanted = self.value_tags(keys);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let made = self.keys_blocking(&wanted.iter().map(|(_, t)| *t).collect::<Vec<_>>(), true)?;
+        Ok(self.sealed_values(wanted, &made))
+    }
+
+    fn opened_values(rows: Vec<(String, Vec<u8>)>, keys: &HashMap<Tag, DataKey>) -> HashMap<String, String> {
+        rows.into_iter()
+            .filter_map(|(kept, sealed)| {
+                let tag = Self::tag_at_rest(&kept)?;
+                let plain = keys.get(&tag)?.open(&tag, &sealed).ok()?;
+                Some((kept, String::from_utf8(plain).ok()?))
+            })
+            .collect()
+    }
+
+    /// Opens `identifier_values` rows: each key at rest with its value; a value whose key was
+    /// shredded (the person is being erased) is left out.
+    pub(crate) async fn open_values(self: &Arc<Self>, rows: Vec<(String, Vec<u8>)>) -> Result<HashMap<String, String>> {
+        let tags: Vec<Tag> = rows.iter().filter_map(|(k, _)| Self::tag_at_rest(k)).collect();
+        let keys = self.keys(tags, false).await?;
+        Ok(Self::opened_values(rows, &keys))
+    }
+
+    /// [`Vault::open_values`] on the SQLite vault, from a blocking thread.
+    pub(crate) fn open_values_blocking(&self, rows: Vec<(String, Vec<u8>)>) -> Result<HashMap<String, String>> {
+        let tags: Vec<Tag> = rows.iter().filter_map(|(k, _)| Self::tag_at_rest(k)).collect();
+        let keys = self.keys_blocking(&tags, false)?;
+        Ok(Self::opened_values(rows, &keys))
     }
 
     /// The tag of the subject whose key seals a message from these ids.
@@ -500,15 +641,17 @@ impl Vault {
         if !self.seals() {
             return Ok(text.to_owned());
         }
-        let mut deflate =
-            flate2::write::DeflateEncoder::new(Vec::with_capacity(text.len() / 8), flate2::Compression::fast());
-        deflate
-            .write_all(text.as_bytes())
-            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
-        let packed = deflate
-            .finish()
-            .map_err(|e| StoreError::Database(format!("compressing a result: {e}")))?;
-        self.seal_as(identifier, SEALED_DEFLATED, &packed).await
+        self.seal_as(identifier, SEALED_DEFLATED, &deflate(text)?).await
+    }
+
+    /// [`Vault::seal_deflated`] on the SQLite vault, from a blocking thread.
+    pub(crate) fn seal_deflated_blocking(&self, identifier: &str, text: &str) -> Result<String> {
+        if !self.seals() {
+            return Ok(text.to_owned());
+        }
+        let tag = self.master.tag(identifier);
+        let keys = self.keys_blocking(&[tag], true)?;
+        Ok(sealed_text(SEALED_DEFLATED, &tag, &keys[&tag], &deflate(text)?))
     }
 
     /// [`Vault::seal_deflated`] for a text that `write` writes out. With sealing on, it is
@@ -530,20 +673,32 @@ impl Vault {
     }
 
     async fn seal_as(self: &Arc<Self>, identifier: &str, prefix: &str, bytes: &[u8]) -> Result<String> {
-        use base64::Engine;
         let tag = self.master.tag(identifier);
         let keys = self.keys(vec![tag], true).await?;
-        let sealed = keys[&tag].seal(&tag, bytes);
-        let mut out = String::with_capacity(prefix.len() + sealed.len() * 4 / 3 + 4);
-        out.push_str(prefix);
-        base64::engine::general_purpose::STANDARD.encode_string(sealed, &mut out);
-        Ok(out)
+        Ok(sealed_text(prefix, &tag, &keys[&tag], bytes))
     }
 
     /// Opens what [`Vault::seal_deflated`] sealed (or, uncompressed, `sealed:` and the base64, as
     /// results were kept before); none when the key was shredded. A text stored plain (sealing
     /// off) is returned as it is.
     pub(crate) async fn open_text(self: &Arc<Self>, identifier: &str, stored: String) -> Result<Option<String>> {
+        self.open_text_tagged(self.master.tag(identifier), identifier, stored)
+            .await
+    }
+
+    /// [`Vault::open_text`] for a text sealed under the key of an identifier that rows keep as
+    /// `kept` ([`Vault::at_rest`]); `what` names the text in errors.
+    pub(crate) async fn open_text_kept(
+        self: &Arc<Self>,
+        kept: &str,
+        what: &str,
+        stored: String,
+    ) -> Result<Option<String>> {
+        let tag = Self::tag_at_rest(kept).unwrap_or_else(|| self.master.tag(kept));
+        self.open_text_tagged(tag, what, stored).await
+    }
+
+    async fn open_text_tagged(self: &Arc<Self>, tag: Tag, what: &str, stored: String) -> Result<Option<String>> {
         use base64::Engine;
         let (encoded, deflated) = if let Some(rest) = stored.strip_prefix(SEALED_DEFLATED) {
             (rest, true)
@@ -555,7 +710,6 @@ impl Vault {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| StoreError::Database(format!("a sealed value is not base64: {e}")))?;
-        let tag = self.master.tag(identifier);
         let keys = self.keys(vec![tag], false).await?;
         let opened = keys.get(&tag).map(|key| key.open(&tag, &bytes));
         match opened {
@@ -572,7 +726,7 @@ impl Vault {
                 .map_err(|e| StoreError::Database(e.to_string())),
             _ if self.shredded(vec![tag]).await?.contains(&tag) => Ok(None),
             _ => Err(StoreError::Database(format!(
-                "the result of {identifier} does not open and its key was never shredded"
+                "the sealed text of {what} does not open and its key was never shredded"
             ))),
         }
     }

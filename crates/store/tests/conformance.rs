@@ -168,6 +168,8 @@ macro_rules! conformance {
 
 conformance!(
     the_store_answers,
+    emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole,
+    a_store_written_with_plain_identifiers_is_rewritten_when_it_opens,
     sources_are_listed_by_name_and_found_by_key_or_name,
     a_taken_source_name_is_a_conflict,
     a_message_id_is_stored_once_per_source,
@@ -974,6 +976,8 @@ async fn a_purpose_read_never_returns_a_subject_without_a_legal_basis(place: Pla
         after = last.key();
         seen.extend(page);
     }
+    // Pages follow the order of the keys rows keep (keyed hashes), not that of the addresses.
+    seen.sort();
     expected.sort();
     assert_eq!(seen, expected, "exactly the emails whose current decision is a grant");
 
@@ -1348,6 +1352,163 @@ async fn resolve_all_quietly(store: &Store) {
     {}
 }
 
+// ---- identifiers at rest -------------------------------------------------------------------
+
+impl Place {
+    /// Whether `needle` is anywhere in the store's data: the bytes of the SQLite files (the
+    /// database, its write-ahead log, the key vault), or a dump of the PostgreSQL database.
+    async fn holds(&self, needle: &str) -> bool {
+        let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        match self {
+            Place::Sqlite(dir) => std::fs::read_dir(dir)
+                .unwrap()
+                .any(|f| found(&std::fs::read(f.unwrap().path()).unwrap())),
+            Place::Postgres(url) => {
+                let dump = std::process::Command::new("pg_dump")
+                    .args(["--data-only", url])
+                    .output()
+                    .expect("pg_dump runs");
+                assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+                found(&dump.stdout)
+            }
+        }
+    }
+}
+
+async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let traits = json!({"email": "hash.me@example.org", "phone": "06 11 22 33 44"});
+    store
+        .append(web.id, vec![identify("1", Some("u-hash"), None, traits)], Vec::new())
+        .await
+        .unwrap();
+    resolve_all(&store).await;
+    let email = subject(IdKind::Email, "hash.me@example.org");
+    store
+        .record_consents(vec![decision(
+            &email,
+            "marketing_email",
+            Status::Granted,
+            Timestamp::now(),
+        )])
+        .await
+        .unwrap();
+
+    let p = profile_of(&store, "email", "hash.me@example.org")
+        .await
+        .expect("found by email");
+    assert_eq!(profile_of(&store, "phone", "+33611223344").await, Some(p));
+    let row = store.profile(Access::Administration, p).await.unwrap().unwrap();
+    let mut keys: Vec<&str> = row.identities.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["email:hash.me@example.org", "phone:+33611223344", "user_id:u-hash"]
+    );
+    let history = store.consent_history(Access::Administration, &email).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].subject_value, "hash.me@example.org");
+    let view = store.consent_view(std::slice::from_ref(&email)).await.unwrap();
+    assert_eq!(
+        view.effective(std::slice::from_ref(&email), "marketing_email")
+            .map(|e| e.status),
+        Some(Status::Granted)
+    );
+    let catalog = Catalog::builtin();
+    let listed = store
+        .subjects_for(&catalog.purposes["marketing_email"], IdKind::Email, "", 10)
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&email));
+    let changes = store.consent_changes(0, Timestamp::MAX, 10).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+        [email.key()]
+    );
+    assert_eq!(store.profiles_of_keys(vec![email.key()]).await.unwrap(), [p]);
+
+    // The user id keys the event log as it is; the email and the phone are nowhere in clear.
+    assert!(place.holds("u-hash").await);
+    for clear in ["hash.me@example.org", "+33611223344"] {
+        assert!(!place.holds(clear).await, "`{clear}` is stored in plaintext");
+    }
+}
+
+async fn a_store_written_with_plain_identifiers_is_rewritten_when_it_opens(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let traits = json!({"email": "old.store@example.org"});
+    store
+        .append(web.id, vec![identify("1", Some("u-old"), None, traits)], Vec::new())
+        .await
+        .unwrap();
+    resolve_all(&store).await;
+    let email = subject(IdKind::Email, "old.store@example.org");
+    store
+        .record_consents(vec![decision(
+            &email,
+            "marketing_email",
+            Status::Granted,
+            Timestamp::now(),
+        )])
+        .await
+        .unwrap();
+    let p = profile_of(&store, "email", "old.store@example.org").await.unwrap();
+    let request = confiance_core::privacy::requests::Request::receive(
+        confiance_core::privacy::requests::Right::Rectification,
+        &email,
+        "staff",
+        true,
+        json!({"traits": {"first_name": "Oldwyn"}}),
+        "staff",
+        Timestamp::now(),
+        &jiff::tz::TimeZone::UTC,
+    );
+    let request = store.insert_request(request).await.unwrap();
+    let plain_doc = serde_json::to_string(&request).unwrap();
+    drop(store);
+    // The rows as versions before identifiers were hashed wrote them, the rewrite pending.
+    let clear = "'email:old.store@example.org'";
+    place
+        .tamper(&format!(
+            "UPDATE requests SET subject = {clear}, doc = '{plain_doc}';
+             DELETE FROM identifier_values;
+             UPDATE identities SET identifier = {clear} WHERE kind = 'email';
+             UPDATE identity_links SET a = {clear} WHERE a LIKE 'email:%';
+             UPDATE identity_links SET b = {clear} WHERE b LIKE 'email:%';
+             UPDATE consent_ledger SET subject = {clear};
+             UPDATE consent_state SET subject = {clear};
+             UPDATE settings SET value = 'pending' WHERE key = 'identifiers_at_rest';"
+        ))
+        .await;
+    assert!(place.holds("old.store@example.org").await);
+    assert!(place.holds("Oldwyn").await);
+
+    let store = place.open().await;
+    let kept = store.request(request.id).await.unwrap().unwrap();
+    assert_eq!(kept.subject_value, "old.store@example.org");
+    assert_eq!(kept.details["traits"]["first_name"], "Oldwyn");
+    assert!(!place.holds("Oldwyn").await, "the rewrite left a request in clear");
+    assert_eq!(profile_of(&store, "email", "old.store@example.org").await, Some(p));
+    let row = store.profile(Access::Administration, p).await.unwrap().unwrap();
+    assert!(row.identities.iter().any(|(k, _)| k == "email:old.store@example.org"));
+    let view = store.consent_view(std::slice::from_ref(&email)).await.unwrap();
+    assert_eq!(
+        view.effective(std::slice::from_ref(&email), "marketing_email")
+            .map(|e| e.status),
+        Some(Status::Granted)
+    );
+    assert!(
+        !place.holds("old.store@example.org").await,
+        "the rewrite left the email in clear"
+    );
+    // Done once: opening again finds nothing to do and changes nothing.
+    drop(store);
+    let store = place.open().await;
+    assert_eq!(profile_of(&store, "email", "old.store@example.org").await, Some(p));
+}
+
 // ---- audit ---------------------------------------------------------------------------------
 
 impl Place {
@@ -1573,13 +1734,19 @@ async fn the_consent_feed_lists_decisions_in_ledger_order(place: Place) {
         ua_hash: None,
         proof: json!({}),
     };
-    let seqs = store
-        .record_consents(vec![
-            decide("ana@example.org", Status::Granted, "2026-01-01T00:00:00Z"),
-            decide("bob@example.org", Status::Granted, "2026-01-02T00:00:00Z"),
-        ])
-        .await
-        .unwrap();
+    // One call each: within a call, PostgreSQL writes in the order of the subjects' keys.
+    let mut seqs = Vec::new();
+    for (email, when) in [
+        ("ana@example.org", "2026-01-01T00:00:00Z"),
+        ("bob@example.org", "2026-01-02T00:00:00Z"),
+    ] {
+        seqs.extend(
+            store
+                .record_consents(vec![decide(email, Status::Granted, when)])
+                .await
+                .unwrap(),
+        );
+    }
     let late = Timestamp::MAX;
     let all = store.consent_changes(0, late, 10).await.unwrap();
     assert_eq!(

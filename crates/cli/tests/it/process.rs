@@ -463,16 +463,23 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         .unwrap();
     assert_eq!(resp.status(), 200);
     server.resolved().await;
-    // Before the erasure, a dump holds her identifiers (they key the identity graph) but not what
-    // her messages say: bodies are sealed under her key, which lives in another database.
+    // Before the erasure, a dump holds her user id (it keys the event log) but neither what her
+    // messages say nor her email or phone: bodies and the values of those identifiers are sealed
+    // under keys that live in another database, and the identity graph holds keyed hashes.
     let before = std::process::Command::new("pg_dump")
         .args(["--data-only", &db.url])
         .output()
         .unwrap();
     assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
     let before = String::from_utf8_lossy(&before.stdout).into_owned();
-    assert!(before.contains("pg.erasure@example.org"));
-    for field in ["Philomène", "P-1", "06 11 22 33 99"] {
+    assert!(before.contains("vc-pg-erase"));
+    for field in [
+        "Philomène",
+        "P-1",
+        "06 11 22 33 99",
+        "pg.erasure@example.org",
+        "+33611223399",
+    ] {
         assert!(!before.contains(field), "the dump holds `{field}` in plaintext");
     }
     let request: serde_json::Value = http
@@ -500,7 +507,7 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let text = String::from_utf8_lossy(&dump.stdout).into_owned();
     db.drop_it().await;
-    assert!(text.contains("pg.keep@example.org"), "the dump holds the other subject");
+    assert!(text.contains("vc-pg-keep"), "the dump holds the other subject");
     for secret in ["pg.erasure@example.org", "Philomène", "vc-pg-erase", "+33611223399"] {
         assert!(!text.contains(secret), "the dump still holds `{secret}`");
     }
