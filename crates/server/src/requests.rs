@@ -251,7 +251,7 @@ pub async fn process(
             };
             let note = app.erase(&subject, notices).await?;
             // The record of the request stays, without whom it was about.
-            r.subject_value = "erased".into();
+            r.subject_value = confiance_core::privacy::requests::ERASED.into();
             note
         }
     };

@@ -11,6 +11,7 @@ use crate::sqlite::SqliteStore;
 use crate::vault::{Kept, Vault};
 use crate::{Result, StoreError, to_micros};
 use confiance_core::privacy::audit::AuditEvent;
+use confiance_core::privacy::requests::ERASED;
 use rusqlite::params_from_iter;
 use std::sync::Arc;
 
@@ -51,37 +52,31 @@ fn values(keys: &[String], prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// The vault identifiers to shred: the person's, and their requests' results'.
-fn with_requests(keys: &[String], requests: &[i64]) -> Vec<String> {
-    keys.iter()
-        .cloned()
-        .chain(requests.iter().map(|id| crate::request_key(*id)))
-        .collect()
-}
-
-/// The requests of `rows` (`id`, subject column, kept document), each with its record redacted,
-/// opened before their subject's key is shredded. One that no longer opens (an erasure that
-/// shredded the key and then failed) keeps its row: a retried erasure cannot do more for it.
-async fn redacted(vault: &Arc<Vault>, rows: Vec<(i64, String, String)>) -> Result<Vec<(i64, String)>> {
+/// The requests of `rows` (`id`, kept document), each with its record redacted.
+async fn redacted(vault: &Arc<Vault>, rows: Vec<(i64, String)>) -> Result<Vec<(i64, String)>> {
     let mut out = Vec::with_capacity(rows.len());
-    for (id, kept, stored) in rows {
-        if let Some(text) = crate::requests::open_doc(vault, id, &kept, stored).await? {
-            out.push((id, redact(&text)?));
-        }
+    for (id, stored) in rows {
+        let text = crate::requests::open_doc(vault, id, stored).await?;
+        out.push((id, redact(&text)?));
     }
     Ok(out)
 }
 
+/// The vault identifiers of the requests of `redacted`.
+fn request_keys(redacted: &[(i64, String)]) -> Vec<String> {
+    redacted.iter().map(|(id, _)| crate::request_key(*id)).collect()
+}
+
 fn redact(doc: &str) -> Result<String> {
     let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| StoreError::Database(e.to_string()))?;
-    v["subject_value"] = serde_json::json!(crate::requests::ERASED);
+    v["subject_value"] = serde_json::json!(ERASED);
     // A rectification keeps which traits it corrected, not the values.
     if let Some(traits) = v
         .pointer_mut("/details/traits")
         .and_then(serde_json::Value::as_object_mut)
     {
         for value in traits.values_mut() {
-            *value = serde_json::json!("erased");
+            *value = serde_json::json!(ERASED);
         }
     }
     Ok(v.to_string())
@@ -98,24 +93,23 @@ fn audit(e: &Erasure, erased: &Erased) -> AuditEvent {
 
 impl SqliteStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
-        // The keys go first: from then on, every copy of the person's bodies and of their
-        // requests' results is unreadable, whatever happens to the rest.
         let kept: Vec<String> = e.keys.iter().map(|k| self.vault.at_rest(k)).collect();
         let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
-        let rows: Vec<(i64, String, String)> = self
+        let rows: Vec<(i64, String)> = self
             .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT id, subject, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1))",
-                )?;
+                let mut stmt =
+                    c.prepare("SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1))")?;
                 Ok(stmt
-                    .query_map([keys], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .query_map([keys], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<rusqlite::Result<_>>()?)
             })
             .await?;
         let redacted = redacted(&self.vault, rows).await?;
-        let requests: Vec<i64> = redacted.iter().map(|(id, _)| *id).collect();
-        let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
-        let erased = self
+        let requests = request_keys(&redacted);
+        // The person's keys go first: from then on, every copy of their bodies and of their
+        // identifiers' values is unreadable, whatever happens to the rest.
+        let shredded = self.vault.shred(&e.keys).await?;
+        let mut erased = self
             .write(move |tx| {
                 let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
                 let users = serde_json::to_string(&values(&e.keys, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
@@ -165,6 +159,9 @@ impl SqliteStore {
                 Ok(out)
             })
             .await?;
+        // Their requests' keys go last, once the records are redacted: until then, an erasure
+        // that failed half-way is run again from its request, which still opens.
+        erased.keys += self.vault.shred(&requests).await?;
         // Old pages of the erased rows stay in the write-ahead log until it is checkpointed and
         // truncated, which waits for readers of older snapshots to finish: retry briefly.
         for _ in 0..200 {
@@ -200,21 +197,19 @@ impl SqliteStore {
 impl PgStore {
     pub(crate) async fn erase(&self, e: Erasure) -> Result<Erased> {
         let kept: Vec<String> = e.keys.iter().map(|k| self.vault.at_rest(k)).collect();
-        let rows: Vec<(i64, String, String)> = self
+        let rows: Vec<(i64, String)> = self
             .pool()
             .get()
             .await?
-            .query(
-                "SELECT id, subject, doc FROM requests WHERE subject = ANY($1)",
-                &[&kept],
-            )
+            .query("SELECT id, doc FROM requests WHERE subject = ANY($1)", &[&kept])
             .await?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_>>()?;
         let redacted = redacted(&self.vault, rows).await?;
-        let requests: Vec<i64> = redacted.iter().map(|(id, _)| *id).collect();
-        let shredded = self.vault.shred(&with_requests(&e.keys, &requests)).await?;
+        let requests = request_keys(&redacted);
+        // The person's keys first, their requests' last, as on SQLite.
+        let shredded = self.vault.shred(&e.keys).await?;
         let users = values(&e.keys, "user_id:");
         let anons = values(&e.keys, "anonymous_id:");
         let mut client = self.pool().get().await?;
@@ -281,6 +276,7 @@ impl PgStore {
         }
         crate::postgres::append_audit(&tx, e.at, vec![audit(&e, &out)]).await?;
         tx.commit().await?;
+        out.keys += self.vault.shred(&requests).await?;
         Ok(out)
     }
 

@@ -26,10 +26,9 @@ const COLUMNS: [(&str, &str); 8] = [
 
 const MARK: &str = "identifiers_at_rest";
 
-/// The requests whose document is still plain JSON, `(id, subject key, document)`: all but
-/// those already sealed and the redacted records of erased subjects.
-const PLAIN_REQUESTS: &str =
-    "SELECT id, subject, doc FROM requests WHERE doc LIKE '{%' AND subject NOT LIKE 'erased:%'";
+/// The requests whose document is still plain JSON, `(id, document)`: all but those already
+/// sealed and the redacted records of erased subjects.
+const PLAIN_REQUESTS: &str = "SELECT id, doc FROM requests WHERE doc LIKE '{%' AND subject NOT LIKE 'erased:%'";
 
 /// The distinct keys of every column, as one query.
 fn every_key() -> String {
@@ -70,10 +69,10 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
     let pairs = to_rewrite(vault, found);
     let docs = tx
         .prepare(PLAIN_REQUESTS)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()?;
-    for (id, subject, doc) in &docs {
-        let sealed = vault.seal_deflated_blocking(subject, doc)?;
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    for (id, doc) in &docs {
+        let sealed = vault.seal_deflated_blocking(&crate::request_key(*id), doc)?;
         tx.execute(
             "UPDATE requests SET doc = ?1 WHERE id = ?2",
             rusqlite::params![sealed, id],
@@ -128,8 +127,8 @@ pub(crate) async fn rewrite_pg(pool: &deadpool_postgres::Pool, vault: &Arc<Vault
         .collect::<std::result::Result<Vec<String>, _>>()?;
     let pairs = to_rewrite(vault, found);
     for row in tx.query(PLAIN_REQUESTS, &[]).await? {
-        let (id, subject, doc): (i64, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let sealed = vault.seal_deflated(&subject, &doc).await?;
+        let (id, doc): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let sealed = vault.seal_deflated(&crate::request_key(id), &doc).await?;
         tx.execute("UPDATE requests SET doc = $1 WHERE id = $2", &[&sealed, &id])
             .await?;
     }

@@ -1215,13 +1215,13 @@ pub(crate) fn ledger_entry(
     })
 }
 
-/// The audit event of a recorded consent decision: who acted, and the ledger position as the
-/// pseudonymous subject.
 /// The subject key of each decision.
 pub(crate) fn decision_keys(decisions: &[Decision]) -> Vec<String> {
     decisions.iter().map(|d| d.subject.key()).collect()
 }
 
+/// The audit event of a recorded consent decision: who acted, and the ledger position as the
+/// pseudonymous subject.
 pub(crate) fn consent_audit(d: &Decision, ledger_seq: i64) -> AuditEvent {
     use confiance_core::consent::Method::*;
     let actor = match d.method {

@@ -334,8 +334,6 @@ async fn instance_secret_of(pool: &Pool) -> Result<String> {
 /// The advisory lock that serialises appends to the audit chain ("Confaudt").
 const AUDIT_LOCK: i64 = 0x436f_6e66_6175_6474;
 
-/// Appends events to the audit chain; the lock, held until commit, keeps the chain's head from
-/// moving under another node's transaction.
 /// Puts back the value of each identifier of `kept` that is kept as a hash
 /// ([`Vault::at_rest`]); one whose value is gone (its person is being erased) stays a hash.
 pub(crate) async fn reveal(
@@ -389,6 +387,8 @@ pub(crate) async fn keep_values(
     Ok(())
 }
 
+/// Appends events to the audit chain; the lock, held until commit, keeps the chain's head from
+/// moving under another node's transaction.
 pub(crate) async fn append_audit(
     tx: &deadpool_postgres::Transaction<'_>,
     at: Timestamp,

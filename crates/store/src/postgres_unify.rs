@@ -293,6 +293,8 @@ impl PgStore {
         for ((k, _), v) in identities.iter_mut().zip(keys) {
             *k = v;
         }
+        // In the order of the values, as before they were hashed.
+        identities.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         Ok(Some(ProfileRow {
             id: row.try_get(0)?,
             created_at: from_micros(row.try_get(1)?),
@@ -466,10 +468,9 @@ impl PgStore {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<(i64, Vec<String>)>>>()?;
-        for (_, ids) in &mut profiles {
-            crate::postgres::reveal(&client, &self.vault, ids).await?;
-            ids.sort_unstable();
-        }
+        let mut keys: Vec<String> = profiles.iter().flat_map(|(_, ids)| ids.iter().cloned()).collect();
+        crate::postgres::reveal(&client, &self.vault, &mut keys).await?;
+        crate::unify::put_back(&mut profiles, keys);
         Ok(profiles)
     }
 

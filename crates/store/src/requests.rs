@@ -3,21 +3,19 @@
 //! transaction.
 //!
 //! The document names the subject and may hold what they asked to correct, so it is kept
-//! sealed under the subject's own key ([`Vault::seal_deflated`]), and the `subject` column as
-//! rows keep identifiers ([`Vault::at_rest`]): an erasure that shreds the key leaves older
-//! copies with nothing readable, and the record it keeps is redacted and plain.
+//! sealed under the request's own key ([`Vault::seal_deflated`]), the key its result is sealed
+//! under, and the `subject` column as rows keep identifiers ([`Vault::at_rest`]). An erasure
+//! redacts the records of the person's requests, keeps them plain, and then shreds their keys:
+//! older copies hold nothing readable.
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::vault::Vault;
 use crate::{Result, StoreError, to_micros};
 use confiance_core::privacy::audit::AuditEvent;
-use confiance_core::privacy::requests::Request;
+use confiance_core::privacy::requests::{ERASED, Request};
 use rusqlite::{OptionalExtension, params};
 use std::sync::Arc;
-
-/// The subject value of a request whose subject was erased.
-pub(crate) const ERASED: &str = "erased";
 
 fn doc(r: &Request) -> Result<String> {
     serde_json::to_string(r).map_err(|e| StoreError::Database(e.to_string()))
@@ -27,35 +25,28 @@ fn parse(doc: &str) -> Result<Request> {
     serde_json::from_str(doc).map_err(|e| StoreError::Database(format!("corrupt request: {e}")))
 }
 
-/// The document as kept: sealed under its subject's key, or plain once the subject was erased.
+/// The document of `r` as kept: sealed under the request's key, or plain once its subject was
+/// erased.
 async fn kept_doc(vault: &Arc<Vault>, r: &Request) -> Result<String> {
     let text = doc(r)?;
     if r.subject_value == ERASED {
         return Ok(text);
     }
-    vault.seal_deflated(&subject_key(r), &text).await
+    vault.seal_deflated(&crate::request_key(r.id), &text).await
 }
 
-/// The text of the document of request `id`, kept as `stored` with the subject column `kept`;
-/// none while it is being erased (its key shredded, its record not yet redacted).
-pub(crate) async fn open_doc(vault: &Arc<Vault>, id: i64, kept: &str, stored: String) -> Result<Option<String>> {
-    vault.open_text_kept(kept, &format!("request {id}"), stored).await
+/// The text of the document of request `id`, kept as `stored`.
+pub(crate) async fn open_doc(vault: &Arc<Vault>, id: i64, stored: String) -> Result<String> {
+    vault
+        .open_text(&crate::request_key(id), stored)
+        .await?
+        .ok_or_else(|| StoreError::Database(format!("request {id} was sealed under a key since shredded")))
 }
 
-/// Request `id` from its kept row; none while it is being erased.
-async fn read_request(vault: &Arc<Vault>, (id, kept, stored): (i64, String, String)) -> Result<Option<Request>> {
-    let Some(text) = open_doc(vault, id, &kept, stored).await? else {
-        return Ok(None);
-    };
-    let mut r = parse(&text)?;
-    r.id = id;
-    Ok(Some(r))
-}
-
-async fn read_requests(vault: &Arc<Vault>, rows: Vec<(i64, String, String)>) -> Result<Vec<Request>> {
+async fn read_requests(vault: &Arc<Vault>, rows: Vec<(i64, String)>) -> Result<Vec<Request>> {
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        out.extend(read_request(vault, row).await?);
+    for (id, stored) in rows {
+        out.push(parse(&open_doc(vault, id, stored).await?)?);
     }
     Ok(out)
 }
@@ -77,15 +68,17 @@ fn subject_key(r: &Request) -> String {
 impl SqliteStore {
     pub(crate) async fn insert_request(&self, mut r: Request) -> Result<Request> {
         let subject = self.vault.to_rest(&[subject_key(&r)]).await?;
-        // The id is the row's: the document leaves it out.
-        let stored = kept_doc(&self.vault, &r).await?;
+        let vault = self.vault.clone();
         self.write(move |tx| {
             crate::sqlite::keep_values(tx, &subject.values)?;
             tx.execute(
-                "INSERT INTO requests (status, due_at, subject, doc) VALUES (?1, ?2, ?3, ?4)",
-                params![r.status.as_str(), to_micros(r.due_at), subject.keys[0], stored],
+                "INSERT INTO requests (status, due_at, subject, doc) VALUES (?1, ?2, ?3, '{}')",
+                params![r.status.as_str(), to_micros(r.due_at), subject.keys[0]],
             )?;
             r.id = tx.last_insert_rowid();
+            // Its key is made here, in the writer: requests are few.
+            let stored = vault.seal_deflated_blocking(&crate::request_key(r.id), &doc(&r)?)?;
+            tx.execute("UPDATE requests SET doc = ?1 WHERE id = ?2", params![stored, r.id])?;
             crate::sqlite::append_audit(tx, r.received_at, vec![audit_of(&r, "request.received")])?;
             Ok(r)
         })
@@ -106,18 +99,16 @@ impl SqliteStore {
     }
 
     pub(crate) async fn request(&self, id: i64) -> Result<Option<Request>> {
-        let row = self
+        let stored: Option<String> = self
             .read(move |c| {
                 Ok(
-                    c.query_row("SELECT id, subject, doc FROM requests WHERE id = ?1", [id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()?,
+                    c.query_row("SELECT doc FROM requests WHERE id = ?1", [id], |r| r.get(0))
+                        .optional()?,
                 )
             })
             .await?;
-        match row {
-            Some(row) => read_request(&self.vault, row).await,
+        match stored {
+            Some(stored) => Ok(Some(parse(&open_doc(&self.vault, id, stored).await?)?)),
             None => Ok(None),
         }
     }
@@ -126,13 +117,13 @@ impl SqliteStore {
         let rows = self
             .read(move |c| {
                 let sql = if open_only {
-                    "SELECT id, subject, doc FROM requests WHERE status NOT IN ('done', 'refused') ORDER BY due_at, id LIMIT ?1"
+                    "SELECT id, doc FROM requests WHERE status NOT IN ('done', 'refused') ORDER BY due_at, id LIMIT ?1"
                 } else {
-                    "SELECT id, subject, doc FROM requests ORDER BY due_at, id LIMIT ?1"
+                    "SELECT id, doc FROM requests ORDER BY due_at, id LIMIT ?1"
                 };
                 let mut stmt = c.prepare(sql)?;
                 Ok(stmt
-                    .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await?;
@@ -167,18 +158,21 @@ impl SqliteStore {
 impl PgStore {
     pub(crate) async fn insert_request(&self, mut r: Request) -> Result<Request> {
         let subject = self.vault.to_rest(&[subject_key(&r)]).await?;
-        // The id is the row's: the document leaves it out.
-        let stored = kept_doc(&self.vault, &r).await?;
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         crate::postgres::keep_values(&tx, &subject.values).await?;
         let row = tx
             .query_one(
-                "INSERT INTO requests (status, due_at, subject, doc) VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&r.status.as_str(), &to_micros(r.due_at), &subject.keys[0], &stored],
+                "INSERT INTO requests (status, due_at, subject, doc) VALUES ($1, $2, $3, '{}') RETURNING id",
+                &[&r.status.as_str(), &to_micros(r.due_at), &subject.keys[0]],
             )
             .await?;
         r.id = row.try_get(0)?;
+        tx.execute(
+            "UPDATE requests SET doc = $1 WHERE id = $2",
+            &[&kept_doc(&self.vault, &r).await?, &r.id],
+        )
+        .await?;
         crate::postgres::append_audit(&tx, r.received_at, vec![audit_of(&r, "request.received")]).await?;
         tx.commit().await?;
         Ok(r)
@@ -202,11 +196,11 @@ impl PgStore {
     pub(crate) async fn request(&self, id: i64) -> Result<Option<Request>> {
         let client = self.pool().get().await?;
         let row = client
-            .query_opt("SELECT id, subject, doc FROM requests WHERE id = $1", &[&id])
+            .query_opt("SELECT doc FROM requests WHERE id = $1", &[&id])
             .await?;
         drop(client);
         match row {
-            Some(r) => read_request(&self.vault, (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)).await,
+            Some(r) => Ok(Some(parse(&open_doc(&self.vault, id, r.try_get(0)?).await?)?)),
             None => Ok(None),
         }
     }
@@ -215,15 +209,15 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.pool().get().await?;
         let sql = if open_only {
-            "SELECT id, subject, doc FROM requests WHERE status NOT IN ('done', 'refused') ORDER BY due_at, id LIMIT $1"
+            "SELECT id, doc FROM requests WHERE status NOT IN ('done', 'refused') ORDER BY due_at, id LIMIT $1"
         } else {
-            "SELECT id, subject, doc FROM requests ORDER BY due_at, id LIMIT $1"
+            "SELECT id, doc FROM requests ORDER BY due_at, id LIMIT $1"
         };
         let rows = client
             .query(sql, &[&limit])
             .await?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<_>>>()?;
         drop(client);
         read_requests(&self.vault, rows).await

@@ -937,8 +937,6 @@ pub(crate) fn query_events(
     vault.open_blocking(reads)
 }
 
-/// Appends events to the audit chain inside the writer's transaction (the only writer, so the
-/// chain's head cannot move under it).
 /// Puts back the value of each identifier of `kept` that is kept as a hash
 /// ([`Vault::at_rest`]); one whose value is gone (its person is being erased) stays a hash.
 pub(crate) fn reveal(c: &Connection, vault: &Vault, kept: &mut [String]) -> Result<()> {
@@ -972,6 +970,8 @@ pub(crate) fn keep_values(tx: &Transaction<'_>, rows: &[(String, Vec<u8>)]) -> R
     Ok(())
 }
 
+/// Appends events to the audit chain inside the writer's transaction (the only writer, so the
+/// chain's head cannot move under it).
 pub(crate) fn append_audit(tx: &Transaction<'_>, at: jiff::Timestamp, events: Vec<AuditEvent>) -> Result<()> {
     if events.is_empty() {
         return Ok(());

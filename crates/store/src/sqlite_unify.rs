@@ -255,6 +255,8 @@ impl SqliteStore {
             for ((k, _), v) in identities.iter_mut().zip(keys) {
                 *k = v;
             }
+            // In the order of the values, as before they were hashed.
+            identities.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
             Ok(Some(ProfileRow {
                 id,
                 created_at: crate::from_micros(created_at),
@@ -365,10 +367,9 @@ impl SqliteStore {
                     _ => out.push((p, vec![id])),
                 }
             }
-            for (_, ids) in &mut out {
-                crate::sqlite::reveal(c, &vault, ids)?;
-                ids.sort_unstable();
-            }
+            let mut keys: Vec<String> = out.iter().flat_map(|(_, ids)| ids.iter().cloned()).collect();
+            crate::sqlite::reveal(c, &vault, &mut keys)?;
+            crate::unify::put_back(&mut out, keys);
             Ok(out)
         })
         .await

@@ -229,6 +229,20 @@ fn reason_json(why: &LeftOut) -> String {
     serde_json::to_string(why).unwrap_or_default()
 }
 
+/// Puts `keys`, the identifiers of `profiles` in order once revealed, back in their profiles,
+/// each profile's sorted.
+pub(crate) fn put_back(profiles: &mut [(i64, Vec<String>)], keys: Vec<String>) {
+    let mut keys = keys.into_iter();
+    for (_, ids) in profiles.iter_mut() {
+        for id in ids.iter_mut() {
+            if let Some(k) = keys.next() {
+                *id = k;
+            }
+        }
+        ids.sort_unstable();
+    }
+}
+
 /// Runs a future that never waits (the SQLite implementation of [`GraphTx`] answers at once),
 /// inside the synchronous writer thread.
 pub(crate) fn run_now<F: std::future::Future>(f: F) -> F::Output {

@@ -260,6 +260,10 @@ impl Vault {
     /// its own key ([`Vault::seal_values`]), so that shredding that key leaves every older copy
     /// of the rows, in a backup or a page not yet reused, with nothing but the hash.
     pub(crate) fn at_rest(&self, key: &str) -> String {
+        if Self::is_hashed(key) {
+            // Already in its form at rest: what a reveal could not open (an erasure retried).
+            return key.to_owned();
+        }
         match key.split_once(':') {
             Some((kind, value)) if !value.is_empty() && !PLAIN_KINDS.contains(&kind) => {
                 format!("{kind}:{}", hex::encode(self.master.tag(key).0))
@@ -288,7 +292,7 @@ impl Vault {
     fn value_tags(&self, keys: &[String]) -> Vec<(String, Tag)> {
         let mut seen = HashSet::new();
         keys.iter()
-            .filter(|k| seen.insert(k.as_str()))
+            .filter(|k| seen.insert(k.as_str()) && !Self::is_hashed(k))
             .filter_map(|k| {
                 let kept = self.at_rest(k);
                 Self::tag_at_rest(&kept).map(|tag| (k.clone(), tag))
@@ -335,14 +339,35 @@ impl Vault {
         Ok(self.sealed_values(wanted, &made))
     }
 
-    fn opened_values(rows: Vec<(String, Vec<u8>)>, keys: &HashMap<Tag, DataKey>) -> HashMap<String, String> {
-        rows.into_iter()
-            .filter_map(|(kept, sealed)| {
-                let tag = Self::tag_at_rest(&kept)?;
-                let plain = keys.get(&tag)?.open(&tag, &sealed).ok()?;
-                Some((kept, String::from_utf8(plain).ok()?))
-            })
-            .collect()
+    /// The values of `rows` that open with `keys`, and the tags of those that do not.
+    fn opened_values(
+        rows: Vec<(String, Vec<u8>)>,
+        keys: &HashMap<Tag, DataKey>,
+    ) -> Result<(HashMap<String, String>, Vec<Tag>)> {
+        let mut opened = HashMap::with_capacity(rows.len());
+        let mut closed = Vec::new();
+        for (kept, sealed) in rows {
+            let Some(tag) = Self::tag_at_rest(&kept) else { continue };
+            match keys.get(&tag).map(|key| key.open(&tag, &sealed)) {
+                Some(Ok(plain)) => {
+                    let value = String::from_utf8(plain).map_err(|e| StoreError::Database(e.to_string()))?;
+                    opened.insert(kept, value);
+                }
+                _ => closed.push(tag),
+            }
+        }
+        Ok((opened, closed))
+    }
+
+    /// An error unless every tag of `closed` was shredded: a value that does not open is an
+    /// erased person's, or a fault, never a silent loss.
+    fn settle_values(closed: &[Tag], shredded: &HashSet<Tag>) -> Result<()> {
+        match closed.iter().find(|t| !shredded.contains(t)) {
+            Some(_) => Err(StoreError::Database(
+                "an identifier's value does not open and its key was never shredded: is this the vault the data was written with?".into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Opens `identifier_values` rows: each key at rest with its value; a value whose key was
@@ -350,14 +375,22 @@ impl Vault {
     pub(crate) async fn open_values(self: &Arc<Self>, rows: Vec<(String, Vec<u8>)>) -> Result<HashMap<String, String>> {
         let tags: Vec<Tag> = rows.iter().filter_map(|(k, _)| Self::tag_at_rest(k)).collect();
         let keys = self.keys(tags, false).await?;
-        Ok(Self::opened_values(rows, &keys))
+        let (opened, closed) = Self::opened_values(rows, &keys)?;
+        if !closed.is_empty() {
+            Self::settle_values(&closed, &self.shredded(closed.clone()).await?)?;
+        }
+        Ok(opened)
     }
 
     /// [`Vault::open_values`] on the SQLite vault, from a blocking thread.
     pub(crate) fn open_values_blocking(&self, rows: Vec<(String, Vec<u8>)>) -> Result<HashMap<String, String>> {
         let tags: Vec<Tag> = rows.iter().filter_map(|(k, _)| Self::tag_at_rest(k)).collect();
         let keys = self.keys_blocking(&tags, false)?;
-        Ok(Self::opened_values(rows, &keys))
+        let (opened, closed) = Self::opened_values(rows, &keys)?;
+        if !closed.is_empty() {
+            Self::settle_values(&closed, &self.shredded_blocking(&closed)?)?;
+        }
+        Ok(opened)
     }
 
     /// The tag of the subject whose key seals a message from these ids.
@@ -570,7 +603,10 @@ impl Vault {
     /// Destroys the keys of `identifiers`: every body they sealed, in any copy made without the
     /// vault, becomes unreadable. Returns how many keys there were.
     pub(crate) async fn shred(self: &Arc<Self>, identifiers: &[String]) -> Result<u64> {
-        let tags: Vec<Tag> = identifiers.iter().map(|i| self.master.tag(i)).collect();
+        let tags: Vec<Tag> = identifiers
+            .iter()
+            .map(|i| Self::tag_at_rest(i).unwrap_or_else(|| self.master.tag(i)))
+            .collect();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             self.shreds.fetch_add(1, Ordering::SeqCst);
@@ -682,23 +718,6 @@ impl Vault {
     /// results were kept before); none when the key was shredded. A text stored plain (sealing
     /// off) is returned as it is.
     pub(crate) async fn open_text(self: &Arc<Self>, identifier: &str, stored: String) -> Result<Option<String>> {
-        self.open_text_tagged(self.master.tag(identifier), identifier, stored)
-            .await
-    }
-
-    /// [`Vault::open_text`] for a text sealed under the key of an identifier that rows keep as
-    /// `kept` ([`Vault::at_rest`]); `what` names the text in errors.
-    pub(crate) async fn open_text_kept(
-        self: &Arc<Self>,
-        kept: &str,
-        what: &str,
-        stored: String,
-    ) -> Result<Option<String>> {
-        let tag = Self::tag_at_rest(kept).unwrap_or_else(|| self.master.tag(kept));
-        self.open_text_tagged(tag, what, stored).await
-    }
-
-    async fn open_text_tagged(self: &Arc<Self>, tag: Tag, what: &str, stored: String) -> Result<Option<String>> {
         use base64::Engine;
         let (encoded, deflated) = if let Some(rest) = stored.strip_prefix(SEALED_DEFLATED) {
             (rest, true)
@@ -710,6 +729,7 @@ impl Vault {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| StoreError::Database(format!("a sealed value is not base64: {e}")))?;
+        let tag = self.master.tag(identifier);
         let keys = self.keys(vec![tag], false).await?;
         let opened = keys.get(&tag).map(|key| key.open(&tag, &bytes));
         match opened {
@@ -726,7 +746,7 @@ impl Vault {
                 .map_err(|e| StoreError::Database(e.to_string())),
             _ if self.shredded(vec![tag]).await?.contains(&tag) => Ok(None),
             _ => Err(StoreError::Database(format!(
-                "the sealed text of {what} does not open and its key was never shredded"
+                "the sealed text of {identifier} does not open and its key was never shredded"
             ))),
         }
     }

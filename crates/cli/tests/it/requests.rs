@@ -479,8 +479,9 @@ async fn a_backup_taken_before_an_erasure_no_longer_opens_the_erased_subject() {
     let erasure = app.request("erasure", "apolline.shred@example.org", Value::Null).await;
     let done = app.process(&erasure["id"]).await;
     assert_eq!(done["status"], "done", "{done}");
-    // Her user id's key sealed her events; her email's and her phone's sealed their values.
-    assert!(done["steps"].to_string().contains(" 3 data key(s) shredded"), "{done}");
+    // Her user id's key sealed her events, her email's and her phone's their values, and the
+    // request's own key its record.
+    assert!(done["steps"].to_string().contains(" 4 data key(s) shredded"), "{done}");
 
     // The backup restored beside the key vault as it is now: her events are there, sealed, and
     // nothing opens them; the other subject reads as before.

@@ -14,6 +14,10 @@ use crate::error::{Error, ErrorCode};
 use jiff::{Span, Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
+/// What stands for a subject's value, and for the values they asked to correct, in the record
+/// of a request once the subject was erased.
+pub const ERASED: &str = "erased";
+
 /// The rights a request exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
