@@ -894,6 +894,11 @@ async fn send(
                 .iter()
                 .filter(|s| s.occurrence_id == o.id && s.record.outcome == "failed")
                 .count() as u32;
+            // A server's refusal often quotes the address it refused: the record leaves it out.
+            let message = match address.as_ref().and_then(Value::as_str) {
+                Some(to) if !to.is_empty() => message.replace(to, "<recipient>"),
+                _ => message,
+            };
             let detail = json!({"error": message, "attempt": failures + 1});
             // Throttled or unreachable: back off (1 min, 2, 4… up to about 17 hours), then give up.
             let next = if transient && failures < 10 {

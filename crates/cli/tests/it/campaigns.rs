@@ -1462,3 +1462,83 @@ async fn a_person_erased_by_the_retention_rules_is_erased_at_their_recipients_to
     assert_eq!(listed["notices"][0]["request_id"], Value::Null, "{listed}");
     assert_eq!(listed["notices"][0]["notice"], "erasure");
 }
+
+/// An SMTP server that refuses every recipient, quoting the address as real servers do.
+async fn refusing_smtp() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 refusing.test ESMTP\r\n").await.unwrap();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let answer = match verb.as_str() {
+                        "EHLO" | "HELO" => "250 refusing.test".to_owned(),
+                        "RCPT" => {
+                            let to = line.split(['<', '>']).nth(1).unwrap_or_default();
+                            format!("550 5.1.1 <{to}>: Recipient address rejected: User unknown")
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => "250 OK".to_owned(),
+                    };
+                    if write.write_all(format!("{answer}\r\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_refusal_quoting_the_address_is_recorded_without_it() {
+    let port = refusing_smtp().await;
+    let mailer = Mailer::new(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Vinyles & Cie <bonjour@vinyles.example>",
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(Options {
+        mailer: Some(mailer),
+        public_url: Some("http://shop.test".into()),
+        ..Options::default()
+    })
+    .await;
+    app.clock.set("2026-11-02T10:00:00Z".parse().unwrap());
+    app.customer(
+        "vera",
+        json!({"email": "vera.gone@example.org", "favorite_artists": ["Air"]}),
+        true,
+    )
+    .await;
+    app.indexed().await;
+    let id = app
+        .campaign(
+            json!({"name": "Sortie", "purpose": "marketing_email", "channel": "email",
+               "trigger": {"happening": {"kind": "release", "field": "favorite_artists"}},
+               "steps": [{"template": {"subject": {"fr": "Nouveauté"}, "body": {"fr": "Un disque pour vous."}}}]}),
+        )
+        .await;
+    app.call(
+        reqwest::Method::POST,
+        "/api/v1/happenings",
+        Some(json!({"kind": "release", "about": "Air"})),
+    )
+    .await;
+    app.tick().await;
+    let sends = app.sends(id).await;
+    assert_eq!(sends.len(), 1, "{sends:#?}");
+    assert_eq!(sends[0]["outcome"], "failed", "{sends:#?}");
+    let error = sends[0]["detail"]["error"].as_str().unwrap();
+    assert!(error.contains("Recipient address rejected"), "{error}");
+    assert!(error.contains("<recipient>"), "{error}");
+    assert!(!error.contains("vera.gone@example.org"), "{error}");
+}
