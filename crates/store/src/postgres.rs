@@ -367,6 +367,38 @@ pub(crate) async fn reveal(
     Ok(())
 }
 
+/// The keys among `keys` whose values `identifier_values` does not hold yet: sealing a value
+/// costs a key from the vault, and most identifiers of a message are known already.
+pub(crate) async fn without_values(
+    client: &impl deadpool_postgres::GenericClient,
+    vault: &Vault,
+    keys: &[String],
+) -> Result<Vec<String>> {
+    let hashed: HashMap<String, &String> = keys
+        .iter()
+        .map(|k| (vault.at_rest(k), k))
+        .filter(|(kept, _)| Vault::is_hashed(kept))
+        .collect();
+    if hashed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: Vec<&String> = hashed.keys().collect();
+    let known = client
+        .query(
+            "SELECT identifier FROM identifier_values WHERE identifier = ANY($1)",
+            &[&wanted],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<HashSet<String>, _>>()?;
+    Ok(hashed
+        .into_iter()
+        .filter(|(kept, _)| !known.contains(kept))
+        .map(|(_, k)| k.clone())
+        .collect())
+}
+
 /// Keeps the sealed values `rows` ([`Vault::seal_values`]) in `identifier_values`.
 pub(crate) async fn keep_values(
     client: &impl deadpool_postgres::GenericClient,

@@ -201,7 +201,8 @@ impl GraphTx for PgGraph<'_, '_> {
     }
 
     async fn keep_values(&mut self, keys: &[String]) -> Result<()> {
-        crate::postgres::keep_values(self.tx, &self.vault.seal_values(keys).await?).await
+        let new = crate::postgres::without_values(self.tx, self.vault, keys).await?;
+        crate::postgres::keep_values(self.tx, &self.vault.seal_values(&new).await?).await
     }
 }
 

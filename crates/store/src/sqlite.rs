@@ -960,6 +960,32 @@ pub(crate) fn reveal(c: &Connection, vault: &Vault, kept: &mut [String]) -> Resu
     Ok(())
 }
 
+/// The keys among `keys` whose values `identifier_values` does not hold yet: sealing a value
+/// costs a key from the vault, and most identifiers of a message are known already.
+pub(crate) fn without_values(c: &Connection, vault: &Vault, keys: &[String]) -> Result<Vec<String>> {
+    let hashed: HashMap<String, &String> = keys
+        .iter()
+        .map(|k| (vault.at_rest(k), k))
+        .filter(|(kept, _)| Vault::is_hashed(kept))
+        .collect();
+    if hashed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted =
+        serde_json::to_string(&hashed.keys().collect::<Vec<_>>()).map_err(|e| StoreError::Database(e.to_string()))?;
+    let known = c
+        .prepare_cached(
+            "SELECT identifier FROM identifier_values WHERE identifier IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map([wanted], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<std::collections::HashSet<String>>>()?;
+    Ok(hashed
+        .into_iter()
+        .filter(|(kept, _)| !known.contains(kept))
+        .map(|(_, k)| k.clone())
+        .collect())
+}
+
 /// Keeps the sealed values `rows` ([`Vault::seal_values`]) in `identifier_values`.
 pub(crate) fn keep_values(tx: &Transaction<'_>, rows: &[(String, Vec<u8>)]) -> Result<()> {
     let mut stmt =

@@ -156,7 +156,8 @@ impl GraphTx for SqliteGraph<'_, '_> {
     }
 
     async fn keep_values(&mut self, keys: &[String]) -> Result<()> {
-        crate::sqlite::keep_values(self.tx, &self.vault.seal_values_blocking(keys)?)
+        let new = crate::sqlite::without_values(self.tx, self.vault, keys)?;
+        crate::sqlite::keep_values(self.tx, &self.vault.seal_values_blocking(&new)?)
     }
 }
 
