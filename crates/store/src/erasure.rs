@@ -62,9 +62,14 @@ async fn redacted(vault: &Arc<Vault>, rows: Vec<(i64, String)>) -> Result<Vec<(i
     Ok(out)
 }
 
-/// The vault identifiers of the requests of `redacted`.
-fn request_keys(redacted: &[(i64, String)]) -> Vec<String> {
-    redacted.iter().map(|(id, _)| crate::request_key(*id)).collect()
+/// The vault identifiers shredded once the records are written: those of the requests of
+/// `redacted`, and those of the export files the erasure deletes (they may list the person).
+fn later_keys(redacted: &[(i64, String)], exports: &[i64]) -> Vec<String> {
+    redacted
+        .iter()
+        .map(|(id, _)| crate::request_key(*id))
+        .chain(exports.iter().map(|id| crate::export_key(*id)))
+        .collect()
 }
 
 fn redact(doc: &str) -> Result<String> {
@@ -105,7 +110,14 @@ impl SqliteStore {
             })
             .await?;
         let redacted = redacted(&self.vault, rows).await?;
-        let requests = request_keys(&redacted);
+        let at = to_micros(e.at);
+        let exports: Vec<i64> = self
+            .read(move |c| {
+                let mut stmt = c.prepare("SELECT id FROM segment_exports WHERE created_at <= ?1")?;
+                Ok(stmt.query_map([at], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        let requests = later_keys(&redacted, &exports);
         // The person's keys go first: from then on, every copy of their bodies and of their
         // identifiers' values is unreadable, whatever happens to the rest.
         let shredded = self.vault.shred(&e.keys).await?;
@@ -160,7 +172,8 @@ impl SqliteStore {
             })
             .await?;
         // Their requests' keys go last, once the records are redacted: until then, an erasure
-        // that failed half-way is run again from its request, which still opens.
+        // that failed half-way is run again from its request, which still opens. So do the keys
+        // of the export files deleted with them.
         erased.keys += self.vault.shred(&requests).await?;
         // Old pages of the erased rows stay in the write-ahead log until it is checkpointed and
         // truncated, which waits for readers of older snapshots to finish: retry briefly.
@@ -207,8 +220,20 @@ impl PgStore {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_>>()?;
         let redacted = redacted(&self.vault, rows).await?;
-        let requests = request_keys(&redacted);
-        // The person's keys first, their requests' last, as on SQLite.
+        let exports: Vec<i64> = self
+            .pool()
+            .get()
+            .await?
+            .query(
+                "SELECT id FROM segment_exports WHERE created_at <= $1",
+                &[&to_micros(e.at)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let requests = later_keys(&redacted, &exports);
+        // The person's keys first, their requests' and the exports' last, as on SQLite.
         let shredded = self.vault.shred(&e.keys).await?;
         let users = values(&e.keys, "user_id:");
         let anons = values(&e.keys, "anonymous_id:");

@@ -253,6 +253,11 @@ pub(crate) fn purposes_column(purposes: &[impl AsRef<str>]) -> String {
     out
 }
 
+/// The vault identifier of a segment export's file.
+pub(crate) fn export_key(id: i64) -> String {
+    format!("export:{id}")
+}
+
 /// The vault identifier of a request's result.
 pub(crate) fn request_key(id: i64) -> String {
     format!("request:{id}")
@@ -1049,12 +1054,23 @@ impl Store {
         outcome: std::result::Result<(i64, String), String>,
         at: jiff::Timestamp,
     ) -> Result<()> {
+        // The file lists people: it is sealed under a key of its own, which an erasure shreds.
+        let outcome = match outcome {
+            Ok((rows, body)) => Ok((rows, self.vault().seal_deflated(&export_key(id), &body).await?)),
+            Err(e) => Err(e),
+        };
         dispatch!(self, s => s.finish_export(id, outcome.clone(), at).await)
     }
 
-    /// An export task, with its file once done.
+    /// An export task, with its file once done (none once an erasure shredded its key).
     pub async fn export(&self, id: i64) -> Result<Option<ExportRow>> {
-        dispatch!(self, s => s.export(id).await)
+        let Some(mut row) = dispatch!(self, s => s.export(id).await)? else {
+            return Ok(None);
+        };
+        if let Some(body) = row.body.take() {
+            row.body = self.vault().open_text(&export_key(id), body).await?;
+        }
+        Ok(Some(row))
     }
 
     /// The profiles holding any of these identifiers (`kind:value`).

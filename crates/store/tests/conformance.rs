@@ -1428,6 +1428,15 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
     );
     assert_eq!(store.profiles_of_keys(vec![email.key()]).await.unwrap(), [p]);
 
+    // A members export lists them: its file is sealed too.
+    let export = store.create_export(1, "csv", Timestamp::now()).await.unwrap();
+    let file = "profile_id,email\n1,hash.me@example.org\n".to_owned();
+    store
+        .finish_export(export, Ok((1, file.clone())), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(store.export(export).await.unwrap().unwrap().body, Some(file));
+
     // The user id keys the event log as it is; the email and the phone are nowhere in clear.
     assert!(place.holds("u-hash").await);
     for clear in ["hash.me@example.org", "+33611223344"] {
