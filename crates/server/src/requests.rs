@@ -595,14 +595,7 @@ impl AppState {
             Some(p) => self.store.merges_of(p).await?,
             None => Vec::new(),
         };
-        let keys: Vec<String> = subjects.iter().map(Subject::key).collect();
-        let requests: Vec<Request> = self
-            .store
-            .requests(false, 100_000)
-            .await?
-            .into_iter()
-            .filter(|q| keys.contains(&format!("{}:{}", q.subject_type.as_str(), q.subject_value)))
-            .collect();
+        let requests: Vec<Request> = self.store.requests_of(&subjects).await?;
         let sources: std::collections::BTreeMap<i64, String> = self
             .store
             .list_sources()

@@ -646,6 +646,13 @@ impl Store {
         dispatch!(self, s => s.requests(open_only, limit).await)
     }
 
+    /// The requests about any of `subjects`, oldest first: found by the subject kept with each,
+    /// so that only theirs are opened.
+    pub async fn requests_of(&self, subjects: &[Subject]) -> Result<Vec<Request>> {
+        let kept: Vec<String> = subjects.iter().map(|s| self.vault().at_rest(&s.key())).collect();
+        dispatch!(self, s => s.requests_of(kept.clone()).await)
+    }
+
     fn vault(&self) -> &std::sync::Arc<vault::Vault> {
         dispatch!(self, s => &s.vault)
     }

@@ -130,6 +130,21 @@ impl SqliteStore {
         read_requests(&self.vault, rows).await
     }
 
+    pub(crate) async fn requests_of(&self, kept: Vec<String>) -> Result<Vec<Request>> {
+        let kept = serde_json::to_string(&kept).map_err(|e| StoreError::Database(e.to_string()))?;
+        let rows = self
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1)) ORDER BY id",
+                )?;
+                Ok(stmt
+                    .query_map([kept], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        read_requests(&self.vault, rows).await
+    }
+
     pub(crate) async fn put_request_result(&self, id: i64, result: String) -> Result<()> {
         self.write(move |tx| {
             tx.execute(
@@ -215,6 +230,21 @@ impl PgStore {
         };
         let rows = client
             .query(sql, &[&limit])
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>>>()?;
+        drop(client);
+        read_requests(&self.vault, rows).await
+    }
+
+    pub(crate) async fn requests_of(&self, kept: Vec<String>) -> Result<Vec<Request>> {
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT id, doc FROM requests WHERE subject = ANY($1) ORDER BY id",
+                &[&kept],
+            )
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

@@ -1428,6 +1428,24 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
     );
     assert_eq!(store.profiles_of_keys(vec![email.key()]).await.unwrap(), [p]);
 
+    // Their request names them: it is found by them, and sealed.
+    let request = confiance_core::privacy::requests::Request::receive(
+        confiance_core::privacy::requests::Right::Access,
+        &email,
+        "staff",
+        true,
+        json!({}),
+        "staff",
+        Timestamp::now(),
+        &jiff::tz::TimeZone::UTC,
+    );
+    let request = store.insert_request(request).await.unwrap();
+    let theirs = store.requests_of(std::slice::from_ref(&email)).await.unwrap();
+    assert_eq!(theirs.iter().map(|r| r.id).collect::<Vec<_>>(), [request.id]);
+    assert_eq!(theirs[0].subject_value, "hash.me@example.org");
+    let stranger = subject(IdKind::Email, "someone.else@example.org");
+    assert!(store.requests_of(&[stranger]).await.unwrap().is_empty());
+
     // A members export lists them: its file is sealed too.
     let export = store.create_export(1, "csv", Timestamp::now()).await.unwrap();
     let file = "profile_id,email\n1,hash.me@example.org\n".to_owned();
