@@ -100,25 +100,6 @@ pub struct CarriedEvent {
     pub carry: Carry,
 }
 
-/// The keys of the user ids of `rows`, as the log keeps their hashes (empty where none).
-fn user_keys(rows: &[CarriedEvent]) -> Vec<String> {
-    rows.iter()
-        .map(|e| e.user_id.as_ref().map_or_else(String::new, |u| format!("user_id:{u}")))
-        .collect()
-}
-
-/// `rows` with the user ids of `users`, revealed: one not revealed (not yet resolved) keeps
-/// its hash, which names no profile.
-fn with_users(rows: Vec<CarriedEvent>, users: Vec<String>) -> Vec<CarriedEvent> {
-    rows.into_iter()
-        .zip(users)
-        .map(|(mut e, key)| {
-            e.user_id = key.strip_prefix("user_id:").map(str::to_owned);
-            e
-        })
-        .collect()
-}
-
 /// The events of a profile's identifiers after `seq` that carry traits, in log order.
 const PROFILE_CARRIES: &str = "SELECT seq, source_id, received_at, user_id, traits FROM events
      WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = {p} AND kind = 'user_id')
@@ -260,7 +241,6 @@ impl SqliteStore {
     }
 
     pub(crate) async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
-        let vault = self.vault.clone();
         self.read(move |c| {
             let sql = PROFILE_CARRIES.replace("{p}", "?1").replace("{after}", "?2");
             let mut stmt = c.prepare_cached(&sql)?;
@@ -277,9 +257,7 @@ impl SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut users = user_keys(&rows);
-            crate::sqlite::reveal(c, &vault, &mut users)?;
-            Ok(with_users(rows, users))
+            Ok(rows)
         })
         .await
     }
@@ -427,8 +405,7 @@ impl PgStore {
         let sql = PROFILE_CARRIES.replace("{p}", "$1").replace("{after}", "$2");
         let client = self.pool().get().await?;
         let rows = client.query(&sql, &[&profile, &after]).await?;
-        let rows = rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 Ok(CarriedEvent {
                     user_id: r.try_get(3)?,
@@ -441,10 +418,7 @@ impl PgStore {
                     },
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut users = user_keys(&rows);
-        crate::postgres::reveal(&client, &self.vault, &mut users).await?;
-        Ok(with_users(rows, users))
+            .collect()
     }
 
     pub(crate) async fn record_breach_notice(&self, breach: i64, n: BreachNotice) -> Result<()> {

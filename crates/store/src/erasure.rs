@@ -124,8 +124,8 @@ impl SqliteStore {
         let mut erased = self
             .write(move |tx| {
                 let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
-                let users = serde_json::to_string(&values(&kept, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
-                let anons = serde_json::to_string(&values(&kept, "anonymous_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
+                let users = serde_json::to_string(&values(&e.keys, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
+                let anons = serde_json::to_string(&values(&e.keys, "anonymous_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
                 let mut out = Erased {
                     events: tx.execute(
                         "DELETE FROM events WHERE user_id IN (SELECT value FROM json_each(?1)) OR anonymous_id IN (SELECT value FROM json_each(?2))",
@@ -235,8 +235,8 @@ impl PgStore {
         let requests = later_keys(&redacted, &exports);
         // The person's keys first, their requests' and the exports' last, as on SQLite.
         let shredded = self.vault.shred(&e.keys).await?;
-        let users = values(&kept, "user_id:");
-        let anons = values(&kept, "anonymous_id:");
+        let users = values(&e.keys, "user_id:");
+        let anons = values(&e.keys, "anonymous_id:");
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
         let mut out = Erased {

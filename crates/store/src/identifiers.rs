@@ -1,11 +1,10 @@
-//! Identifiers at rest: the one-time rewrite of stores written before identifiers were kept as
-//! keyed hashes ([`Vault::at_rest`], [`Vault::column_of`]).
+//! Identifiers at rest: the one-time rewrite of stores written before emails, phones and other
+//! identifiers were kept as keyed hashes ([`Vault::at_rest`]).
 //!
 //! Migration 14 marks the work pending in `settings`; the store does it when it opens, once its
 //! vault is open (a hash needs the master key): every identifier of the tables below that is
-//! not a hash yet gets its value sealed into `identifier_values` and its rows rewritten, and so
-//! do the user and anonymous ids of the event log, in one transaction with the mark, so a crash
-//! leaves the work to do again, never half done. The request records still plain are sealed. On
+//! not kept as it is gets its value sealed into `identifier_values` and its rows rewritten, in
+//! one transaction with the mark, so a crash leaves the work to do again, never half done. On
 //! PostgreSQL the settings row is locked for the transaction: one node does it, the others find
 //! it done.
 
@@ -53,69 +52,6 @@ fn to_rewrite(vault: &Vault, found: Vec<String>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The columns of the event log that keep a message's ids, with their kind.
-const EVENT_IDS: [(&str, &str); 2] = [("user_id", "user_id"), ("anonymous_id", "anonymous_id")];
-
-/// The ids among `found`, of `kind`, that the log keeps plain, each with its hash.
-fn event_ids(vault: &Vault, kind: &str, found: Vec<String>) -> Vec<(String, String)> {
-    found
-        .into_iter()
-        .filter(|v| !Vault::is_hashed(&format!("{kind}:{v}")))
-        .filter_map(|v| vault.column_of(kind, Some(&v)).map(|kept| (v, kept)))
-        .collect()
-}
-
-/// Replaces, in each column of `targets`, every plain value of `pairs` by its form at rest.
-fn apply_sqlite(tx: &rusqlite::Transaction<'_>, pairs: &[(String, String)], targets: &[(&str, &str)]) -> Result<()> {
-    if pairs.is_empty() {
-        return Ok(());
-    }
-    tx.execute_batch("CREATE TEMP TABLE at_rest_keys (plain TEXT PRIMARY KEY, kept TEXT NOT NULL)")?;
-    {
-        let mut insert = tx.prepare("INSERT INTO at_rest_keys (plain, kept) VALUES (?1, ?2)")?;
-        for (k, kept) in pairs {
-            insert.execute([k, kept])?;
-        }
-    }
-    for (table, column) in targets {
-        tx.execute(
-            &format!("UPDATE {table} SET {column} = m.kept FROM at_rest_keys m WHERE {table}.{column} = m.plain"),
-            [],
-        )?;
-    }
-    tx.execute_batch("DROP TABLE at_rest_keys")?;
-    Ok(())
-}
-
-/// [`apply_sqlite`] on PostgreSQL.
-async fn apply_pg(
-    tx: &deadpool_postgres::Transaction<'_>,
-    pairs: &[(String, String)],
-    targets: &[(&str, &str)],
-) -> Result<()> {
-    if pairs.is_empty() {
-        return Ok(());
-    }
-    let plain: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-    let kept: Vec<&str> = pairs.iter().map(|(_, k)| k.as_str()).collect();
-    tx.batch_execute("CREATE TEMP TABLE at_rest_keys (plain TEXT PRIMARY KEY, kept TEXT NOT NULL)")
-        .await?;
-    tx.execute(
-        "INSERT INTO at_rest_keys (plain, kept) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[])",
-        &[&plain, &kept],
-    )
-    .await?;
-    for (table, column) in targets {
-        tx.execute(
-            &format!("UPDATE {table} SET {column} = m.kept FROM at_rest_keys m WHERE {table}.{column} = m.plain"),
-            &[],
-        )
-        .await?;
-    }
-    tx.batch_execute("DROP TABLE at_rest_keys").await?;
-    Ok(())
-}
-
 /// Rewrites the SQLite store on `conn`, when the work is pending.
 pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> Result<()> {
     use rusqlite::OptionalExtension;
@@ -145,23 +81,24 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
     if !pairs.is_empty() {
         let plain: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         crate::sqlite::keep_values(&tx, &vault.seal_values_blocking(&plain)?)?;
-        apply_sqlite(&tx, &pairs, &COLUMNS)?;
-    }
-    let mut ids = 0;
-    for (column, kind) in EVENT_IDS {
-        let found = tx
-            .prepare(&format!(
-                "SELECT DISTINCT {column} FROM events WHERE {column} IS NOT NULL"
-            ))?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        let pairs = event_ids(vault, kind, found);
-        ids += pairs.len();
-        apply_sqlite(&tx, &pairs, &[("events", column)])?;
+        tx.execute_batch("CREATE TEMP TABLE at_rest_keys (plain TEXT PRIMARY KEY, kept TEXT NOT NULL)")?;
+        {
+            let mut insert = tx.prepare("INSERT INTO at_rest_keys (plain, kept) VALUES (?1, ?2)")?;
+            for (k, kept) in &pairs {
+                insert.execute([k, kept])?;
+            }
+        }
+        for (table, column) in COLUMNS {
+            tx.execute(
+                &format!("UPDATE {table} SET {column} = m.kept FROM at_rest_keys m WHERE {table}.{column} = m.plain"),
+                [],
+            )?;
+        }
+        tx.execute_batch("DROP TABLE at_rest_keys")?;
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = ?1", [MARK])?;
     tx.commit()?;
-    if !pairs.is_empty() || !docs.is_empty() || ids > 0 {
+    if !pairs.is_empty() || !docs.is_empty() {
         // The pages that held the plain values are zeroed in the file (`secure_delete`), not in
         // the write-ahead log: it is emptied, as far as another process reading allows.
         let _busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
@@ -198,19 +135,21 @@ pub(crate) async fn rewrite_pg(pool: &deadpool_postgres::Pool, vault: &Arc<Vault
     if !pairs.is_empty() {
         let plain: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         crate::postgres::keep_values(&tx, &vault.seal_values(&plain).await?).await?;
-        apply_pg(&tx, &pairs, &COLUMNS).await?;
-    }
-    for (column, kind) in EVENT_IDS {
-        let found = tx
-            .query(
-                &format!("SELECT DISTINCT {column} FROM events WHERE {column} IS NOT NULL"),
+        let kept: Vec<&str> = pairs.iter().map(|(_, k)| k.as_str()).collect();
+        tx.batch_execute("CREATE TEMP TABLE at_rest_keys (plain TEXT PRIMARY KEY, kept TEXT NOT NULL) ON COMMIT DROP")
+            .await?;
+        tx.execute(
+            "INSERT INTO at_rest_keys (plain, kept) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[])",
+            &[&plain, &kept],
+        )
+        .await?;
+        for (table, column) in COLUMNS {
+            tx.execute(
+                &format!("UPDATE {table} SET {column} = m.kept FROM at_rest_keys m WHERE {table}.{column} = m.plain"),
                 &[],
             )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<Vec<String>, _>>()?;
-        apply_pg(&tx, &event_ids(vault, kind, found), &[("events", column)]).await?;
+            .await?;
+        }
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = $1", &[&MARK])
         .await?;

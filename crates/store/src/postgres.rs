@@ -734,14 +734,8 @@ impl PgStore {
         if !fresh.is_empty() {
             let ids: Vec<&str> = fresh.iter().map(|m| m.message_id.as_str()).collect();
             let kinds: Vec<&str> = fresh.iter().map(|m| m.kind.as_str()).collect();
-            let user_ids: Vec<Option<String>> = fresh
-                .iter()
-                .map(|m| vault.column_of("user_id", m.user_id.as_deref()))
-                .collect();
-            let anonymous_ids: Vec<Option<String>> = fresh
-                .iter()
-                .map(|m| vault.column_of("anonymous_id", m.anonymous_id.as_deref()))
-                .collect();
+            let user_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.user_id.as_deref()).collect();
+            let anonymous_ids: Vec<Option<&str>> = fresh.iter().map(|m| m.anonymous_id.as_deref()).collect();
             let events: Vec<Option<&str>> = fresh.iter().map(|m| m.event.as_deref()).collect();
             let timestamps: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.timestamp)).collect();
             let received: Vec<SystemTime> = fresh.iter().map(|m| to_pg(m.received_at)).collect();
@@ -825,7 +819,6 @@ impl PgStore {
             Who::UserId(v) => ("user_id", v),
             Who::AnonymousId(v) => ("anonymous_id", v),
         };
-        let value = &self.vault.column_of(column, Some(value));
         // Without a purpose every event is seen; with one, the events collected for it and
         // those that only link identifiers.
         let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));

@@ -486,8 +486,8 @@ impl SqliteStore {
                 Ok(EventRow {
                     message_id: m.message_id,
                     kind: m.kind.as_str(),
-                    user_id: vault.column_of("user_id", m.user_id.as_deref()),
-                    anonymous_id: vault.column_of("anonymous_id", m.anonymous_id.as_deref()),
+                    user_id: m.user_id,
+                    anonymous_id: m.anonymous_id,
                     event: m.event,
                     timestamp: to_micros(m.timestamp),
                     received_at: to_micros(m.received_at),
@@ -549,10 +549,9 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         let (column, value) = match who {
-            Who::UserId(v) => ("user_id", v),
-            Who::AnonymousId(v) => ("anonymous_id", v),
+            Who::UserId(v) => ("user_id", v.clone()),
+            Who::AnonymousId(v) => ("anonymous_id", v.clone()),
         };
-        let value = self.vault.column_of(column, Some(value));
         // Without a purpose every event is seen; with one, the events collected for it and
         // those that only link identifiers.
         let pattern = purpose.map_or_else(|| "%".to_owned(), |p| format!("%,{p},%"));

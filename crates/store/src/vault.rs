@@ -54,9 +54,10 @@ const PACK_CHUNK: usize = 256 << 10;
 /// From how many events a read opens their bodies on two threads.
 const PARALLEL_OPEN_FROM: usize = 2_000;
 
-/// What begins the hash of an identifier kept at rest: no value begins with `#` and 64 hex
-/// digits, so a hash is never taken for a value (a user id may well be a SHA-256 in hex).
-const HASH_MARK: char = '#';
+/// Identifier kinds kept as they are in the store's rows: the ids a shop's own systems assign
+/// (a customer number, a browser's random id), by which the event log is indexed and the bodies
+/// are sealed. Every other kind (email, phone, a loyalty card) is kept as a keyed hash.
+pub(crate) const PLAIN_KINDS: [&str; 2] = ["user_id", "anonymous_id"];
 
 /// `text` compressed with the fastest deflate.
 fn deflate(text: &str) -> Result<Vec<u8>> {
@@ -256,47 +257,33 @@ impl Vault {
         self.seal.store(on, Ordering::Relaxed);
     }
 
-    /// How the identifier `key` (`kind:value`) is kept in the store's rows: as its kind and
-    /// the hash of [`Vault::hashed`], a keyed hash that joins and lookups compare like the value
-    /// itself. Its value is kept apart, sealed under its own key ([`Vault::seal_values`]), so
-    /// that shredding that key leaves every older copy of the rows, in a backup or a page not
-    /// yet reused, with nothing but the hash.
+    /// How the identifier `key` (`kind:value`) is kept in the store's rows: as it is for the
+    /// kinds in [`PLAIN_KINDS`], else as its kind and the hex of its tag, a keyed hash that
+    /// joins and lookups compare like the value itself. Its value is kept apart, sealed under
+    /// its own key ([`Vault::seal_values`]), so that shredding that key leaves every older copy
+    /// of the rows, in a backup or a page not yet reused, with nothing but the hash.
     pub(crate) fn at_rest(&self, key: &str) -> String {
         if Self::is_hashed(key) {
             // Already in its form at rest: what a reveal could not open (an erasure retried).
             return key.to_owned();
         }
         match key.split_once(':') {
-            Some((kind, value)) if !value.is_empty() => format!("{kind}:{}", self.hashed(key)),
+            Some((kind, value)) if !value.is_empty() && !PLAIN_KINDS.contains(&kind) => {
+                format!("{kind}:{}", hex::encode(self.master.tag(key).0))
+            }
             _ => key.to_owned(),
         }
     }
 
-    /// The hash of the identifier `key`: `#` and the hex of its tag, the id of its data key.
-    fn hashed(&self, key: &str) -> String {
-        let mut out = String::with_capacity(65);
-        out.push(HASH_MARK);
-        out.push_str(&hex::encode(self.master.tag(key).0));
-        out
-    }
-
-    /// How the event log keeps a message's `userId` or `anonymousId` (`kind` `user_id` or
-    /// `anonymous_id`): its hash alone, so that `'<kind>:' || column` is its key at rest.
-    pub(crate) fn column_of(&self, kind: &str, value: Option<&str>) -> Option<String> {
-        value.map(|v| self.hashed(&format!("{kind}:{v}")))
-    }
-
-    /// The tag of a hash ([`Vault::hashed`]).
-    fn tag_of_hash(hash: &str) -> Option<Tag> {
-        let hex = hash.strip_prefix(HASH_MARK)?;
-        let mut tag = [0u8; 32];
-        hex::decode_to_slice(hex, &mut tag).ok()?;
-        Some(Tag(tag))
-    }
-
     /// The tag a key kept at rest was made from, when it is one ([`Vault::at_rest`]).
     fn tag_at_rest(kept: &str) -> Option<Tag> {
-        Self::tag_of_hash(kept.split_once(':')?.1)
+        let (kind, hash) = kept.split_once(':')?;
+        if PLAIN_KINDS.contains(&kind) || hash.len() != 64 {
+            return None;
+        }
+        let mut tag = [0u8; 32];
+        hex::decode_to_slice(hash, &mut tag).ok()?;
+        Some(Tag(tag))
     }
 
     /// Whether `kept`, a key as rows keep it, is a hash ([`Vault::at_rest`]).
@@ -790,17 +777,17 @@ impl Vault {
         keys.get(tag).map(|k| k.seal(tag, body))
     }
 
-    /// The tag of each read whose body is sealed: that of its user id's hash, else of its
-    /// anonymous id's, as the log keeps them ([`Vault::column_of`]).
-    fn tags_of(reads: &[Read]) -> Vec<Option<Tag>> {
-        reads
-            .iter()
-            .map(|r| {
-                let subject = r.event.user_id.as_deref().or(r.event.anonymous_id.as_deref());
-                subject
-                    .filter(|_| matches!(r.body, Body::Sealed(_)))
-                    .and_then(Self::tag_of_hash)
-            })
+    /// The tag of each read whose body is sealed.
+    fn tags_of(&self, reads: &[Read]) -> Vec<Option<Tag>> {
+        let sealed = self.tags_for(
+            reads
+                .iter()
+                .map(|r| (r.event.user_id.as_deref(), r.event.anonymous_id.as_deref())),
+        );
+        sealed
+            .into_iter()
+            .zip(reads)
+            .map(|(tag, r)| tag.filter(|_| matches!(r.body, Body::Sealed(_))))
             .collect()
     }
 
@@ -888,39 +875,26 @@ impl Vault {
 
     /// Opens the bodies of `reads`, on the SQLite vault, from a blocking thread.
     pub(crate) fn open_blocking(&self, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
-        let tags = Self::tags_of(&reads);
+        let tags = self.tags_of(&reads);
         let keys = self.keys_blocking(&Self::distinct(&tags), false)?;
-        let (mut events, closed) = self.try_open(reads, tags, &keys)?;
+        let (events, closed) = self.try_open(reads, tags, &keys)?;
         if !closed.is_empty() {
             let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
             Self::settle(&events, &closed, &self.shredded_blocking(&tags)?)?;
         }
-        ids_from_bodies(&mut events);
         Ok(events)
     }
 
     /// Opens the bodies of `reads`, from any backend.
     pub(crate) async fn open_async(self: &Arc<Self>, reads: Vec<Read>) -> Result<Vec<StoredEvent>> {
-        let tags = Self::tags_of(&reads);
+        let tags = self.tags_of(&reads);
         let keys = self.keys(Self::distinct(&tags), false).await?;
-        let (mut events, closed) = self.try_open(reads, tags, &keys)?;
+        let (events, closed) = self.try_open(reads, tags, &keys)?;
         if !closed.is_empty() {
             let tags: Vec<Tag> = closed.iter().map(|(_, t)| *t).collect();
             Self::settle(&events, &closed, &self.shredded(tags).await?)?;
         }
-        ids_from_bodies(&mut events);
         Ok(events)
-    }
-}
-
-/// Sets each event's user and anonymous ids from its opened body: the log keeps only their
-/// hashes ([`Vault::column_of`]). An erased person's events, whose bodies read as null, have
-/// none.
-fn ids_from_bodies(events: &mut [StoredEvent]) {
-    let id = |body: &serde_json::Value, field: &str| body.get(field).and_then(|v| v.as_str()).map(str::to_owned);
-    for e in events {
-        e.user_id = id(&e.body, "userId");
-        e.anonymous_id = id(&e.body, "anonymousId");
     }
 }
 

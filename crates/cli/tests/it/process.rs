@@ -463,22 +463,22 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         .unwrap();
     assert_eq!(resp.status(), 200);
     server.resolved().await;
-    // Before the erasure, a dump holds neither what her messages say nor any of her identifiers:
-    // bodies and identifiers' values are sealed under keys that live in another database, and
-    // the event log and the identity graph hold keyed hashes.
+    // Before the erasure, a dump holds her user id (it keys the event log) but neither what her
+    // messages say nor her email or phone: bodies and the values of those identifiers are sealed
+    // under keys that live in another database, and the identity graph holds keyed hashes.
     let before = std::process::Command::new("pg_dump")
         .args(["--data-only", &db.url])
         .output()
         .unwrap();
     assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
     let before = String::from_utf8_lossy(&before.stdout).into_owned();
+    assert!(before.contains("vc-pg-erase"));
     for field in [
         "Philomène",
         "P-1",
         "06 11 22 33 99",
         "pg.erasure@example.org",
         "+33611223399",
-        "vc-pg-erase",
     ] {
         assert!(!before.contains(field), "the dump holds `{field}` in plaintext");
     }
@@ -506,20 +506,8 @@ async fn after_an_erasure_a_postgresql_dump_holds_no_plaintext_of_the_subject() 
         .unwrap();
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let text = String::from_utf8_lossy(&dump.stdout).into_owned();
-    let store = confiance_store::Store::connect_postgres(&db.url).await.unwrap();
-    let kept = store
-        .events_of(
-            confiance_store::Access::Administration,
-            &confiance_store::Who::UserId("vc-pg-keep".into()),
-            0,
-            10,
-        )
-        .await
-        .unwrap();
-    drop(store);
     db.drop_it().await;
-    assert_eq!(kept.len(), 1, "the other subject is intact");
-    assert_eq!(kept[0].body["traits"]["email"], "pg.keep@example.org");
+    assert!(text.contains("vc-pg-keep"), "the dump holds the other subject");
     for secret in ["pg.erasure@example.org", "Philomène", "vc-pg-erase", "+33611223399"] {
         assert!(!text.contains(secret), "the dump still holds `{secret}`");
     }
