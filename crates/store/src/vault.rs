@@ -59,6 +59,10 @@ const PARALLEL_OPEN_FROM: usize = 2_000;
 /// are sealed. Every other kind (email, phone, a loyalty card) is kept as a keyed hash.
 pub(crate) const PLAIN_KINDS: [&str; 2] = ["user_id", "anonymous_id"];
 
+/// What begins the hash of an identifier kept at rest: no value begins with `#` and 64 hex
+/// digits, so a hash is never taken for a value (a hashed email may well be a SHA-256 in hex).
+const HASH_MARK: char = '#';
+
 /// `text` compressed with the fastest deflate.
 fn deflate(text: &str) -> Result<Vec<u8>> {
     let mut deflate =
@@ -258,7 +262,7 @@ impl Vault {
     }
 
     /// How the identifier `key` (`kind:value`) is kept in the store's rows: as it is for the
-    /// kinds in [`PLAIN_KINDS`], else as its kind and the hex of its tag, a keyed hash that
+    /// kinds in [`PLAIN_KINDS`], else as its kind, `#` and the hex of its tag, a keyed hash that
     /// joins and lookups compare like the value itself. Its value is kept apart, sealed under
     /// its own key ([`Vault::seal_values`]), so that shredding that key leaves every older copy
     /// of the rows, in a backup or a page not yet reused, with nothing but the hash.
@@ -269,7 +273,7 @@ impl Vault {
         }
         match key.split_once(':') {
             Some((kind, value)) if !value.is_empty() && !PLAIN_KINDS.contains(&kind) => {
-                format!("{kind}:{}", hex::encode(self.master.tag(key).0))
+                format!("{kind}:{HASH_MARK}{}", hex::encode(self.master.tag(key).0))
             }
             _ => key.to_owned(),
         }
@@ -278,7 +282,8 @@ impl Vault {
     /// The tag a key kept at rest was made from, when it is one ([`Vault::at_rest`]).
     fn tag_at_rest(kept: &str) -> Option<Tag> {
         let (kind, hash) = kept.split_once(':')?;
-        if PLAIN_KINDS.contains(&kind) || hash.len() != 64 {
+        let hash = hash.strip_prefix(HASH_MARK)?;
+        if PLAIN_KINDS.contains(&kind) {
             return None;
         }
         let mut tag = [0u8; 32];

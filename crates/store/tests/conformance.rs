@@ -1378,7 +1378,9 @@ impl Place {
 async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: Place) {
     let store = place.open().await;
     let web = new_source(&store, "web").await;
-    let traits = json!({"email": "hash.me@example.org", "phone": "06 11 22 33 44"});
+    // A card number that looks like a hash (64 hex digits) is hashed like any other value.
+    let card = "5f".repeat(32);
+    let traits = json!({"email": "hash.me@example.org", "phone": "06 11 22 33 44", "loyalty_card": card});
     store
         .append(web.id, vec![identify("1", Some("u-hash"), None, traits)], Vec::new())
         .await
@@ -1402,9 +1404,15 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
     let row = store.profile(Access::Administration, p).await.unwrap().unwrap();
     let mut keys: Vec<&str> = row.identities.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
+    let card_key = format!("loyalty_card:{card}");
     assert_eq!(
         keys,
-        ["email:hash.me@example.org", "phone:+33611223344", "user_id:u-hash"]
+        [
+            "email:hash.me@example.org",
+            card_key.as_str(),
+            "phone:+33611223344",
+            "user_id:u-hash"
+        ]
     );
     let history = store.consent_history(Access::Administration, &email).await.unwrap();
     assert_eq!(history.len(), 1);
@@ -1457,7 +1465,7 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
 
     // The user id keys the event log as it is; the email and the phone are nowhere in clear.
     assert!(place.holds("u-hash").await);
-    for clear in ["hash.me@example.org", "+33611223344"] {
+    for clear in ["hash.me@example.org", "+33611223344", card.as_str()] {
         assert!(!place.holds(clear).await, "`{clear}` is stored in plaintext");
     }
 }

@@ -1,6 +1,6 @@
 -- Identifiers other than user and anonymous ids are kept in the rows (identities, links,
--- merges, left_out, the consent ledger and state, requests) as `kind:` and the hex of a keyed
--- hash (crates/store/src/vault.rs, `Vault::at_rest`); the value of each is here, sealed under
+-- merges, left_out, the consent ledger and state, requests) as `kind:`, `#` and the hex of a
+-- keyed hash (crates/store/src/vault.rs, `Vault::at_rest`); the value of each is here, sealed under
 -- the identifier's own key, for the pages that show it. Shredding that key on erasure leaves
 -- every older copy of the rows with the hash alone.
 CREATE TABLE identifier_values (
