@@ -719,6 +719,24 @@ fn shop_zone() -> jiff::tz::TimeZone {
     jiff::tz::TimeZone::get("Europe/Paris").unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
+/// `text` with every occurrence of `needle`, in any case, replaced by `by`.
+fn without(text: &str, needle: &str, by: &str) -> String {
+    let (lower, wanted) = (text.to_lowercase(), needle.to_lowercase());
+    // Lowercasing may change a text's length outside ASCII: then only the exact spelling goes.
+    if lower.len() != text.len() {
+        return text.replace(needle, by);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&wanted) {
+        out.push_str(&text[from..from + at]);
+        out.push_str(by);
+        from += at + wanted.len();
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 fn record(channel: &str, outcome: &str, reason: Option<Reason>, detail: Value, at: Timestamp) -> SendRecord {
     SendRecord {
         channel: channel.to_owned(),
@@ -896,7 +914,7 @@ async fn send(
                 .count() as u32;
             // A server's refusal often quotes the address it refused: the record leaves it out.
             let message = match address.as_ref().and_then(Value::as_str) {
-                Some(to) if !to.is_empty() => message.replace(to, "<recipient>"),
+                Some(to) if !to.is_empty() => without(&message, to, "[recipient]"),
                 _ => message,
             };
             let detail = json!({"error": message, "attempt": failures + 1});

@@ -637,8 +637,8 @@ pub async fn export_file(
     State(app): State<Shared>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let row = app.store.export(id).await?;
-    let Some((body, format)) = row.and_then(|r| r.body.map(|b| (b, r.format))) else {
+    let format = app.store.export(id).await?.map(|r| r.format);
+    let Some((body, format)) = app.store.export_file(id).await?.zip(format) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("export {id} has no file (yet)"),

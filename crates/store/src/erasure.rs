@@ -62,12 +62,15 @@ async fn redacted(vault: &Arc<Vault>, rows: Vec<(i64, String)>) -> Result<Vec<(i
     Ok(out)
 }
 
-/// The vault identifiers shredded once the records are written: those of the requests of
-/// `redacted`, and those of the export files the erasure deletes (they may list the person).
-fn later_keys(redacted: &[(i64, String)], exports: &[i64]) -> Vec<String> {
-    redacted
-        .iter()
-        .map(|(id, _)| crate::request_key(*id))
+/// The vault identifiers of the requests of `redacted`, shredded once the records are written.
+fn request_keys(redacted: &[(i64, String)]) -> Vec<String> {
+    redacted.iter().map(|(id, _)| crate::request_key(*id)).collect()
+}
+
+/// The person's keys and those of the export files the erasure deletes (they may list them).
+fn with_exports(keys: &[String], exports: &[i64]) -> Vec<String> {
+    keys.iter()
+        .cloned()
         .chain(exports.iter().map(|id| crate::export_key(*id)))
         .collect()
 }
@@ -117,10 +120,11 @@ impl SqliteStore {
                 Ok(stmt.query_map([at], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
             })
             .await?;
-        let requests = later_keys(&redacted, &exports);
-        // The person's keys go first: from then on, every copy of their bodies and of their
-        // identifiers' values is unreadable, whatever happens to the rest.
-        let shredded = self.vault.shred(&e.keys).await?;
+        let later = request_keys(&redacted);
+        // The person's keys go first, with those of the export files that may list them: from
+        // then on, every copy of their bodies, their identifiers' values and those files is
+        // unreadable, whatever happens to the rest.
+        let shredded = self.vault.shred(&with_exports(&e.keys, &exports)).await?;
         let mut erased = self
             .write(move |tx| {
                 let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
@@ -172,9 +176,8 @@ impl SqliteStore {
             })
             .await?;
         // Their requests' keys go last, once the records are redacted: until then, an erasure
-        // that failed half-way is run again from its request, which still opens. So do the keys
-        // of the export files deleted with them.
-        erased.keys += self.vault.shred(&requests).await?;
+        // that failed half-way is run again from its request, which still opens.
+        erased.keys += self.vault.shred(&later).await?;
         // Old pages of the erased rows stay in the write-ahead log until it is checkpointed and
         // truncated, which waits for readers of older snapshots to finish: retry briefly.
         for _ in 0..200 {
@@ -232,9 +235,9 @@ impl PgStore {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
-        let requests = later_keys(&redacted, &exports);
-        // The person's keys first, their requests' and the exports' last, as on SQLite.
-        let shredded = self.vault.shred(&e.keys).await?;
+        let later = request_keys(&redacted);
+        // The person's keys and the exports' first, their requests' last, as on SQLite.
+        let shredded = self.vault.shred(&with_exports(&e.keys, &exports)).await?;
         let users = values(&e.keys, "user_id:");
         let anons = values(&e.keys, "anonymous_id:");
         let mut client = self.pool().get().await?;
@@ -301,7 +304,7 @@ impl PgStore {
         }
         crate::postgres::append_audit(&tx, e.at, vec![audit(&e, &out)]).await?;
         tx.commit().await?;
-        out.keys += self.vault.shred(&requests).await?;
+        out.keys += self.vault.shred(&later).await?;
         Ok(out)
     }
 

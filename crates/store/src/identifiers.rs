@@ -4,7 +4,8 @@
 //! Migration 14 marks the work pending in `settings`; the store does it when it opens, once its
 //! vault is open (a hash needs the master key): every identifier of the tables below that is
 //! not kept as it is gets its value sealed into `identifier_values` and its rows rewritten, in
-//! one transaction with the mark, so a crash leaves the work to do again, never half done. On
+//! one transaction with the mark, so a crash leaves the work to do again, never half done. The
+//! request records and export files still plain are sealed in the same transaction. On
 //! PostgreSQL the settings row is locked for the transaction: one node does it, the others find
 //! it done.
 
@@ -29,6 +30,9 @@ const MARK: &str = "identifiers_at_rest";
 /// The requests whose document is still plain JSON, `(id, document)`: all but those already
 /// sealed and the redacted records of erased subjects.
 const PLAIN_REQUESTS: &str = "SELECT id, doc FROM requests WHERE doc LIKE '{%' AND subject NOT LIKE 'erased:%'";
+
+/// The export files still plain, `(id, file)`.
+const PLAIN_EXPORTS: &str = "SELECT id, body FROM segment_exports WHERE body IS NOT NULL AND body NOT LIKE 'sealed%'";
 
 /// The distinct keys of every column, as one query.
 fn every_key() -> String {
@@ -78,6 +82,17 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
             rusqlite::params![sealed, id],
         )?;
     }
+    let files = tx
+        .prepare(PLAIN_EXPORTS)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    for (id, file) in &files {
+        let sealed = vault.seal_deflated_blocking(&crate::export_key(*id), file)?;
+        tx.execute(
+            "UPDATE segment_exports SET body = ?1 WHERE id = ?2",
+            rusqlite::params![sealed, id],
+        )?;
+    }
     if !pairs.is_empty() {
         let plain: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         crate::sqlite::keep_values(&tx, &vault.seal_values_blocking(&plain)?)?;
@@ -98,7 +113,7 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = ?1", [MARK])?;
     tx.commit()?;
-    if !pairs.is_empty() || !docs.is_empty() {
+    if !pairs.is_empty() || !docs.is_empty() || !files.is_empty() {
         // The pages that held the plain values are zeroed in the file (`secure_delete`), not in
         // the write-ahead log: it is emptied, as far as another process reading allows.
         let _busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
@@ -130,6 +145,12 @@ pub(crate) async fn rewrite_pg(pool: &deadpool_postgres::Pool, vault: &Arc<Vault
         let (id, doc): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
         let sealed = vault.seal_deflated(&crate::request_key(id), &doc).await?;
         tx.execute("UPDATE requests SET doc = $1 WHERE id = $2", &[&sealed, &id])
+            .await?;
+    }
+    for row in tx.query(PLAIN_EXPORTS, &[]).await? {
+        let (id, file): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let sealed = vault.seal_deflated(&crate::export_key(id), &file).await?;
+        tx.execute("UPDATE segment_exports SET body = $1 WHERE id = $2", &[&sealed, &id])
             .await?;
     }
     if !pairs.is_empty() {

@@ -646,7 +646,7 @@ impl Store {
         dispatch!(self, s => s.requests(open_only, limit).await)
     }
 
-    /// The requests about any of `subjects`, oldest first: found by the subject kept with each,
+    /// The requests about any of `subjects`, by deadline: found by the subject kept with each,
     /// so that only theirs are opened.
     pub async fn requests_of(&self, subjects: &[Subject]) -> Result<Vec<Request>> {
         let kept: Vec<String> = subjects.iter().map(|s| self.vault().at_rest(&s.key())).collect();
@@ -1069,15 +1069,19 @@ impl Store {
         dispatch!(self, s => s.finish_export(id, outcome.clone(), at).await)
     }
 
-    /// An export task, with its file once done (none once an erasure shredded its key).
+    /// An export task, without its file ([`Store::export_file`]): a status is polled often, and
+    /// the file is sealed.
     pub async fn export(&self, id: i64) -> Result<Option<ExportRow>> {
-        let Some(mut row) = dispatch!(self, s => s.export(id).await)? else {
-            return Ok(None);
-        };
-        if let Some(body) = row.body.take() {
-            row.body = self.vault().open_text(&export_key(id), body).await?;
+        let row = dispatch!(self, s => s.export(id).await)?;
+        Ok(row.map(|r| ExportRow { body: None, ..r }))
+    }
+
+    /// The file of a finished export; none before, or once an erasure shredded its key.
+    pub async fn export_file(&self, id: i64) -> Result<Option<String>> {
+        match dispatch!(self, s => s.export(id).await)?.and_then(|r| r.body) {
+            Some(body) => self.vault().open_text(&export_key(id), body).await,
+            None => Ok(None),
         }
-        Ok(Some(row))
     }
 
     /// The profiles holding any of these identifiers (`kind:value`).

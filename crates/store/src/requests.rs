@@ -135,7 +135,7 @@ impl SqliteStore {
         let rows = self
             .read(move |c| {
                 let mut stmt = c.prepare(
-                    "SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1)) ORDER BY id",
+                    "SELECT id, doc FROM requests WHERE subject IN (SELECT value FROM json_each(?1)) ORDER BY due_at, id",
                 )?;
                 Ok(stmt
                     .query_map([kept], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -242,7 +242,7 @@ impl PgStore {
         let client = self.pool().get().await?;
         let rows = client
             .query(
-                "SELECT id, doc FROM requests WHERE subject = ANY($1) ORDER BY id",
+                "SELECT id, doc FROM requests WHERE subject = ANY($1) ORDER BY due_at, id",
                 &[&kept],
             )
             .await?

@@ -56,7 +56,8 @@ pub struct ExportRow {
     pub rows: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
-    /// The file, once done.
+    /// The file, once done, as the store keeps it (sealed): [`crate::Store::export_file`]
+    /// opens it, and [`crate::Store::export`] leaves it out.
     #[serde(skip)]
     pub body: Option<String>,
 }

@@ -59,8 +59,9 @@ const PARALLEL_OPEN_FROM: usize = 2_000;
 /// are sealed. Every other kind (email, phone, a loyalty card) is kept as a keyed hash.
 pub(crate) const PLAIN_KINDS: [&str; 2] = ["user_id", "anonymous_id"];
 
-/// What begins the hash of an identifier kept at rest: no value begins with `#` and 64 hex
-/// digits, so a hash is never taken for a value (a hashed email may well be a SHA-256 in hex).
+/// What begins the hash of an identifier kept at rest, so that a value of 64 hex digits (a
+/// hashed email is often a SHA-256 in hex) is never taken for a hash; a value that is `#` and
+/// 64 hex digits would be, and is kept as it is.
 const HASH_MARK: char = '#';
 
 /// `text` compressed with the fastest deflate.

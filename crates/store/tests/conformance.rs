@@ -1461,7 +1461,7 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
         .finish_export(export, Ok((1, file.clone())), Timestamp::now())
         .await
         .unwrap();
-    assert_eq!(store.export(export).await.unwrap().unwrap().body, Some(file));
+    assert_eq!(store.export_file(export).await.unwrap(), Some(file));
 
     // The user id keys the event log as it is; the email and the phone are nowhere in clear.
     assert!(place.holds("u-hash").await);
@@ -1502,12 +1502,18 @@ async fn a_store_written_with_plain_identifiers_is_rewritten_when_it_opens(place
     );
     let request = store.insert_request(request).await.unwrap();
     let plain_doc = serde_json::to_string(&request).unwrap();
+    let export = store.create_export(1, "csv", Timestamp::now()).await.unwrap();
+    store
+        .finish_export(export, Ok((1, "x".into())), Timestamp::now())
+        .await
+        .unwrap();
     drop(store);
     // The rows as versions before identifiers were hashed wrote them, the rewrite pending.
     let clear = "'email:old.store@example.org'";
     place
         .tamper(&format!(
             "UPDATE requests SET subject = {clear}, doc = '{plain_doc}';
+             UPDATE segment_exports SET body = 'profile_id,email\n1,old.store@example.org\n';
              DELETE FROM identifier_values;
              UPDATE identities SET identifier = {clear} WHERE kind = 'email';
              UPDATE identity_links SET a = {clear} WHERE a LIKE 'email:%';
@@ -1524,6 +1530,10 @@ async fn a_store_written_with_plain_identifiers_is_rewritten_when_it_opens(place
     let kept = store.request(request.id).await.unwrap().unwrap();
     assert_eq!(kept.subject_value, "old.store@example.org");
     assert_eq!(kept.details["traits"]["first_name"], "Oldwyn");
+    assert_eq!(
+        store.export_file(export).await.unwrap().as_deref(),
+        Some("profile_id,email\n1,old.store@example.org\n")
+    );
     assert!(!place.holds("Oldwyn").await, "the rewrite left a request in clear");
     assert_eq!(profile_of(&store, "email", "old.store@example.org").await, Some(p));
     let row = store.profile(Access::Administration, p).await.unwrap().unwrap();
@@ -1818,7 +1828,11 @@ async fn exports_are_tasks_with_their_file(place: Place) {
         .unwrap();
     let done = store.export(t).await.unwrap().unwrap();
     assert_eq!((done.status.as_str(), done.rows), ("succeeded", Some(2)));
-    assert_eq!(done.body.as_deref(), Some("profile_id\n1\n2\n"));
+    assert_eq!(done.body, None, "a status comes without the file");
+    assert_eq!(
+        store.export_file(t).await.unwrap().as_deref(),
+        Some("profile_id\n1\n2\n")
+    );
     let f = store
         .create_export(7, "json", at("2026-02-01T00:00:00Z"))
         .await

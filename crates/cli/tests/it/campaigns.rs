@@ -2,7 +2,7 @@
 //! at nine in the morning wherever the person lives, tour announcements that reach exactly the
 //! fans who agreed, one-click unsubscribe that the next campaign respects, vouchers used once,
 //! quiet hours and frequency caps with their reasons in the log. A real SMTP server (aiosmtpd)
-//! receives the mail.
+//! receives the mail; a small one written here refuses it.
 
 use crate::support::{ADMIN_TOKEN, SmtpSink, TestApp, read};
 use confiance_server::Options;
@@ -1479,7 +1479,8 @@ async fn refusing_smtp() -> u16 {
                     let answer = match verb.as_str() {
                         "EHLO" | "HELO" => "250 refusing.test".to_owned(),
                         "RCPT" => {
-                            let to = line.split(['<', '>']).nth(1).unwrap_or_default();
+                            // As some servers do, in capitals.
+                            let to = line.split(['<', '>']).nth(1).unwrap_or_default().to_uppercase();
                             format!("550 5.1.1 <{to}>: Recipient address rejected: User unknown")
                         }
                         "QUIT" => {
@@ -1539,6 +1540,6 @@ async fn a_refusal_quoting_the_address_is_recorded_without_it() {
     assert_eq!(sends[0]["outcome"], "failed", "{sends:#?}");
     let error = sends[0]["detail"]["error"].as_str().unwrap();
     assert!(error.contains("Recipient address rejected"), "{error}");
-    assert!(error.contains("<recipient>"), "{error}");
-    assert!(!error.contains("vera.gone@example.org"), "{error}");
+    assert!(error.contains("<[recipient]>"), "{error}");
+    assert!(!error.to_lowercase().contains("vera.gone@example.org"), "{error}");
 }
