@@ -374,11 +374,7 @@ pub(crate) async fn without_values(
     vault: &Vault,
     keys: &[String],
 ) -> Result<Vec<String>> {
-    let hashed: HashMap<String, &String> = keys
-        .iter()
-        .map(|k| (vault.at_rest(k), k))
-        .filter(|(kept, _)| Vault::is_hashed(kept))
-        .collect();
+    let hashed = vault.by_hash(keys);
     if hashed.is_empty() {
         return Ok(Vec::new());
     }

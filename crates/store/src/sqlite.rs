@@ -963,11 +963,7 @@ pub(crate) fn reveal(c: &Connection, vault: &Vault, kept: &mut [String]) -> Resu
 /// The keys among `keys` whose values `identifier_values` does not hold yet: sealing a value
 /// costs a key from the vault, and most identifiers of a message are known already.
 pub(crate) fn without_values(c: &Connection, vault: &Vault, keys: &[String]) -> Result<Vec<String>> {
-    let hashed: HashMap<String, &String> = keys
-        .iter()
-        .map(|k| (vault.at_rest(k), k))
-        .filter(|(kept, _)| Vault::is_hashed(kept))
-        .collect();
+    let hashed = vault.by_hash(keys);
     if hashed.is_empty() {
         return Ok(Vec::new());
     }

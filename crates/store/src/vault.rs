@@ -297,6 +297,14 @@ impl Vault {
         Self::tag_at_rest(kept).is_some()
     }
 
+    /// The identifiers among `keys` that rows keep as hashes, by their form at rest.
+    pub(crate) fn by_hash<'a>(&self, keys: &'a [String]) -> HashMap<String, &'a String> {
+        keys.iter()
+            .map(|k| (self.at_rest(k), k))
+            .filter(|(kept, _)| Self::is_hashed(kept))
+            .collect()
+    }
+
     /// The tags of the identifiers among `keys` that are kept as hashes, each once.
     fn value_tags(&self, keys: &[String]) -> Vec<(String, Tag)> {
         let mut seen = HashSet::new();

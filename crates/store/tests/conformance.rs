@@ -1375,18 +1375,16 @@ impl Place {
     }
 }
 
-async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: Place) {
-    let store = place.open().await;
-    let web = new_source(&store, "web").await;
-    // A card number that looks like a hash (64 hex digits) is hashed like any other value.
-    let card = "5f".repeat(32);
-    let traits = json!({"email": "hash.me@example.org", "phone": "06 11 22 33 44", "loyalty_card": card});
+/// A person identified on the web with `traits` (their email among them), resolved, who agreed
+/// to marketing by email: their email as a subject.
+async fn identified_and_consenting(store: &Store, user: &str, traits: serde_json::Value) -> Subject {
+    let web = new_source(store, "web").await;
+    let email = subject(IdKind::Email, traits["email"].as_str().unwrap());
     store
-        .append(web.id, vec![identify("1", Some("u-hash"), None, traits)], Vec::new())
+        .append(web.id, vec![identify("1", Some(user), None, traits)], Vec::new())
         .await
         .unwrap();
-    resolve_all(&store).await;
-    let email = subject(IdKind::Email, "hash.me@example.org");
+    resolve_all(store).await;
     store
         .record_consents(vec![decision(
             &email,
@@ -1396,6 +1394,15 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
         )])
         .await
         .unwrap();
+    email
+}
+
+async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: Place) {
+    let store = place.open().await;
+    // A card number that looks like a hash (64 hex digits) is hashed like any other value.
+    let card = "5f".repeat(32);
+    let traits = json!({"email": "hash.me@example.org", "phone": "06 11 22 33 44", "loyalty_card": card});
+    let email = identified_and_consenting(&store, "u-hash", traits).await;
 
     let p = profile_of(&store, "email", "hash.me@example.org")
         .await
@@ -1472,23 +1479,8 @@ async fn emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole(place: P
 
 async fn a_store_written_with_plain_identifiers_is_rewritten_when_it_opens(place: Place) {
     let store = place.open().await;
-    let web = new_source(&store, "web").await;
     let traits = json!({"email": "old.store@example.org"});
-    store
-        .append(web.id, vec![identify("1", Some("u-old"), None, traits)], Vec::new())
-        .await
-        .unwrap();
-    resolve_all(&store).await;
-    let email = subject(IdKind::Email, "old.store@example.org");
-    store
-        .record_consents(vec![decision(
-            &email,
-            "marketing_email",
-            Status::Granted,
-            Timestamp::now(),
-        )])
-        .await
-        .unwrap();
+    let email = identified_and_consenting(&store, "u-old", traits).await;
     let p = profile_of(&store, "email", "old.store@example.org").await.unwrap();
     let request = confiance_core::privacy::requests::Request::receive(
         confiance_core::privacy::requests::Right::Rectification,
