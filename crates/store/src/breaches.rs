@@ -100,7 +100,8 @@ pub struct CarriedEvent {
     pub carry: Carry,
 }
 
-/// The events of a profile's identifiers after `seq` that carry traits, in log order.
+/// The events of a profile's identifiers after `seq` that carry traits, in log order (on
+/// PostgreSQL; SQLite finds them through its subject index).
 const PROFILE_CARRIES: &str = "SELECT seq, source_id, received_at, user_id, traits FROM events
      WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = {p} AND kind = 'user_id')
          OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = {p} AND kind = 'anonymous_id'))
@@ -242,7 +243,11 @@ impl SqliteStore {
 
     pub(crate) async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
         self.read(move |c| {
-            let sql = PROFILE_CARRIES.replace("{p}", "?1").replace("{after}", "?2");
+            let sql = format!(
+                "SELECT seq, source_id, received_at, user_id, traits FROM events
+                 WHERE seq IN ({}) AND traits IS NOT NULL ORDER BY seq",
+                crate::sqlite_log::seqs_of(&crate::sqlite_log::profile_subjects("?1"), "?2")
+            );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
                 .query_map([profile, after], |r| {

@@ -128,13 +128,12 @@ impl SqliteStore {
         let mut erased = self
             .write(move |tx| {
                 let keys = serde_json::to_string(&kept).map_err(|x| StoreError::Database(x.to_string()))?;
-                let users = serde_json::to_string(&values(&e.keys, "user_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
-                let anons = serde_json::to_string(&values(&e.keys, "anonymous_id:")).map_err(|x| StoreError::Database(x.to_string()))?;
+                let sql = format!(
+                    "DELETE FROM events WHERE seq IN ({})",
+                    crate::sqlite_log::seqs_of("SELECT value FROM json_each(?1)", "0")
+                );
                 let mut out = Erased {
-                    events: tx.execute(
-                        "DELETE FROM events WHERE user_id IN (SELECT value FROM json_each(?1)) OR anonymous_id IN (SELECT value FROM json_each(?2))",
-                        [&users, &anons],
-                    )? as u64,
+                    events: tx.execute(&sql, [&keys])? as u64,
                     keys: shredded,
                     ..Erased::default()
                 };

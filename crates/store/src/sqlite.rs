@@ -19,7 +19,11 @@
 //! Reads use a small pool of connections on the blocking thread pool; WAL mode lets them run
 //! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
 //! only against a crash of the process.
+//!
+//! Appends write the event log in `seq` order only; its lookups by `messageId` and by person are
+//! indexed in bulk behind them ([`crate::sqlite_log`]).
 
+use crate::sqlite_log::{EventRow, Recent, seqs_of};
 use crate::vault::{AtRest, Body, Read, Vault};
 use crate::{
     Appended, ConsentCount, Counters, Result, Role, StoreError, StoredEvent, Who, decision_keys, from_micros,
@@ -73,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "identifier values",
         include_str!("../migrations/sqlite/0014_identifier_values.sql"),
     ),
+    (
+        15,
+        "sequential log",
+        include_str!("../migrations/sqlite/0015_sequential_log.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.
@@ -94,7 +103,7 @@ const READERS: usize = 4;
 pub const DB_FILE: &str = "confiance.db";
 
 /// A write operation run by the writer thread inside a group transaction.
-trait WriteOp: Send {
+pub(crate) trait WriteOp: Send {
     /// The rows it writes, as far as the caller knows: what [`MAX_GROUP_ROWS`] counts.
     fn rows(&self) -> usize;
     /// Runs inside the group transaction; its own failure is kept for [`WriteOp::finish`].
@@ -103,11 +112,23 @@ trait WriteOp: Send {
     fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
 }
 
-struct Op<T, F> {
+pub(crate) struct Op<T, F> {
     rows: usize,
     work: Option<F>,
     outcome: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Op<T, F> {
+    /// `work`, writing about `rows` rows, whose outcome goes to `reply`.
+    pub(crate) fn new(rows: usize, work: F, reply: oneshot::Sender<Result<T>>) -> Self {
+        Self {
+            rows,
+            work: Some(work),
+            outcome: None,
+            reply,
+        }
+    }
 }
 
 impl<T: Send, F: FnOnce(&Transaction<'_>) -> Result<T> + Send> WriteOp for Op<T, F> {
@@ -150,6 +171,7 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     path: Arc<PathBuf>,
     pub(crate) vault: Arc<Vault>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 /// How long a connection waits for another one's lock before it reports the database busy.
@@ -294,9 +316,11 @@ impl SqliteStore {
             "PRAGMA wal_autocheckpoint = 0;
              PRAGMA cache_size = -65536;",
         )?;
+        let recent = Recent::load(&conn)?;
         let gate = Arc::new(Mutex::new(()));
         let committed = crate::sqlite_checkpoint::start(open_connection(&path)?, gate.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        crate::sqlite_log::start_folding(tx.downgrade(), open_connection(&path)?)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, committed, gate))
@@ -309,6 +333,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(readers)),
             path: Arc::new(path),
             vault,
+            recent,
         })
     }
 
@@ -332,12 +357,7 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let op = Box::new(Op {
-            rows,
-            work: Some(work),
-            outcome: None,
-            reply,
-        });
+        let op = Box::new(Op::new(rows, work, reply));
         self.writer
             .send(op)
             .await
@@ -497,30 +517,10 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let recent = self.recent.clone();
         self.write_rows(rows.len() + decisions.len(), move |tx| {
             insert_decisions(tx, &decisions, &subjects)?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (source_id, message_id) DO NOTHING",
-            )?;
-            let mut stored = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let n = insert.execute(params![
-                    source_id,
-                    r.message_id,
-                    r.kind,
-                    r.user_id,
-                    r.anonymous_id,
-                    r.event,
-                    r.timestamp,
-                    r.received_at,
-                    r.body,
-                    r.purposes,
-                    r.traits,
-                ])?;
-                stored.push(n == 1);
-            }
+            let stored = crate::sqlite_log::append(tx, &recent, source_id, &rows)?;
             let accepted = stored.iter().filter(|s| **s).count() as i64;
             let mut counters = counters;
             counters.push(("accepted".into(), accepted));
@@ -548,9 +548,9 @@ impl SqliteStore {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let (column, value) = match who {
-            Who::UserId(v) => ("user_id", v.clone()),
-            Who::AnonymousId(v) => ("anonymous_id", v.clone()),
+        let subject = match who {
+            Who::UserId(v) => format!("user_id:{v}"),
+            Who::AnonymousId(v) => format!("anonymous_id:{v}"),
         };
         // Without a purpose every event is seen; with one, the events collected for it and
         // those that only link identifiers.
@@ -558,10 +558,11 @@ impl SqliteStore {
         let vault = self.vault.clone();
         self.read(move |c| {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
-                 ORDER BY seq LIMIT ?3"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ({}) AND (purposes LIKE ?4 OR purposes = ',')
+                 ORDER BY seq LIMIT ?3",
+                seqs_of("SELECT ?1", "?2")
             );
-            query_events(c, &vault, &sql, params![value, after_seq, limit as i64, pattern])
+            query_events(c, &vault, &sql, params![subject, after_seq, limit as i64, pattern])
         })
         .await
     }
@@ -858,20 +859,6 @@ fn instance_secret_in(conn: &mut Connection) -> Result<String> {
     let secret = secret_in(&tx)?;
     tx.commit()?;
     Ok(secret)
-}
-
-/// An event ready to insert: every value already in its column's form.
-struct EventRow {
-    message_id: String,
-    kind: &'static str,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    event: Option<String>,
-    timestamp: i64,
-    received_at: i64,
-    body: rusqlite::types::Value,
-    purposes: String,
-    traits: Option<String>,
 }
 
 /// The columns of an event, in the order [`event_row`] reads them.

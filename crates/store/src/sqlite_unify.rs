@@ -280,11 +280,10 @@ impl SqliteStore {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {} FROM events
-                 WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = ?1 AND kind = 'user_id')
-                     OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = ?1 AND kind = 'anonymous_id'))
-                   AND seq > ?2 AND (purposes LIKE ?4 OR purposes = ',')
+                 WHERE seq IN ({}) AND (purposes LIKE ?4 OR purposes = ',')
                  ORDER BY seq LIMIT ?3",
-                crate::sqlite::EVENT_COLUMNS
+                crate::sqlite::EVENT_COLUMNS,
+                crate::sqlite_log::seqs_of(&crate::sqlite_log::profile_subjects("?1"), "?2")
             );
             crate::sqlite::query_events(c, &vault, &sql, params![profile, after, limit as i64, pattern])
         })

@@ -17,7 +17,7 @@
 
 use confiance_core::collect::{Message, MessageType};
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
-use confiance_store::{Access, Role, Store, StoreError, StoredEvent, Who};
+use confiance_store::{Access, Erasure, Role, Store, StoreError, StoredEvent, Who};
 use jiff::Timestamp;
 use serde_json::json;
 use std::future::Future;
@@ -173,6 +173,7 @@ conformance!(
     sources_are_listed_by_name_and_found_by_key_or_name,
     a_taken_source_name_is_a_conflict,
     a_message_id_is_stored_once_per_source,
+    events_are_found_by_person_and_message_id_however_old_and_from_any_node,
     appending_to_an_unknown_source_fails,
     events_are_listed_per_person_in_log_order,
     instants_and_bodies_read_back_exactly,
@@ -347,6 +348,103 @@ async fn a_message_id_is_stored_once_per_source(place: Place) {
         ]
     );
     assert_eq!(events[2].body, json!({"copy": "first"}));
+}
+
+/// The log's lookups are right for an event appended a moment ago as for one appended long
+/// enough ago to be indexed (the SQLite store indexes whose events are whose behind the appends,
+/// every half second), from any node, and after deletions.
+async fn events_are_found_by_person_and_message_id_however_old_and_from_any_node(place: Place) {
+    let store = place.open().await;
+    let web = new_source(&store, "web").await;
+    let of = |user: &str, anonymous: Option<&str>, id: &str| Message {
+        user_id: Some(user.to_owned()),
+        anonymous_id: anonymous.map(str::to_owned),
+        ..track(id)
+    };
+    let events_of = |store: Store, who: Who, after: i64, limit: usize| async move {
+        store
+            .events_of(Access::Administration, &who, after, limit)
+            .await
+            .unwrap()
+    };
+    let user = |id: &str| Who::UserId(id.to_owned());
+    let older = vec![
+        of("user-1", None, "a"),
+        of("user-1", Some("anon-1"), "b"),
+        of("user-2", None, "x"),
+    ];
+    store.append(web.id, older, vec![]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    if let Place::Sqlite(dir) = &place {
+        let conn = rusqlite::Connection::open(dir.join("confiance.db")).unwrap();
+        let (high, folded): (i64, i64) = conn
+            .query_row("SELECT high, folded FROM event_log", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((high, folded), (3, 3), "the first three events are indexed by now");
+    }
+    let newer = vec![of("user-1", None, "c"), of("user-2", Some("anon-1"), "y")];
+    store.append(web.id, newer, vec![]).await.unwrap();
+
+    let of_user_1 = events_of(store.clone(), user("user-1"), 0, 100).await;
+    assert_eq!(ids(&of_user_1), ["a", "b", "c"]);
+    let of_anon_1 = events_of(store.clone(), Who::AnonymousId("anon-1".into()), 0, 100).await;
+    assert_eq!(ids(&of_anon_1), ["b", "y"]);
+    assert_eq!(
+        ids(&events_of(store.clone(), user("user-1"), of_user_1[0].seq, 100).await),
+        ["b", "c"]
+    );
+    assert_eq!(ids(&events_of(store.clone(), user("user-1"), 0, 2).await), ["a", "b"]);
+
+    // Another node refuses what this one stored, indexed or not, and the other way round.
+    let other = place.open().await;
+    let again = vec![
+        of("user-1", None, "a"),
+        of("user-1", None, "c"),
+        of("user-1", None, "d"),
+    ];
+    assert_eq!(
+        other.append(web.id, again, vec![]).await.unwrap().stored,
+        [false, false, true]
+    );
+    assert_eq!(
+        store
+            .append(web.id, vec![of("user-1", None, "d")], vec![])
+            .await
+            .unwrap()
+            .stored,
+        [false]
+    );
+
+    // Erasing user-1 deletes the newest events of the log among theirs; what comes next still
+    // comes after them.
+    let newest = events_of(store.clone(), user("user-1"), 0, 100)
+        .await
+        .last()
+        .unwrap()
+        .seq;
+    let erased = store
+        .erase(Erasure {
+            keys: vec!["user_id:user-1".into()],
+            profile: None,
+            suppression: vec![],
+            at: Timestamp::now(),
+            notices: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(erased.events, 4);
+    assert!(events_of(store.clone(), user("user-1"), 0, 100).await.is_empty());
+    assert_eq!(
+        ids(&events_of(store.clone(), Who::AnonymousId("anon-1".into()), 0, 100).await),
+        ["y"]
+    );
+    other
+        .append(web.id, vec![of("user-3", None, "e")], vec![])
+        .await
+        .unwrap();
+    let next = events_of(store.clone(), user("user-3"), 0, 100).await;
+    assert!(next[0].seq > newest, "seq {} was given again", next[0].seq);
+    assert_eq!(store.count_events().await.unwrap(), 3);
 }
 
 async fn appending_to_an_unknown_source_fails(place: Place) {
