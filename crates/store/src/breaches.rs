@@ -100,14 +100,6 @@ pub struct CarriedEvent {
     pub carry: Carry,
 }
 
-/// The events of a profile's identifiers after `seq` that carry traits, in log order (on
-/// PostgreSQL; SQLite finds them through its subject index).
-const PROFILE_CARRIES: &str = "SELECT seq, source_id, received_at, user_id, traits FROM events
-     WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = {p} AND kind = 'user_id')
-         OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = {p} AND kind = 'anonymous_id'))
-       AND seq > {after} AND traits IS NOT NULL
-     ORDER BY seq";
-
 /// One person told of a breach through one channel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BreachNotice {
@@ -246,7 +238,7 @@ impl SqliteStore {
             let sql = format!(
                 "SELECT seq, source_id, received_at, user_id, traits FROM events
                  WHERE seq IN ({}) AND traits IS NOT NULL ORDER BY seq",
-                crate::sqlite_log::seqs_of(&crate::sqlite_log::profile_subjects("?1"), "?2")
+                crate::sqlite_log::profile_seqs()
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
@@ -407,9 +399,14 @@ impl PgStore {
     }
 
     pub(crate) async fn profile_carries(&self, profile: i64, after: i64) -> Result<Vec<CarriedEvent>> {
-        let sql = PROFILE_CARRIES.replace("{p}", "$1").replace("{after}", "$2");
+        // The events of the profile's identifiers after `$2` that carry traits, in log order.
+        let sql = "SELECT seq, source_id, received_at, user_id, traits FROM events
+             WHERE (user_id IN (SELECT substr(identifier, 9) FROM identities WHERE profile_id = $1 AND kind = 'user_id')
+                 OR anonymous_id IN (SELECT substr(identifier, 14) FROM identities WHERE profile_id = $1 AND kind = 'anonymous_id'))
+               AND seq > $2 AND traits IS NOT NULL
+             ORDER BY seq";
         let client = self.pool().get().await?;
-        let rows = client.query(&sql, &[&profile, &after]).await?;
+        let rows = client.query(sql, &[&profile, &after]).await?;
         rows.iter()
             .map(|r| {
                 Ok(CarriedEvent {

@@ -6,20 +6,22 @@
 //! same last page as the events before it; an entry of an index on a random key — a
 //! `messageId`, a user id, an anonymous id — lands on a page of its own. With those three
 //! indexes on `events`, each event made a commit write about three more pages (12 KB) than its
-//! own row, and the log's ingestion benchmark ran at 21,000 events/s; without them, at 48,000.
-//! So the append writes rows in `seq` order only, and the two lookups live elsewhere:
+//! own row: the ingestion benchmark reached 4.6–4.8% of its bound, 7.4–8.0% since
+//! (BENCHMARKS.md). So the append writes rows in `seq` order only, and the two lookups are
+//! indexed in bulk behind it:
 //!
-//! - **Idempotency.** `event_ids` holds each source's `messageId`s with their seq, and
-//!   `event_subjects` each event under its `user_id:…` and `anonymous_id:…` keys. Both are
-//!   filled in bulk every [`FOLD_EVERY`] by [`fold`], from the events after `event_log.folded`:
-//!   sorted, a bulk of many events shares pages that one event at a time would each write. The
-//!   writer keeps the `messageId`s of the events after `folded` in memory ([`Recent`], a hash
-//!   and the seq that stored it); a hit is confirmed against the event, so a hash collision, a
-//!   rolled-back append or a deleted event is never taken for a duplicate. Before each append it
-//!   reads the events another process appended since (an import beside the server), and after
-//!   an append of its own that did not commit it reads the unfolded events again.
+//! - **The bulk indexes.** `event_ids` holds each source's `messageId`s with their seq, and
+//!   `event_subjects` each event under its `user_id:…` and `anonymous_id:…` keys. Every
+//!   [`FOLD_EVERY`] one transaction ([`fold`]) indexes the events after `event_log.folded`,
+//!   sorted: a bulk of many events shares the pages that one event at a time would each write.
+//! - **Idempotency.** The writer keeps the `messageId`s of the events after `folded` in memory
+//!   ([`Recent`]), with the seq that stored each; a hit is confirmed against the event, so a
+//!   rolled-back append or a deleted event is never taken for a duplicate. Older ones are looked
+//!   up in `event_ids`. Before each append it reads the events another process appended since
+//!   (an import beside the server); when the log's marks show that a transaction of its own did
+//!   not commit, it reads the unfolded events again.
 //! - **Whose events.** A read takes `event_subjects` and scans the few events after `folded`
-//!   ([`seqs_of`]), inside one snapshot.
+//!   ([`seqs_of`]), in one statement and so one snapshot.
 //! - **Seqs are never given twice**: `event_log.high` keeps the highest, so an event appended
 //!   after the last ones were deleted lands after the index's `folded` mark and after any
 //!   follower's cursor.
@@ -30,21 +32,19 @@ use crate::sqlite::{Op, WriteOp};
 use crate::{Result, StoreError};
 use rusqlite::{Connection, Transaction, params};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often the events appended since the last fold are indexed under their subjects.
-pub(crate) const FOLD_EVERY: Duration = Duration::from_millis(500);
+/// How often the events appended since the last fold are indexed.
+const FOLD_EVERY: Duration = Duration::from_millis(500);
 /// The most events one fold indexes, to bound the transaction it adds to a group.
 const FOLD_MAX: i64 = 100_000;
 
 /// The `messageId`s of the events after `event_log.folded`, which `event_ids` does not hold yet,
-/// by a hash of `(source, messageId)`.
+/// by source, with the seq of the event that stored each.
 pub(crate) struct Recent {
-    hasher: RandomState,
-    seqs: HashMap<u64, i64>,
+    seqs: HashMap<i64, HashMap<String, i64>>,
     /// Every event up to this seq is in `seqs` or folded.
     known: i64,
     /// The `folded` mark `seqs` was last pruned to.
@@ -57,7 +57,6 @@ impl Recent {
     /// The unfolded events of the log.
     pub(crate) fn load(conn: &Connection) -> Result<Arc<Mutex<Self>>> {
         let mut recent = Self {
-            hasher: RandomState::new(),
             seqs: HashMap::new(),
             known: 0,
             folded: 0,
@@ -68,8 +67,8 @@ impl Recent {
         Ok(Arc::new(Mutex::new(recent)))
     }
 
-    fn key(&self, source_id: i64, message_id: &str) -> u64 {
-        self.hasher.hash_one((source_id, message_id))
+    fn remember(&mut self, source_id: i64, message_id: String, seq: i64) {
+        self.seqs.entry(source_id).or_default().insert(message_id, seq);
     }
 
     /// Forgets everything and reads the unfolded events again.
@@ -87,9 +86,7 @@ impl Recent {
             conn.prepare_cached("SELECT seq, source_id, message_id FROM events WHERE seq > ?1 AND seq <= ?2")?;
         let mut rows = stmt.query([self.known, high])?;
         while let Some(row) = rows.next()? {
-            let (seq, source_id, message_id): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let key = self.key(source_id, &message_id);
-            self.seqs.insert(key, seq);
+            self.remember(row.get(1)?, row.get(2)?, row.get(0)?);
         }
         self.known = high;
         Ok(())
@@ -97,17 +94,24 @@ impl Recent {
 
     /// Brings the memory level with the log as committed: `high` and `folded` are its marks.
     fn catch_up(&mut self, tx: &Transaction<'_>, high: i64, folded: i64) -> Result<()> {
-        if let Some((seq, source_id, message_id)) = &self.last
-            && !event_is(tx, *seq, *source_id, message_id)?
-        {
-            // The last append did not commit (or its event is gone): start again from the log.
+        // Marks behind the memory's, or the last event appended here missing, mean that a
+        // transaction of this writer did not commit (or that event was deleted since): start
+        // again from the log.
+        let rolled_back = high < self.known || folded < self.folded;
+        let lost = match &self.last {
+            Some((seq, source_id, message_id)) => !event_is(tx, *seq, *source_id, message_id)?,
+            None => false,
+        };
+        if rolled_back || lost {
             return self.reload(tx, high, folded);
         }
         if high > self.known {
             self.read_after(tx, high)?;
         }
         if folded > self.folded {
-            self.seqs.retain(|_, seq| *seq > folded);
+            for ids in self.seqs.values_mut() {
+                ids.retain(|_, seq| *seq > folded);
+            }
             self.folded = folded;
         }
         Ok(())
@@ -115,7 +119,7 @@ impl Recent {
 
     /// Whether the source stored `message_id`: in memory, confirmed by the event, or folded.
     fn stored(&self, tx: &Transaction<'_>, source_id: i64, message_id: &str) -> Result<bool> {
-        if let Some(seq) = self.seqs.get(&self.key(source_id, message_id))
+        if let Some(seq) = self.seqs.get(&source_id).and_then(|ids| ids.get(message_id))
             && event_is(tx, *seq, source_id, message_id)?
         {
             return Ok(true);
@@ -190,8 +194,7 @@ pub(crate) fn append(
             r.purposes,
             r.traits,
         ])?;
-        let key = recent.key(source_id, &r.message_id);
-        recent.seqs.insert(key, seq);
+        recent.remember(source_id, r.message_id.clone(), seq);
         recent.last = Some((seq, source_id, r.message_id.clone()));
         stored.push(true);
     }
@@ -210,18 +213,31 @@ pub(crate) fn fold(tx: &Transaction<'_>) -> Result<i64> {
     if to > folded {
         // Sorted, so that the entries that share a page are written together.
         tx.execute(
-            "INSERT OR IGNORE INTO event_subjects (subject, seq)
+            "INSERT INTO event_subjects (subject, seq)
              SELECT 'user_id:' || user_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 AND user_id IS NOT NULL
              UNION ALL
              SELECT 'anonymous_id:' || anonymous_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 AND anonymous_id IS NOT NULL
              ORDER BY 1, 2",
             [folded, to],
         )?;
-        tx.execute(
+        // A `messageId` already indexed would mean the log holds it twice: the first copy stays
+        // the one found, rather than the fold failing from then on.
+        let indexed = tx.execute(
             "INSERT OR IGNORE INTO event_ids (source_id, message_id, seq)
              SELECT source_id, message_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY 1, 2",
             [folded, to],
         )?;
+        let events: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM events WHERE seq > ?1 AND seq <= ?2",
+            [folded, to],
+            |r| r.get(0),
+        )?;
+        if indexed as i64 != events {
+            tracing::error!(
+                duplicates = events - indexed as i64,
+                "the event log holds a messageId of a source more than once"
+            );
+        }
         tx.execute("UPDATE event_log SET folded = ?1", [to])?;
     }
     Ok(to - folded)
@@ -239,9 +255,12 @@ pub(crate) fn seqs_of(subjects: &str, after: &str) -> String {
     )
 }
 
-/// SQL giving the subject keys of `profile` (an SQL expression), for [`seqs_of`].
-pub(crate) fn profile_subjects(profile: &str) -> String {
-    format!("SELECT identifier FROM identities WHERE profile_id = {profile} AND kind IN ('user_id', 'anonymous_id')")
+/// SQL giving the seqs of the events of profile `?1` after `?2`.
+pub(crate) fn profile_seqs() -> String {
+    seqs_of(
+        "SELECT identifier FROM identities WHERE profile_id = ?1 AND kind IN ('user_id', 'anonymous_id')",
+        "?2",
+    )
 }
 
 /// Starts the thread that asks the writer for a [`fold`] every [`FOLD_EVERY`] when the log has
@@ -253,13 +272,16 @@ pub(crate) fn start_folding(writer: mpsc::WeakSender<Box<dyn WriteOp>>, conn: Co
         .spawn(move || {
             loop {
                 std::thread::sleep(FOLD_EVERY);
-                let behind = marks(&conn).map(|(high, folded)| high > folded);
                 let Some(queue) = writer.upgrade() else { return };
-                if matches!(behind, Ok(false)) {
-                    continue;
-                }
+                // The events waiting, as the rows the op writes: a large fold makes a group of
+                // its own rather than holding back the appends of a full one.
+                let waiting = match marks(&conn) {
+                    Ok((high, folded)) if high == folded => continue,
+                    Ok((high, folded)) => (high - folded).min(FOLD_MAX) as usize,
+                    Err(_) => 1,
+                };
                 let (reply, answer) = oneshot::channel();
-                if queue.blocking_send(Box::new(Op::new(1, fold, reply))).is_err() {
+                if queue.blocking_send(Box::new(Op::new(waiting, fold, reply))).is_err() {
                     return;
                 }
                 drop(queue);
@@ -272,4 +294,79 @@ pub(crate) fn start_folding(writer: mpsc::WeakSender<Box<dyn WriteOp>>, conn: Co
         })
         .map_err(|e| StoreError::Database(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO sources (id, name, kind, key_digest, key_prefix, created_at) VALUES (1, 'web', 'web', 'd', 'wk_', 0)",
+            [],
+        )
+        .unwrap();
+        conn
+    }
+
+    fn rows(ids: &[&str]) -> Vec<EventRow> {
+        ids.iter()
+            .map(|id| EventRow {
+                message_id: (*id).to_owned(),
+                kind: "track",
+                user_id: Some("user-1".into()),
+                anonymous_id: None,
+                event: Some("Order Completed".into()),
+                timestamp: 0,
+                received_at: 0,
+                body: rusqlite::types::Value::Text("{}".into()),
+                purposes: ",".into(),
+                traits: None,
+            })
+            .collect()
+    }
+
+    /// Appends `ids` in a transaction that commits or, as a failed group commit does, rolls back.
+    fn append_in(
+        conn: &mut Connection,
+        recent: &Mutex<Recent>,
+        ids: &[&str],
+        fold_first: bool,
+        commit: bool,
+    ) -> Vec<bool> {
+        let tx = conn.transaction().unwrap();
+        if fold_first {
+            fold(&tx).unwrap();
+        }
+        let stored = append(&tx, recent, 1, &rows(ids)).unwrap();
+        if commit {
+            tx.commit().unwrap()
+        } else {
+            tx.rollback().unwrap()
+        }
+        stored
+    }
+
+    #[test]
+    fn what_did_not_commit_is_not_a_duplicate_and_what_did_stays_one() {
+        let mut conn = store();
+        let recent = Recent::load(&conn).unwrap();
+
+        assert_eq!(append_in(&mut conn, &recent, &["a", "b"], false, false), [true, true]);
+        assert_eq!(append_in(&mut conn, &recent, &["a", "a"], false, true), [true, false]);
+
+        // A group whose fold moved the index, letting the memory forget "a", then failed.
+        assert_eq!(append_in(&mut conn, &recent, &["a"], true, false), [false]);
+        assert_eq!(append_in(&mut conn, &recent, &["a", "c"], false, true), [false, true]);
+
+        // Folded for good, "a" and "c" are refused through the index.
+        assert_eq!(
+            append_in(&mut conn, &recent, &["a", "c", "d"], true, true),
+            [false, false, true]
+        );
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 3);
+    }
 }

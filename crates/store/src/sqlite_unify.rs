@@ -283,7 +283,7 @@ impl SqliteStore {
                  WHERE seq IN ({}) AND (purposes LIKE ?4 OR purposes = ',')
                  ORDER BY seq LIMIT ?3",
                 crate::sqlite::EVENT_COLUMNS,
-                crate::sqlite_log::seqs_of(&crate::sqlite_log::profile_subjects("?1"), "?2")
+                crate::sqlite_log::profile_seqs()
             );
             crate::sqlite::query_events(c, &vault, &sql, params![profile, after, limit as i64, pattern])
         })

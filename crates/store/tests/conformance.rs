@@ -351,8 +351,8 @@ async fn a_message_id_is_stored_once_per_source(place: Place) {
 }
 
 /// The log's lookups are right for an event appended a moment ago as for one appended long
-/// enough ago to be indexed (the SQLite store indexes whose events are whose behind the appends,
-/// every half second), from any node, and after deletions.
+/// enough ago to be indexed (the SQLite store indexes the events of each person and each
+/// `messageId` in bulk, every half second), from any node, and after deletions.
 async fn events_are_found_by_person_and_message_id_however_old_and_from_any_node(place: Place) {
     let store = place.open().await;
     let web = new_source(&store, "web").await;

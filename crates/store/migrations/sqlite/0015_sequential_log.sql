@@ -10,11 +10,17 @@ CREATE TABLE event_log (
     high INTEGER NOT NULL,
     folded INTEGER NOT NULL
 );
+-- Seqs already deleted from the end of the log may have been passed by a follower's cursor.
 INSERT INTO event_log (id, high, folded)
-SELECT 1, COALESCE(MAX(seq), 0), COALESCE(MAX(seq), 0) FROM events;
+SELECT 1,
+       max(COALESCE((SELECT MAX(seq) FROM events), 0),
+           COALESCE((SELECT MAX(seq) FROM processor_cursors), 0),
+           COALESCE((SELECT MAX(cursor) FROM campaigns), 0)),
+       COALESCE((SELECT MAX(seq) FROM events), 0);
 
--- Whose each event is, as `user_id:…` and `anonymous_id:…` keys (the identities' own form),
--- filled in bulk behind the appends; the events after `folded` are found by a scan.
+-- The events of each user and anonymous id, under `user_id:…` and `anonymous_id:…` keys (the
+-- form of the identities), filled in bulk behind the appends; the events after `folded` are
+-- found by a scan.
 CREATE TABLE event_subjects (
     subject TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -23,7 +29,8 @@ CREATE TABLE event_subjects (
 INSERT INTO event_subjects (subject, seq)
 SELECT 'user_id:' || user_id, seq FROM events WHERE user_id IS NOT NULL
 UNION ALL
-SELECT 'anonymous_id:' || anonymous_id, seq FROM events WHERE anonymous_id IS NOT NULL;
+SELECT 'anonymous_id:' || anonymous_id, seq FROM events WHERE anonymous_id IS NOT NULL
+ORDER BY 1, 2;
 
 -- Which messageId each source stored, for idempotency, filled in bulk like `event_subjects`;
 -- the writer keeps those of the events after `folded` in memory.
@@ -33,7 +40,8 @@ CREATE TABLE event_ids (
     seq INTEGER NOT NULL,
     PRIMARY KEY (source_id, message_id)
 ) WITHOUT ROWID;
-INSERT INTO event_ids (source_id, message_id, seq) SELECT source_id, message_id, seq FROM events;
+INSERT INTO event_ids (source_id, message_id, seq)
+SELECT source_id, message_id, seq FROM events ORDER BY 1, 2;
 
 DROP INDEX events_message;
 DROP INDEX events_user;
