@@ -56,6 +56,26 @@ fn to_rewrite(vault: &Vault, found: Vec<String>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Seals each document `select` finds as `(id, text)` under the key `key` names for its id, and
+/// writes it back with `update` (`?1` the sealed document, `?2` the id); returns how many.
+fn seal_plain(
+    tx: &rusqlite::Transaction<'_>,
+    vault: &Vault,
+    select: &str,
+    update: &str,
+    key: fn(i64) -> String,
+) -> Result<usize> {
+    let docs = tx
+        .prepare(select)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    for (id, doc) in &docs {
+        let sealed = vault.seal_deflated_blocking(&key(*id), doc)?;
+        tx.execute(update, rusqlite::params![sealed, id])?;
+    }
+    Ok(docs.len())
+}
+
 /// Rewrites the SQLite store on `conn`, when the work is pending.
 pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> Result<()> {
     use rusqlite::OptionalExtension;
@@ -71,28 +91,20 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     let pairs = to_rewrite(vault, found);
-    let docs = tx
-        .prepare(PLAIN_REQUESTS)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
-    for (id, doc) in &docs {
-        let sealed = vault.seal_deflated_blocking(&crate::request_key(*id), doc)?;
-        tx.execute(
-            "UPDATE requests SET doc = ?1 WHERE id = ?2",
-            rusqlite::params![sealed, id],
-        )?;
-    }
-    let files = tx
-        .prepare(PLAIN_EXPORTS)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
-    for (id, file) in &files {
-        let sealed = vault.seal_deflated_blocking(&crate::export_key(*id), file)?;
-        tx.execute(
-            "UPDATE segment_exports SET body = ?1 WHERE id = ?2",
-            rusqlite::params![sealed, id],
-        )?;
-    }
+    let docs = seal_plain(
+        &tx,
+        vault,
+        PLAIN_REQUESTS,
+        "UPDATE requests SET doc = ?1 WHERE id = ?2",
+        crate::request_key,
+    )?;
+    let files = seal_plain(
+        &tx,
+        vault,
+        PLAIN_EXPORTS,
+        "UPDATE segment_exports SET body = ?1 WHERE id = ?2",
+        crate::export_key,
+    )?;
     if !pairs.is_empty() {
         let plain: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         crate::sqlite::keep_values(&tx, &vault.seal_values_blocking(&plain)?)?;
@@ -113,7 +125,7 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = ?1", [MARK])?;
     tx.commit()?;
-    if !pairs.is_empty() || !docs.is_empty() || !files.is_empty() {
+    if !pairs.is_empty() || docs > 0 || files > 0 {
         // The pages that held the plain values are zeroed in the file (`secure_delete`), not in
         // the write-ahead log: it is emptied, as far as another process reading allows.
         let _busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;

@@ -222,29 +222,31 @@ impl PgStore {
 
     pub(crate) async fn requests(&self, open_only: bool, limit: usize) -> Result<Vec<Request>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.pool().get().await?;
         let sql = if open_only {
             "SELECT id, doc FROM requests WHERE status NOT IN ('done', 'refused') ORDER BY due_at, id LIMIT $1"
         } else {
             "SELECT id, doc FROM requests ORDER BY due_at, id LIMIT $1"
         };
-        let rows = client
-            .query(sql, &[&limit])
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>>>()?;
-        drop(client);
-        read_requests(&self.vault, rows).await
+        self.query_requests(sql, &[&limit]).await
     }
 
     pub(crate) async fn requests_of(&self, kept: Vec<String>) -> Result<Vec<Request>> {
+        self.query_requests(
+            "SELECT id, doc FROM requests WHERE subject = ANY($1) ORDER BY due_at, id",
+            &[&kept],
+        )
+        .await
+    }
+
+    /// The requests `sql` selects as `(id, doc)`, opened.
+    async fn query_requests(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Request>> {
         let client = self.pool().get().await?;
         let rows = client
-            .query(
-                "SELECT id, doc FROM requests WHERE subject = ANY($1) ORDER BY due_at, id",
-                &[&kept],
-            )
+            .query(sql, params)
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
