@@ -20,7 +20,7 @@ use confiance_core::catalog::Catalog;
 use confiance_core::clock::{Clock, SystemClock};
 use confiance_core::collect::Message;
 use confiance_core::collect::envelope::{Batch, parse_message};
-use confiance_core::collect::normalize;
+use confiance_core::collect::normalize_incoming;
 use confiance_core::source::{SourceKind, SourceName, WriteKey};
 use confiance_store::Store;
 use std::sync::{Arc, Mutex};
@@ -52,7 +52,7 @@ fn normalise(bodies: &Bodies, n: u64, catalog: &Catalog) -> anyhow::Result<Vec<M
         .messages
         .iter()
         .map(|raw| {
-            let message = parse_message(raw).and_then(|v| normalize(v, &envelope, catalog, received_at))?;
+            let message = parse_message(raw).and_then(|m| normalize_incoming(m, &envelope, catalog, received_at))?;
             anyhow::ensure!(message.dropped.is_empty(), "normalisation dropped fields");
             Ok(message.message)
         })

@@ -17,7 +17,9 @@ use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use confiance_core::collect::envelope::{Batch, Single, parse_message};
-use confiance_core::collect::{DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize};
+use confiance_core::collect::{
+    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize, normalize_incoming,
+};
 use confiance_core::consent::enforce::{Verdict, enforce};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
 use confiance_core::source::Source;
@@ -435,7 +437,7 @@ pub async fn batch(
         .map(|(index, raw)| {
             (
                 index,
-                parse_message(raw).and_then(|v| normalize(v, &envelope, &app.catalog, received_at)),
+                parse_message(raw).and_then(|m| normalize_incoming(m, &envelope, &app.catalog, received_at)),
             )
         })
         .collect();

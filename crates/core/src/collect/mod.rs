@@ -166,10 +166,11 @@ pub struct Envelope<'a> {
     pub sent_at: Option<&'a str>,
 }
 
-/// The fields of an incoming message, as loosely as the SDKs send them: every optional field
-/// may be absent or an explicit `null`.
-#[derive(Deserialize, Default)]
-struct Incoming {
+/// A message as a client sent it, before [`normalize_incoming`] checks it: only the fields
+/// Confiance reads, as loosely as the SDKs send them (every optional field may be absent or an
+/// explicit `null`). Fields it does not know are skipped without being kept.
+#[derive(Debug, Deserialize, Default)]
+pub struct Incoming {
     #[serde(rename = "type")]
     kind: Option<String>,
     #[serde(rename = "messageId")]
@@ -304,6 +305,46 @@ fn server_message_id() -> String {
     format!("srv-{}", hex::encode(bytes))
 }
 
+fn not_an_object() -> Error {
+    Error::new(ErrorCode::InvalidJson, "a message must be a JSON object")
+}
+
+fn malformed(e: &serde_json::Error) -> Error {
+    Error::new(ErrorCode::InvalidJson, format!("message is malformed: {e}"))
+}
+
+impl Incoming {
+    /// Reads a message from a JSON value, such as an import or the demo builds.
+    pub fn from_value(raw: Value) -> Result<Self, Error> {
+        if !raw.is_object() {
+            return Err(not_an_object());
+        }
+        serde_json::from_value(raw).map_err(|e| malformed(&e))
+    }
+
+    /// Reads a message straight from the JSON text a client sent, without building a tree of
+    /// the whole message first: only `properties`, `traits`, `context` and `integrations`
+    /// become values, to be minimised and stored.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        serde_json::from_str(text).map_err(|e| {
+            if !e.is_data() {
+                Error::new(
+                    ErrorCode::InvalidJson,
+                    format!(
+                        "the message is not valid JSON (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            } else if !text.trim_start().starts_with('{') {
+                not_an_object()
+            } else {
+                malformed(&e)
+            }
+        })
+    }
+}
+
 /// Normalises one incoming message against the catalog.
 ///
 /// `raw` is the message's JSON object. `received_at` is the server's clock at reception.
@@ -313,12 +354,16 @@ pub fn normalize(
     catalog: &Catalog,
     received_at: Timestamp,
 ) -> Result<Normalized, Error> {
-    if !raw.is_object() {
-        return Err(Error::new(ErrorCode::InvalidJson, "a message must be a JSON object"));
-    }
-    let incoming: Incoming = serde_json::from_value(raw)
-        .map_err(|e| Error::new(ErrorCode::InvalidJson, format!("message is malformed: {e}")))?;
+    normalize_incoming(Incoming::from_value(raw)?, envelope, catalog, received_at)
+}
 
+/// Normalises one message read with [`Incoming::from_json`] or [`Incoming::from_value`].
+pub fn normalize_incoming(
+    incoming: Incoming,
+    envelope: &Envelope<'_>,
+    catalog: &Catalog,
+    received_at: Timestamp,
+) -> Result<Normalized, Error> {
     let kind = match (envelope.kind, incoming.kind.as_deref()) {
         (Some(k), _) => k,
         (None, Some(t)) => MessageType::parse(t).ok_or_else(|| {
@@ -598,6 +643,47 @@ mod tests {
                 ("properties.currency", DropReason::WrongType),
                 ("properties.shoe_size", DropReason::UndeclaredProperty),
             ]
+        );
+    }
+
+    #[test]
+    fn a_message_read_from_its_text_is_the_message_read_from_a_value() {
+        let raw = json!({
+            "type": "identify", "messageId": null, "userId": 4217, "anonymousId": "a-1",
+            "traits": {"email": "ana@example.org", "shoe_size": 43},
+            "context": {"ip": "192.0.2.1", "traits": {"city": "Paris"}, "library": {"name": "x"}},
+            "integrations": {"All": true}, "timestamp": "2026-11-29T09:00:00Z",
+            "sentAt": null, "_metadata": {"bundled": []}, "version": 2,
+        });
+        let text = raw.to_string();
+        let from_text = normalize_incoming(
+            Incoming::from_json(&text).unwrap(),
+            &Envelope::default(),
+            &Catalog::builtin(),
+            now(),
+        )
+        .unwrap();
+        let from_value = norm(raw).unwrap();
+        assert_eq!(from_text.message.user_id.as_deref(), Some("4217"));
+        assert_eq!(from_text.dropped, from_value.dropped);
+        let mut body = from_text.message.body;
+        // The server gives each a message id of its own.
+        body["messageId"] = from_value.message.body["messageId"].clone();
+        assert_eq!(body, from_value.message.body);
+
+        for text in ["17", "[]", "\"page\""] {
+            let err = Incoming::from_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (ErrorCode::InvalidJson, "a message must be a JSON object")
+            );
+        }
+        let err = Incoming::from_json(r#"{"type": 5}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidJson);
+        assert!(
+            err.message.starts_with("message is malformed: invalid type"),
+            "{}",
+            err.message
         );
     }
 
