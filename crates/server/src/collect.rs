@@ -284,8 +284,8 @@ async fn apply_consent(
                         (_, None) => Status::Denied,
                     };
                     view.insert(
-                        subject.key(),
-                        signal.purpose.clone(),
+                        &subject.key(),
+                        &signal.purpose,
                         // Not in the ledger yet: newer than anything stored at this instant.
                         StateEntry {
                             status,
@@ -293,7 +293,7 @@ async fn apply_consent(
                             seq: i64::MAX,
                         },
                     );
-                    let mut proof = signal.proof.clone();
+                    let mut proof = Value::clone(&signal.proof);
                     proof["message_id"] = json!(normalized.message.message_id);
                     decisions.push(Decision {
                         subject: subject.clone(),

@@ -854,9 +854,9 @@ impl PgStore {
         let mut view = ConsentView::default();
         for row in rows {
             let status: &str = row.try_get(2)?;
-            let subject: String = row.try_get(0)?;
+            let subject: &str = row.try_get(0)?;
             view.insert(
-                asked.get(&subject).cloned().unwrap_or(subject),
+                asked.get(subject).map_or(subject, String::as_str),
                 row.try_get(1)?,
                 StateEntry {
                     status: status_from_str(status)?,

@@ -583,25 +583,20 @@ impl SqliteStore {
                 "SELECT subject, purpose, status, recorded_at, seq FROM consent_state
                  WHERE subject IN (SELECT value FROM json_each(?1))",
             )?;
-            let rows = stmt.query_map([&kept], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })?;
+            // Read in place: a batch asks for hundreds of rows, and the view copies only what is
+            // new to it.
+            let mut rows = stmt.query([&kept])?;
             let mut view = ConsentView::default();
-            for row in rows {
-                let (subject, purpose, status, at, seq) = row?;
+            while let Some(r) = rows.next()? {
+                let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
+                let subject = text(0)?;
                 let entry = StateEntry {
-                    status: status_from_str(&status)?,
-                    recorded_at: from_micros(at),
-                    seq,
+                    status: status_from_str(text(2)?)?,
+                    recorded_at: from_micros(r.get(3)?),
+                    seq: r.get(4)?,
                 };
-                let subject = asked.get(&subject).cloned().unwrap_or(subject);
-                view.insert(subject, purpose, entry);
+                let subject = asked.get(subject).map_or(subject, String::as_str);
+                view.insert(subject, text(1)?, entry);
             }
             Ok(view)
         })

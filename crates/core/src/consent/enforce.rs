@@ -31,12 +31,15 @@ pub enum Verdict {
 /// Applies consent to a normalised message in place and says whether to keep it. On `Keep`,
 /// `message.purposes` holds the purposes it may be used for.
 pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentView) -> Verdict {
-    let subjects = Subject::of_message(&normalized.message.body);
+    let subjects: Vec<String> = Subject::of_message(&normalized.message.body)
+        .iter()
+        .map(Subject::key)
+        .collect();
     let allowed = |purpose: &String| {
         catalog
             .purposes
             .get(purpose)
-            .is_some_and(|p| has_basis(p, view.effective(&subjects, purpose)))
+            .is_some_and(|p| has_basis(p, view.effective_by_keys(&subjects, purpose)))
     };
     let message = &mut normalized.message;
     let mut purposes: Vec<String> = match message.kind {
@@ -112,8 +115,8 @@ mod tests {
     fn granted(view: &mut ConsentView, kind: IdKind, value: &str, purpose: &str) {
         let s = Subject::parse(kind, value).unwrap();
         view.insert(
-            s.key(),
-            purpose.into(),
+            &s.key(),
+            purpose,
             StateEntry {
                 status: Status::Granted,
                 recorded_at: now(),

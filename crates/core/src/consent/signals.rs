@@ -16,6 +16,7 @@
 use super::{Method, Status, tcf};
 use crate::catalog::Catalog;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// One decision a message expresses about a purpose.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,8 +27,9 @@ pub struct Signal {
     pub status: Status,
     /// Which kind of signal.
     pub method: Method,
-    /// What was sent, as proof (never personal data).
-    pub proof: Value,
+    /// What was sent, as proof (never personal data). Shared by the purposes one signal speaks
+    /// about: most signals repeat a standing choice and are never recorded.
+    pub proof: Arc<Value>,
 }
 
 /// What reading the signals of a message found.
@@ -39,13 +41,13 @@ pub struct Signals {
     pub invalid_tc_string: Option<String>,
 }
 
-fn push(out: &mut Vec<Signal>, purpose: &str, status: Status, method: Method, proof: Value) {
+fn push(out: &mut Vec<Signal>, purpose: &str, status: Status, method: Method, proof: &Arc<Value>) {
     if !out.iter().any(|s| s.purpose == purpose) {
         out.push(Signal {
             purpose: purpose.to_owned(),
             status,
             method,
-            proof,
+            proof: proof.clone(),
         });
     }
 }
@@ -57,30 +59,20 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
     let consent = body.pointer("/context/consent");
 
     if gpc {
+        let proof = Arc::new(serde_json::json!({"sec_gpc": "1"}));
         for p in catalog.purposes.values().filter(|p| p.signals.gpc_refuses) {
-            push(
-                &mut out.decisions,
-                &p.id,
-                Status::Denied,
-                Method::Gpc,
-                serde_json::json!({"sec_gpc": "1"}),
-            );
+            push(&mut out.decisions, &p.id, Status::Denied, Method::Gpc, &proof);
         }
     }
 
     if let Some(tc) = consent.and_then(|c| c.get("tcString")).and_then(Value::as_str) {
         match tcf::decode(tc) {
             Ok(model) => {
+                let proof = Arc::new(serde_json::json!({"tc_string": tc}));
                 for p in catalog.purposes.values().filter(|p| !p.signals.tcf.is_empty()) {
                     let granted = p.signals.tcf.iter().all(|n| model.purpose_consented(*n));
                     let status = if granted { Status::Granted } else { Status::Denied };
-                    push(
-                        &mut out.decisions,
-                        &p.id,
-                        status,
-                        Method::TcString,
-                        serde_json::json!({"tc_string": tc}),
-                    );
+                    push(&mut out.decisions, &p.id, status, Method::TcString, &proof);
                 }
             }
             Err(e) => out.invalid_tc_string = Some(e.to_string()),
@@ -91,6 +83,7 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
         .and_then(|c| c.get("categoryPreferences"))
         .and_then(Value::as_object)
     {
+        let proof = Arc::new(serde_json::json!({"categoryPreferences": prefs}));
         for p in catalog.purposes.values().filter(|p| !p.signals.segment.is_empty()) {
             let mapped: Vec<bool> = p
                 .signals
@@ -106,13 +99,7 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
             } else {
                 continue;
             };
-            push(
-                &mut out.decisions,
-                &p.id,
-                status,
-                Method::Signal,
-                serde_json::json!({"categoryPreferences": prefs}),
-            );
+            push(&mut out.decisions, &p.id, status, Method::Signal, &proof);
         }
     }
 
@@ -132,6 +119,8 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
                 .unwrap_or_default()
         };
         let (allowed, denied) = (ids("allowedConsentIds"), ids("deniedConsentIds"));
+        let proof = Arc::new(serde_json::json!({"consentManagement": {"provider": cm.get("provider"),
+            "allowedConsentIds": allowed, "deniedConsentIds": denied}}));
         for p in catalog.purposes.values().filter(|p| !p.signals.rudderstack.is_empty()) {
             let status = if p.signals.rudderstack.iter().any(|id| allowed.contains(id)) {
                 Status::Granted
@@ -140,9 +129,7 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
             } else {
                 continue;
             };
-            let proof = serde_json::json!({"consentManagement": {"provider": cm.get("provider"),
-                "allowedConsentIds": allowed, "deniedConsentIds": denied}});
-            push(&mut out.decisions, &p.id, status, Method::Signal, proof);
+            push(&mut out.decisions, &p.id, status, Method::Signal, &proof);
         }
     }
     out
