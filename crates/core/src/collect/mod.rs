@@ -2,7 +2,8 @@
 //!
 //! # Design
 //!
-//! Everything enters through [`normalize`], whether it came from the Segment-compatible HTTP
+//! Everything enters through [`normalize_incoming`] — from the text of a batch message, or
+//! through [`normalize`] from a JSON value —, whether it came from the Segment-compatible HTTP
 //! API, a CSV import or the demo generator, so the rules are the same for all: the message is
 //! parsed into a typed [`Message`] (or rejected with a precise [`Error`]), the client clock is
 //! corrected with `sentAt`, and whatever the catalog does not declare is dropped and reported
@@ -169,7 +170,7 @@ pub struct Envelope<'a> {
 /// A message as a client sent it, before [`normalize_incoming`] checks it: only the fields
 /// Confiance reads, as loosely as the SDKs send them (every optional field may be absent or an
 /// explicit `null`). Fields it does not know are skipped without being kept.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 pub struct Incoming {
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -323,9 +324,13 @@ impl Incoming {
     }
 
     /// Reads a message straight from the JSON text a client sent, without building a tree of
-    /// the whole message first: only `properties`, `traits`, `context` and `integrations`
-    /// become values, to be minimised and stored.
+    /// the whole message first: the fields Confiance uses become values, the others are skipped.
+    /// A key given twice is refused (the tree would have kept the last one silently).
     pub fn from_json(text: &str) -> Result<Self, Error> {
+        // A derived reader would also take an array, field by field in order.
+        if !text.trim_start().starts_with('{') {
+            return Err(not_an_object());
+        }
         serde_json::from_str(text).map_err(|e| {
             if !e.is_data() {
                 Error::new(
@@ -336,8 +341,6 @@ impl Incoming {
                         e.column()
                     ),
                 )
-            } else if !text.trim_start().starts_with('{') {
-                not_an_object()
             } else {
                 malformed(&e)
             }
@@ -671,20 +674,25 @@ mod tests {
         body["messageId"] = from_value.message.body["messageId"].clone();
         assert_eq!(body, from_value.message.body);
 
-        for text in ["17", "[]", "\"page\""] {
-            let err = Incoming::from_json(text).unwrap_err();
+        let array = r#"["track", null, "u1", null, "Order Completed"]"#;
+        for text in ["17", "[]", "\"page\"", array] {
+            let err = Incoming::from_json(text).err().unwrap();
             assert_eq!(
                 (err.code, err.message.as_str()),
                 (ErrorCode::InvalidJson, "a message must be a JSON object")
             );
         }
-        let err = Incoming::from_json(r#"{"type": 5}"#).unwrap_err();
+        let err = Incoming::from_json(r#"{"type": 5}"#).err().unwrap();
         assert_eq!(err.code, ErrorCode::InvalidJson);
         assert!(
             err.message.starts_with("message is malformed: invalid type"),
             "{}",
             err.message
         );
+        let err = Incoming::from_json(r#"{"type": "track", "type": "page"}"#)
+            .err()
+            .unwrap();
+        assert!(err.message.contains("duplicate field `type`"), "{}", err.message);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub enum Verdict {
 /// Applies consent to a normalised message in place and says whether to keep it. On `Keep`,
 /// `message.purposes` holds the purposes it may be used for.
 pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentView) -> Verdict {
-    let subjects: Vec<String> = Subject::of_message(&normalized.message.body)
+    let subject_keys: Vec<String> = Subject::of_message(&normalized.message.body)
         .iter()
         .map(Subject::key)
         .collect();
@@ -39,7 +39,7 @@ pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentVie
         catalog
             .purposes
             .get(purpose)
-            .is_some_and(|p| has_basis(p, view.effective_by_keys(&subjects, purpose)))
+            .is_some_and(|p| has_basis(p, view.effective_by_keys(&subject_keys, purpose)))
     };
     let message = &mut normalized.message;
     let mut purposes: Vec<String> = match message.kind {
