@@ -122,6 +122,8 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
             )?;
         }
         tx.execute_batch("DROP TABLE at_rest_keys")?;
+        // The changes listed for readers of consent states keep no key: they forget all.
+        tx.execute("UPDATE consent_changes SET subject = '' WHERE subject <> ''", [])?;
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = ?1", [MARK])?;
     tx.commit()?;

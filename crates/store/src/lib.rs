@@ -25,6 +25,7 @@ mod requests;
 mod segments;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_consent;
 mod sqlite_log;
 mod sqlite_unify;
 mod unify;

@@ -23,6 +23,7 @@
 //! Appends write the event log in `seq` order only; its lookups by `messageId` and by person are
 //! indexed in bulk behind them ([`crate::sqlite_log`]).
 
+use crate::sqlite_consent::ConsentMemory;
 use crate::sqlite_log::{EventRow, Recent, seqs_of};
 use crate::vault::{AtRest, Body, Read, Vault};
 use crate::{
@@ -31,7 +32,7 @@ use crate::{
     status_from_str, to_micros, traits_column,
 };
 use confiance_core::collect::Message;
-use confiance_core::consent::{ConsentView, Decision, LedgerEntry, StateEntry};
+use confiance_core::consent::{ConsentView, Decision, LedgerEntry};
 use confiance_core::privacy::audit::{self, AuditEvent};
 use confiance_core::privacy::vault::MasterKey;
 use confiance_core::source::{KeyDigest, Source, SourceKind, SourceName};
@@ -81,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "sequential log",
         include_str!("../migrations/sqlite/0015_sequential_log.sql"),
+    ),
+    (
+        16,
+        "consent changes",
+        include_str!("../migrations/sqlite/0016_consent_changes.sql"),
     ),
 ];
 
@@ -172,6 +178,8 @@ pub struct SqliteStore {
     path: Arc<PathBuf>,
     pub(crate) vault: Arc<Vault>,
     recent: Arc<Mutex<Recent>>,
+    /// The consent states read lately ([`crate::sqlite_consent`]).
+    consents: Arc<Mutex<ConsentMemory>>,
 }
 
 /// How long a connection waits for another one's lock before it reports the database busy.
@@ -334,6 +342,7 @@ impl SqliteStore {
             path: Arc::new(path),
             vault,
             recent,
+            consents: Arc::default(),
         })
     }
 
@@ -575,32 +584,9 @@ impl SqliteStore {
 
     pub(crate) async fn consent_view(&self, keys: Vec<String>) -> Result<ConsentView> {
         let asked: HashMap<String, String> = keys.into_iter().map(|k| (self.vault.at_rest(&k), k)).collect();
-        // One statement for the whole batch of subjects: the keys travel as one JSON array.
-        let kept = serde_json::to_string(&asked.keys().collect::<Vec<_>>())
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT subject, purpose, status, recorded_at, seq FROM consent_state
-                 WHERE subject IN (SELECT value FROM json_each(?1))",
-            )?;
-            // Read in place: a batch asks for hundreds of rows, and the view copies only what is
-            // new to it.
-            let mut rows = stmt.query([&kept])?;
-            let mut view = ConsentView::default();
-            while let Some(r) = rows.next()? {
-                let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
-                let subject = text(0)?;
-                let entry = StateEntry {
-                    status: status_from_str(text(2)?)?,
-                    recorded_at: from_micros(r.get(3)?),
-                    seq: r.get(4)?,
-                };
-                let subject = asked.get(subject).map_or(subject, String::as_str);
-                view.insert(subject, text(1)?, entry);
-            }
-            Ok(view)
-        })
-        .await
+        let memory = self.consents.clone();
+        self.read(move |c| crate::sqlite_consent::states(c, &memory, &asked))
+            .await
     }
 
     pub(crate) async fn consent_history(&self, key: String) -> Result<Vec<LedgerEntry>> {

@@ -171,6 +171,7 @@ conformance!(
     emails_and_phones_are_kept_as_keyed_hashes_and_read_back_whole,
     a_store_written_with_plain_identifiers_is_rewritten_when_it_opens,
     sources_are_listed_by_name_and_found_by_key_or_name,
+    consent_read_by_one_node_follows_what_another_records_and_erases,
     a_taken_source_name_is_a_conflict,
     a_message_id_is_stored_once_per_source,
     events_are_found_by_person_and_message_id_however_old_and_from_any_node,
@@ -929,7 +930,7 @@ mod postgres_partitions {
 // ---- consent -------------------------------------------------------------------------------
 
 use confiance_core::catalog::Catalog;
-use confiance_core::consent::{Decision, IdKind, Method, Status, Subject};
+use confiance_core::consent::{ConsentView, Decision, IdKind, Method, Status, Subject};
 
 fn subject(kind: IdKind, value: &str) -> Subject {
     Subject::parse(kind, value).expect("a valid subject")
@@ -983,6 +984,74 @@ async fn the_latest_decision_by_server_time_is_the_state(place: Place) {
     let counts = store.consent_counts().await.unwrap();
     let total: i64 = counts.iter().map(|c| c.count).sum();
     assert_eq!(total, 2, "one current state per subject and purpose: {counts:?}");
+}
+
+async fn consent_read_by_one_node_follows_what_another_records_and_erases(place: Place) {
+    let reader = place.open().await;
+    let writer = place.open().await;
+    let ana = subject(IdKind::Email, "ana@example.org");
+    let bob = subject(IdKind::UserId, "bob");
+    let both = [ana.clone(), bob.clone()];
+    let status_of = |view: &ConsentView, who: &Subject| view.get(who, "analytics").map(|e| e.status);
+    let first = reader.consent_view(&both).await.unwrap();
+    assert_eq!((status_of(&first, &ana), status_of(&first, &bob)), (None, None));
+
+    let mut steps = vec![
+        (Status::Granted, at("2026-06-01T10:00:00Z")),
+        (Status::Withdrawn, at("2026-06-01T11:00:00Z")),
+        (Status::Granted, at("2026-06-01T12:00:00Z")),
+    ];
+    // A decision older than the state changes nothing, here or there.
+    steps.push((Status::Denied, at("2026-06-01T09:00:00Z")));
+    for (status, when) in steps {
+        writer
+            .record_consents(vec![decision(&ana, "analytics", status, when)])
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let view = reader.consent_view(&both).await.unwrap();
+            let expected = if status == Status::Denied {
+                Status::Granted
+            } else {
+                status
+            };
+            assert_eq!(
+                (status_of(&view, &ana), status_of(&view, &bob)),
+                (Some(expected), None),
+                "after {status:?} at {when}"
+            );
+        }
+    }
+
+    // The reader's own decisions show at once too.
+    reader
+        .record_consents(vec![decision(
+            &bob,
+            "analytics",
+            Status::Granted,
+            at("2026-06-02T08:00:00Z"),
+        )])
+        .await
+        .unwrap();
+    let view = reader.consent_view(&both).await.unwrap();
+    assert_eq!(status_of(&view, &bob), Some(Status::Granted));
+
+    writer
+        .erase(Erasure {
+            keys: vec![ana.key()],
+            profile: None,
+            suppression: vec![],
+            at: Timestamp::now(),
+            notices: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let view = reader.consent_view(&both).await.unwrap();
+    assert_eq!(
+        (status_of(&view, &ana), status_of(&view, &bob)),
+        (None, Some(Status::Granted)),
+        "the erased person's consent is gone for every node"
+    );
 }
 
 async fn concurrent_decisions_end_with_the_last_by_server_time(place: Place) {
