@@ -20,7 +20,7 @@ use confiance_core::collect::envelope::{Batch, Single, parse_message};
 use confiance_core::collect::{
     DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize, normalize_incoming,
 };
-use confiance_core::consent::enforce::{Verdict, enforce};
+use confiance_core::consent::enforce::{Verdict, enforce_for};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
 use confiance_core::source::Source;
 use confiance_core::{Error, ErrorCode};
@@ -218,19 +218,20 @@ async fn apply_consent(
         }
         return Ok((messages, Vec::new()));
     }
-    let mut subjects: Vec<Subject> = Vec::new();
-    for (_, n) in items.iter() {
-        for s in Subject::of_message(&n.message.body) {
-            if !subjects.contains(&s) {
-                subjects.push(s);
-            }
-        }
-    }
+    // Each message's subjects, read once.
+    let of_message: Vec<Vec<Subject>> = items
+        .iter()
+        .map(|(_, n)| Subject::of_message(&n.message.body))
+        .collect();
+    let mut subjects: Vec<Subject> = of_message.iter().flatten().cloned().collect();
+    subjects.sort_unstable();
+    subjects.dedup();
     let mut view = app.store.consent_view(&subjects).await?;
     let secret = app.secret().await?;
     let mut decisions = Vec::new();
     let mut messages = Vec::with_capacity(items.len());
-    for (index, mut normalized) in items {
+    for ((index, mut normalized), subjects) in items.into_iter().zip(of_message) {
+        let keys: Vec<String> = subjects.iter().map(Subject::key).collect();
         let body = &normalized.message.body;
         let read = signals::read(body, &app.catalog, request.gpc);
         if read.invalid_tc_string.is_some() {
@@ -266,13 +267,13 @@ async fn apply_consent(
                         .and_then(|s| s.touchpoints.first())
                 })
                 .cloned();
-            let ids: Vec<Subject> = Subject::of_message(body)
-                .into_iter()
-                .filter(|s| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId))
-                .collect();
+            let ids = subjects
+                .iter()
+                .zip(&keys)
+                .filter(|(s, _)| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId));
             for signal in &read.decisions {
-                for subject in &ids {
-                    let current = view.get(subject, &signal.purpose).map(|s| s.status);
+                for (subject, key) in ids.clone() {
+                    let current = view.get_by_key(key, &signal.purpose).map(|s| s.status);
                     let status = match (signal.status, current) {
                         // A signal sent automatically never overrides an objection or a
                         // restriction the person asked for.
@@ -284,7 +285,7 @@ async fn apply_consent(
                         (_, None) => Status::Denied,
                     };
                     view.insert(
-                        &subject.key(),
+                        key,
                         &signal.purpose,
                         // Not in the ledger yet: newer than anything stored at this instant.
                         StateEntry {
@@ -311,7 +312,7 @@ async fn apply_consent(
                 }
             }
         }
-        let verdict = enforce(&mut normalized, &app.catalog, &view);
+        let verdict = enforce_for(&mut normalized, &app.catalog, &view, &keys);
         outcome.note_dropped(index, &normalized.dropped);
         match verdict {
             Verdict::Keep => messages.push(normalized.message),

@@ -16,10 +16,10 @@
 //! state that has changed since.
 
 use crate::{Result, StoreError, from_micros, status_from_str};
-use confiance_core::consent::{ConsentView, StateEntry};
+use confiance_core::consent::{ConsentView, StateEntry, SubjectStates};
 use rusqlite::Connection;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many subjects memory keeps at most; beyond, it starts again empty.
 const MAX_SUBJECTS: usize = 100_000;
@@ -32,8 +32,9 @@ const LATEST: &str = "SELECT coalesce(max(gen), 0) FROM consent_changes";
 pub(crate) struct ConsentMemory {
     /// The change memory is exact at; `None` before the first read.
     at: Option<i64>,
-    /// Each subject's states by its key at rest: an empty list for a subject without any.
-    subjects: HashMap<String, Vec<(String, StateEntry)>>,
+    /// Each subject's states by its key at rest, shared with the views that read them: none for
+    /// a subject without any.
+    subjects: HashMap<String, Arc<SubjectStates>>,
 }
 
 impl ConsentMemory {
@@ -90,17 +91,15 @@ pub(crate) fn states(
     let tx = conn.unchecked_transaction()?;
     let now: i64 = tx.query_row(LATEST, [], |r| r.get(0))?;
     let mut view = ConsentView::default();
-    let mut unknown: HashMap<&str, Vec<(String, StateEntry)>> = HashMap::new();
+    let mut unknown: HashMap<&str, SubjectStates> = HashMap::new();
     {
         let mut memory = lock(memory);
         memory.catch_up(&tx, now)?;
         for (kept, key) in asked {
             match memory.subjects.get(kept) {
-                Some(states) => states
-                    .iter()
-                    .for_each(|(purpose, entry)| view.insert(key, purpose, *entry)),
+                Some(states) => view.insert_subject(key, states),
                 None => {
-                    unknown.insert(kept, Vec::new());
+                    unknown.insert(kept, SubjectStates::new());
                 }
             }
         }
@@ -125,18 +124,21 @@ pub(crate) fn states(
             seq: r.get(4)?,
         };
         if let Some(states) = unknown.get_mut(subject) {
-            states.push((purpose.to_owned(), entry));
-            view.insert(&asked[subject], purpose, entry);
+            states.insert(purpose.to_owned(), entry);
         }
     }
+    drop(rows);
     let mut memory = lock(memory);
-    if memory.at == Some(now) {
-        if memory.subjects.len() + unknown.len() > MAX_SUBJECTS {
-            memory.subjects.clear();
+    let keep = memory.at == Some(now);
+    if keep && memory.subjects.len() + unknown.len() > MAX_SUBJECTS {
+        memory.subjects.clear();
+    }
+    for (kept, states) in unknown {
+        let states = Arc::new(states);
+        view.insert_subject(&asked[kept], &states);
+        if keep {
+            memory.subjects.insert(kept.to_owned(), states);
         }
-        memory
-            .subjects
-            .extend(unknown.into_iter().map(|(kept, states)| (kept.to_owned(), states)));
     }
     Ok(view)
 }

@@ -35,11 +35,22 @@ pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentVie
         .iter()
         .map(Subject::key)
         .collect();
+    enforce_for(normalized, catalog, view, &subject_keys)
+}
+
+/// [`enforce`] for a caller that has read the message's subjects already, given by their keys
+/// ([`Subject::key`]).
+pub fn enforce_for(
+    normalized: &mut Normalized,
+    catalog: &Catalog,
+    view: &ConsentView,
+    subject_keys: &[String],
+) -> Verdict {
     let allowed = |purpose: &String| {
         catalog
             .purposes
             .get(purpose)
-            .is_some_and(|p| has_basis(p, view.effective_by_keys(&subject_keys, purpose)))
+            .is_some_and(|p| has_basis(p, view.effective_by_keys(subject_keys, purpose)))
     };
     let message = &mut normalized.message;
     let mut purposes: Vec<String> = match message.kind {

@@ -31,6 +31,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The kinds of identifier a subject can be known by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -362,10 +363,15 @@ impl StateEntry {
     }
 }
 
+/// The current states of one subject, purpose by purpose.
+pub type SubjectStates = HashMap<String, StateEntry>;
+
 /// Current states of several subjects, as read from the store: subject key → purpose → state.
+/// A subject's states are shared with whoever read them (a store keeping them in memory) and
+/// copied only when the view changes them.
 #[derive(Clone, Debug, Default)]
 pub struct ConsentView {
-    states: HashMap<String, HashMap<String, StateEntry>>,
+    states: HashMap<String, Arc<SubjectStates>>,
 }
 
 impl ConsentView {
@@ -374,24 +380,32 @@ impl ConsentView {
     pub fn insert(&mut self, subject_key: &str, purpose: &str, entry: StateEntry) {
         let Some(slot) = self.states.get_mut(subject_key) else {
             let slot = HashMap::from([(purpose.to_owned(), entry)]);
-            self.states.insert(subject_key.to_owned(), slot);
+            self.states.insert(subject_key.to_owned(), Arc::new(slot));
             return;
         };
-        match slot.get_mut(purpose) {
-            Some(existing) if entry.newer_than(existing) => *existing = entry,
-            Some(_) => {}
-            None => {
-                slot.insert(purpose.to_owned(), entry);
+        match slot.get(purpose) {
+            Some(existing) if !entry.newer_than(existing) => {}
+            _ => {
+                Arc::make_mut(slot).insert(purpose.to_owned(), entry);
             }
+        }
+    }
+
+    /// Adds all the states of one subject at once, sharing them when the view knew none.
+    pub fn insert_subject(&mut self, subject_key: &str, states: &Arc<SubjectStates>) {
+        if self.states.contains_key(subject_key) {
+            for (purpose, entry) in states.iter() {
+                self.insert(subject_key, purpose, *entry);
+            }
+        } else {
+            self.states.insert(subject_key.to_owned(), Arc::clone(states));
         }
     }
 
     /// Adds every state of another view.
     pub fn extend(&mut self, other: ConsentView) {
-        for (subject, purposes) in other.states {
-            for (purpose, entry) in purposes {
-                self.insert(&subject, &purpose, entry);
-            }
+        for (subject, states) in other.states {
+            self.insert_subject(&subject, &states);
         }
     }
 
@@ -400,7 +414,8 @@ impl ConsentView {
         self.get_by_key(&subject.key(), purpose)
     }
 
-    fn get_by_key(&self, subject_key: &str, purpose: &str) -> Option<StateEntry> {
+    /// [`ConsentView::get`] for a subject given by its key ([`Subject::key`]).
+    pub fn get_by_key(&self, subject_key: &str, purpose: &str) -> Option<StateEntry> {
         self.states.get(subject_key).and_then(|m| m.get(purpose)).copied()
     }
 
