@@ -245,13 +245,11 @@ async fn apply_consent(
             let ip = body
                 .pointer("/context/ip")
                 .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| request.ip.clone());
+                .or(request.ip.as_deref());
             let ua = body
                 .pointer("/context/userAgent")
                 .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| request.user_agent.clone());
+                .or(request.user_agent.as_deref());
             // Where the choice was expressed: the event's touchpoint, or for page views the
             // first touchpoint the catalog gives the source.
             let touchpoint = normalized
@@ -265,15 +263,14 @@ async fn apply_consent(
                         .sources
                         .get(source.name.as_ref())
                         .and_then(|s| s.touchpoints.first())
-                })
-                .cloned();
+                });
             let ids = subjects
                 .iter()
                 .zip(&keys)
                 .filter(|(s, _)| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId));
             for signal in &read.decisions {
                 for (subject, key) in ids.clone() {
-                    let current = view.get_by_key(key, &signal.purpose).map(|s| s.status);
+                    let current = view.get_by_key(key, signal.purpose).map(|s| s.status);
                     let status = match (signal.status, current) {
                         // A signal sent automatically never overrides an objection or a
                         // restriction the person asked for.
@@ -286,7 +283,7 @@ async fn apply_consent(
                     };
                     view.insert(
                         key,
-                        &signal.purpose,
+                        signal.purpose,
                         // Not in the ledger yet: newer than anything stored at this instant.
                         StateEntry {
                             status,
@@ -294,19 +291,19 @@ async fn apply_consent(
                             seq: i64::MAX,
                         },
                     );
-                    let mut proof = Value::clone(&signal.proof);
+                    let mut proof = signal.proof(body);
                     proof["message_id"] = json!(normalized.message.message_id);
                     decisions.push(Decision {
                         subject: subject.clone(),
-                        purpose: signal.purpose.clone(),
+                        purpose: signal.purpose.to_owned(),
                         status,
                         method: signal.method,
                         recorded_at: at,
                         notice: None,
                         source_id: Some(source.id),
-                        touchpoint: touchpoint.clone(),
-                        ip_hash: ip.as_deref().map(|ip| app.hash_ip(secret, ip)),
-                        ua_hash: ua.as_deref().map(|ua| app.hash_ua(secret, ua)),
+                        touchpoint: touchpoint.cloned(),
+                        ip_hash: ip.map(|ip| app.hash_ip(secret, ip)),
+                        ua_hash: ua.map(|ua| app.hash_ua(secret, ua)),
                         proof,
                     });
                 }

@@ -15,64 +15,104 @@
 
 use super::{Method, Status, tcf};
 use crate::catalog::Catalog;
-use serde_json::Value;
-use std::sync::Arc;
+use serde_json::{Value, json};
 
-/// One decision a message expresses about a purpose.
+/// One decision a message expresses about a purpose of the catalog.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Signal {
+pub struct Signal<'c> {
     /// Purpose id.
-    pub purpose: String,
+    pub purpose: &'c str,
     /// Granted or denied.
     pub status: Status,
     /// Which kind of signal.
     pub method: Method,
-    /// What was sent, as proof (never personal data). Shared by the purposes one signal speaks
-    /// about: most signals repeat a standing choice and are never recorded.
-    pub proof: Arc<Value>,
+    /// Where in the request it was read.
+    from: Origin,
+}
+
+/// Where a signal was read: what its proof quotes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Origin {
+    Gpc,
+    TcString,
+    CategoryPreferences,
+    ConsentManagement,
+}
+
+impl Signal<'_> {
+    /// What was sent, as proof (never personal data), from the message `body` it was read in.
+    /// Built only for the signals recorded: most repeat a standing choice.
+    pub fn proof(&self, body: &Value) -> Value {
+        let consent = |field: &str| body.pointer("/context/consent").and_then(|c| c.get(field)).cloned();
+        match self.from {
+            Origin::Gpc => json!({"sec_gpc": "1"}),
+            Origin::TcString => json!({"tc_string": consent("tcString")}),
+            Origin::CategoryPreferences => json!({"categoryPreferences": consent("categoryPreferences")}),
+            Origin::ConsentManagement => {
+                let cm = body.pointer("/context/consentManagement");
+                json!({"consentManagement": {"provider": cm.and_then(|c| c.get("provider")),
+                    "allowedConsentIds": consent_ids(cm, "allowedConsentIds"),
+                    "deniedConsentIds": consent_ids(cm, "deniedConsentIds")}})
+            }
+        }
+    }
 }
 
 /// What reading the signals of a message found.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Signals {
+pub struct Signals<'c> {
     /// One decision per purpose at most.
-    pub decisions: Vec<Signal>,
+    pub decisions: Vec<Signal<'c>>,
     /// A TC string was present but could not be decoded (its error).
     pub invalid_tc_string: Option<String>,
 }
 
-fn push(out: &mut Vec<Signal>, purpose: &str, status: Status, method: Method, proof: &Arc<Value>) {
+fn push<'c>(out: &mut Vec<Signal<'c>>, purpose: &'c str, status: Status, method: Method, from: Origin) {
     if !out.iter().any(|s| s.purpose == purpose) {
         out.push(Signal {
-            purpose: purpose.to_owned(),
+            purpose,
             status,
             method,
-            proof: proof.clone(),
+            from,
         });
     }
 }
 
+/// The ids listed under `field` of RudderStack's `consentManagement`, numbers as text.
+fn consent_ids(cm: Option<&Value>, field: &str) -> Vec<String> {
+    cm.and_then(|c| c.get(field))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| v.as_i64().map(|n| n.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The consent decisions a normalised message expresses. `gpc` is whether the request carried
 /// `Sec-GPC: 1`.
-pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
+pub fn read<'c>(body: &Value, catalog: &'c Catalog, gpc: bool) -> Signals<'c> {
     let mut out = Signals::default();
     let consent = body.pointer("/context/consent");
 
     if gpc {
-        let proof = Arc::new(serde_json::json!({"sec_gpc": "1"}));
         for p in catalog.purposes.values().filter(|p| p.signals.gpc_refuses) {
-            push(&mut out.decisions, &p.id, Status::Denied, Method::Gpc, &proof);
+            push(&mut out.decisions, &p.id, Status::Denied, Method::Gpc, Origin::Gpc);
         }
     }
 
     if let Some(tc) = consent.and_then(|c| c.get("tcString")).and_then(Value::as_str) {
         match tcf::decode(tc) {
             Ok(model) => {
-                let proof = Arc::new(serde_json::json!({"tc_string": tc}));
                 for p in catalog.purposes.values().filter(|p| !p.signals.tcf.is_empty()) {
                     let granted = p.signals.tcf.iter().all(|n| model.purpose_consented(*n));
                     let status = if granted { Status::Granted } else { Status::Denied };
-                    push(&mut out.decisions, &p.id, status, Method::TcString, &proof);
+                    push(&mut out.decisions, &p.id, status, Method::TcString, Origin::TcString);
                 }
             }
             Err(e) => out.invalid_tc_string = Some(e.to_string()),
@@ -83,7 +123,6 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
         .and_then(|c| c.get("categoryPreferences"))
         .and_then(Value::as_object)
     {
-        let proof = Arc::new(serde_json::json!({"categoryPreferences": prefs}));
         for p in catalog.purposes.values().filter(|p| !p.signals.segment.is_empty()) {
             let mapped: Vec<bool> = p
                 .signals
@@ -99,28 +138,21 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
             } else {
                 continue;
             };
-            push(&mut out.decisions, &p.id, status, Method::Signal, &proof);
+            push(
+                &mut out.decisions,
+                &p.id,
+                status,
+                Method::Signal,
+                Origin::CategoryPreferences,
+            );
         }
     }
 
     if let Some(cm) = body.pointer("/context/consentManagement") {
-        let ids = |field: &str| -> Vec<String> {
-            cm.get(field)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| {
-                            v.as_str()
-                                .map(str::to_owned)
-                                .or_else(|| v.as_i64().map(|n| n.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (allowed, denied) = (ids("allowedConsentIds"), ids("deniedConsentIds"));
-        let proof = Arc::new(serde_json::json!({"consentManagement": {"provider": cm.get("provider"),
-            "allowedConsentIds": allowed, "deniedConsentIds": denied}}));
+        let (allowed, denied) = (
+            consent_ids(Some(cm), "allowedConsentIds"),
+            consent_ids(Some(cm), "deniedConsentIds"),
+        );
         for p in catalog.purposes.values().filter(|p| !p.signals.rudderstack.is_empty()) {
             let status = if p.signals.rudderstack.iter().any(|id| allowed.contains(id)) {
                 Status::Granted
@@ -129,7 +161,13 @@ pub fn read(body: &Value, catalog: &Catalog, gpc: bool) -> Signals {
             } else {
                 continue;
             };
-            push(&mut out.decisions, &p.id, status, Method::Signal, &proof);
+            push(
+                &mut out.decisions,
+                &p.id,
+                status,
+                Method::Signal,
+                Origin::ConsentManagement,
+            );
         }
     }
     out
@@ -140,12 +178,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn statuses(s: &Signals) -> Vec<(&str, Status, Method)> {
-        let mut v: Vec<_> = s
-            .decisions
-            .iter()
-            .map(|d| (d.purpose.as_str(), d.status, d.method))
-            .collect();
+    fn statuses<'c>(s: &Signals<'c>) -> Vec<(&'c str, Status, Method)> {
+        let mut v: Vec<_> = s.decisions.iter().map(|d| (d.purpose, d.status, d.method)).collect();
         v.sort_by_key(|x| x.0);
         v
     }
@@ -168,6 +202,28 @@ mod tests {
             s.decisions.len(),
             3,
             "every purpose mapped to Segment categories is refused"
+        );
+    }
+
+    #[test]
+    fn each_decision_quotes_what_was_sent_as_its_proof() {
+        let c = Catalog::builtin();
+        let prefs = json!({"Analytics": true, "Advertising": false});
+        let body = json!({"context": {
+            "consent": {"categoryPreferences": prefs},
+            "consentManagement": {"provider": "custom", "allowedConsentIds": ["personalisation", 7]}
+        }});
+        let read = read(&body, &c, true);
+        let proof_of = |purpose: &str| {
+            let signal = read.decisions.iter().find(|d| d.purpose == purpose).unwrap();
+            signal.proof(&body)
+        };
+        assert_eq!(proof_of("advertising"), json!({"sec_gpc": "1"}));
+        assert_eq!(proof_of("analytics"), json!({"categoryPreferences": prefs}));
+        assert_eq!(
+            proof_of("personalisation"),
+            json!({"consentManagement": {"provider": "custom",
+                "allowedConsentIds": ["personalisation", "7"], "deniedConsentIds": []}})
         );
     }
 
