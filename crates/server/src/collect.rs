@@ -20,7 +20,7 @@ use confiance_core::collect::envelope::{Batch, Single, parse_message};
 use confiance_core::collect::{
     DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize, normalize_incoming,
 };
-use confiance_core::consent::enforce::{Verdict, enforce_for};
+use confiance_core::consent::enforce::{Verdict, enforce};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
 use confiance_core::source::Source;
 use confiance_core::{Error, ErrorCode};
@@ -230,8 +230,8 @@ async fn apply_consent(
     let secret = app.secret().await?;
     let mut decisions = Vec::new();
     let mut messages = Vec::with_capacity(items.len());
-    for ((index, mut normalized), subjects) in items.into_iter().zip(of_message) {
-        let keys: Vec<String> = subjects.iter().map(Subject::key).collect();
+    for ((index, mut normalized), message_subjects) in items.into_iter().zip(of_message) {
+        let keys: Vec<String> = message_subjects.iter().map(Subject::key).collect();
         let body = &normalized.message.body;
         let read = signals::read(body, &app.catalog, request.gpc);
         if read.invalid_tc_string.is_some() {
@@ -264,7 +264,7 @@ async fn apply_consent(
                         .get(source.name.as_ref())
                         .and_then(|s| s.touchpoints.first())
                 });
-            let ids = subjects
+            let ids = message_subjects
                 .iter()
                 .zip(&keys)
                 .filter(|(s, _)| matches!(s.kind(), IdKind::UserId | IdKind::AnonymousId));
@@ -309,7 +309,7 @@ async fn apply_consent(
                 }
             }
         }
-        let verdict = enforce_for(&mut normalized, &app.catalog, &view, &keys);
+        let verdict = enforce(&mut normalized, &app.catalog, &view, &keys);
         outcome.note_dropped(index, &normalized.dropped);
         match verdict {
             Verdict::Keep => messages.push(normalized.message),

@@ -139,8 +139,10 @@ impl SqliteStore {
                 };
                 out.consents = tx.execute("DELETE FROM consent_ledger WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])? as u64;
                 tx.execute("DELETE FROM consent_state WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])?;
-                // The changes the deletion listed keep no key: they tell readers to forget all.
-                tx.execute("UPDATE consent_changes SET subject = '' WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])?;
+                // The deletion listed the person's keys as changes for the readers of consent
+                // states; blanked, so that no key outlives the erasure, they tell readers to
+                // forget everything.
+                tx.execute("UPDATE consent_state_changes SET subject = '' WHERE subject IN (SELECT value FROM json_each(?1))", [&keys])?;
                 tx.execute(
                     "DELETE FROM identity_links WHERE a IN (SELECT value FROM json_each(?1)) OR b IN (SELECT value FROM json_each(?1))",
                     [&keys],

@@ -122,8 +122,9 @@ pub(crate) fn rewrite_sqlite(conn: &mut rusqlite::Connection, vault: &Vault) -> 
             )?;
         }
         tx.execute_batch("DROP TABLE at_rest_keys")?;
-        // The changes listed for readers of consent states keep no key: they forget all.
-        tx.execute("UPDATE consent_changes SET subject = '' WHERE subject <> ''", [])?;
+        // Rewriting `consent_state` listed each plain identifier it replaced as a change for
+        // the readers of consent states: blanked, those rows tell readers to forget everything.
+        tx.execute("UPDATE consent_state_changes SET subject = '' WHERE subject <> ''", [])?;
     }
     tx.execute("UPDATE settings SET value = 'done' WHERE key = ?1", [MARK])?;
     tx.commit()?;

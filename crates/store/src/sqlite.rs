@@ -85,8 +85,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         16,
-        "consent changes",
-        include_str!("../migrations/sqlite/0016_consent_changes.sql"),
+        "consent state changes",
+        include_str!("../migrations/sqlite/0016_consent_state_changes.sql"),
     ),
 ];
 
@@ -310,6 +310,7 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
+        crate::sqlite_consent::check_triggers(&conn)?;
         let master = match master {
             Some(m) => m,
             None => MasterKey::derived_from(instance_secret_in(&mut conn)?.as_bytes()),

@@ -8,7 +8,7 @@
 //! Memory must never be older than the database, whoever writes to it: this process, another
 //! process on the same file, an erasure, a migration. So the database numbers every change to
 //! `consent_state` itself: triggers list the subject of each row inserted, updated or deleted
-//! in `consent_changes`, whose `gen` only grows (migration 16). A read takes the latest number
+//! in `consent_state_changes`, whose `gen` only grows (migration 16). A read takes the latest number
 //! in its own snapshot; when memory is behind, it forgets the subjects changed since, or
 //! everything when the changes it missed are no longer listed, then answers from memory what
 //! it can and reads the rest in the same snapshot. What a read brings back is kept only if
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const MAX_SUBJECTS: usize = 100_000;
 
 /// The latest change, in the reader's snapshot.
-const LATEST: &str = "SELECT coalesce(max(gen), 0) FROM consent_changes";
+const LATEST: &str = "SELECT coalesce(max(gen), 0) FROM consent_state_changes";
 
 /// The current consent states of the subjects read lately.
 #[derive(Default)]
@@ -37,38 +37,73 @@ pub(crate) struct ConsentMemory {
     subjects: HashMap<String, Arc<SubjectStates>>,
 }
 
+/// What changed in `consent_state_changes` between two numbers.
+enum Changes {
+    /// These subjects.
+    Subjects(Vec<String>),
+    /// Too much to say: changes no longer listed, or a key blanked by an erasure or the rewrite
+    /// of identifiers.
+    Everything,
+}
+
+/// The changes after `at` up to `now`, read in `conn`'s snapshot.
+fn changes(conn: &Connection, at: i64, now: i64) -> Result<Changes> {
+    let oldest: i64 = conn.query_row("SELECT coalesce(min(gen), 0) FROM consent_state_changes", [], |r| {
+        r.get(0)
+    })?;
+    if oldest > at + 1 {
+        return Ok(Changes::Everything);
+    }
+    let mut changed = conn.prepare_cached("SELECT subject FROM consent_state_changes WHERE gen > ?1 AND gen <= ?2")?;
+    let mut rows = changed.query([at, now])?;
+    let mut subjects = Vec::new();
+    while let Some(r) = rows.next()? {
+        match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
+            "" => return Ok(Changes::Everything),
+            subject => subjects.push(subject.to_owned()),
+        }
+    }
+    Ok(Changes::Subjects(subjects))
+}
+
 impl ConsentMemory {
-    /// Brings memory to change `now`, reading in `conn`'s snapshot what changed since it was
-    /// exact. Memory already past `now` stays as it is: it is newer than the snapshot.
-    fn catch_up(&mut self, conn: &Connection, now: i64) -> Result<()> {
-        match self.at {
-            Some(at) if at >= now => return Ok(()),
-            Some(at) if !self.subjects.is_empty() => {
-                let oldest: i64 =
-                    conn.query_row("SELECT coalesce(min(gen), 0) FROM consent_changes", [], |r| r.get(0))?;
-                if oldest > at + 1 {
-                    self.subjects.clear();
-                } else {
-                    let mut changed =
-                        conn.prepare_cached("SELECT subject FROM consent_changes WHERE gen > ?1 AND gen <= ?2")?;
-                    let mut rows = changed.query([at, now])?;
-                    while let Some(r) = rows.next()? {
-                        match r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? {
-                            // An erasure leaves no key behind: forget everyone.
-                            "" => {
-                                self.subjects.clear();
-                                break;
-                            }
-                            subject => self.subjects.remove(subject),
-                        };
-                    }
+    /// Brings memory to change `now` with what changed since `seen`, the number memory was at
+    /// when the changes were read (`None`: not read). Memory already at `now` or past it is
+    /// newer than the snapshot and stays as it is; memory that moved on since `seen` but not
+    /// to `now` needs only part of the changes.
+    fn catch_up(&mut self, seen: Option<i64>, now: i64, changed: Option<Changes>) {
+        match (self.at, changed) {
+            (Some(at), _) if at >= now => return,
+            (Some(at), Some(Changes::Subjects(subjects))) if Some(at) >= seen => {
+                for subject in &subjects {
+                    self.subjects.remove(subject);
                 }
             }
             _ => self.subjects.clear(),
         }
         self.at = Some(now);
-        Ok(())
     }
+}
+
+/// The triggers that list changes: a migration that rebuilt `consent_state` without them would
+/// leave every reader's memory stale for good, so a store does not open without them.
+const TRIGGERS: [&str; 3] = [
+    "consent_state_inserted",
+    "consent_state_updated",
+    "consent_state_deleted",
+];
+
+/// Fails unless every trigger that lists changes to `consent_state` is in the schema.
+pub(crate) fn check_triggers(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1")?;
+    for trigger in TRIGGERS {
+        if !stmt.exists([trigger])? {
+            return Err(StoreError::Migration(format!(
+                "the trigger {trigger} on consent_state is missing: consent states kept in memory would go stale"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Locks memory; a holder that panicked may have left it half changed, so it is emptied.
@@ -81,7 +116,8 @@ fn lock(memory: &Mutex<ConsentMemory>) -> MutexGuard<'_, ConsentMemory> {
 }
 
 /// The current states of the subjects in `asked` (key at rest → key), from memory where it
-/// knows them and from `conn` for the others, which memory then keeps.
+/// knows them and from `conn` for the others, which memory keeps if no other read moved it on
+/// meanwhile.
 pub(crate) fn states(
     conn: &Connection,
     memory: &Mutex<ConsentMemory>,
@@ -92,9 +128,18 @@ pub(crate) fn states(
     let now: i64 = tx.query_row(LATEST, [], |r| r.get(0))?;
     let mut view = ConsentView::default();
     let mut unknown: HashMap<&str, SubjectStates> = HashMap::new();
+    // The changes are read without holding memory: other reads answer from it meanwhile.
+    let (seen, empty) = {
+        let memory = lock(memory);
+        (memory.at, memory.subjects.is_empty())
+    };
+    let changed = match seen {
+        Some(at) if at < now && !empty => Some(changes(&tx, at, now)?),
+        _ => None,
+    };
     {
         let mut memory = lock(memory);
-        memory.catch_up(&tx, now)?;
+        memory.catch_up(seen, now, changed);
         for (kept, key) in asked {
             match memory.subjects.get(kept) {
                 Some(states) => view.insert_subject(key, states),
@@ -141,4 +186,70 @@ pub(crate) fn states(
         }
     }
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::params;
+
+    fn store() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn set(conn: &Connection, subject: &str, status: &str, at: i64) {
+        conn.execute(
+            "INSERT INTO consent_state (subject, purpose, status, recorded_at, seq, method)
+             VALUES (?1, 'analytics', ?2, ?3, ?3, 'api')
+             ON CONFLICT (subject, purpose) DO UPDATE SET status = excluded.status,
+                 recorded_at = excluded.recorded_at, seq = excluded.seq",
+            params![subject, status, at],
+        )
+        .unwrap();
+    }
+
+    fn status(conn: &Connection, memory: &Mutex<ConsentMemory>, subject: &str) -> Option<&'static str> {
+        let asked = HashMap::from([(subject.to_owned(), subject.to_owned())]);
+        let view = states(conn, memory, &asked).unwrap();
+        view.get_by_key(subject, "analytics").map(|e| e.status.as_str())
+    }
+
+    #[test]
+    fn memory_follows_changes_and_starts_again_when_they_are_no_longer_listed() {
+        let conn = store();
+        check_triggers(&conn).unwrap();
+        let memory = Mutex::default();
+        set(&conn, "user_id:ana", "granted", 1);
+        assert_eq!(status(&conn, &memory, "user_id:ana"), Some("granted"));
+        assert_eq!(status(&conn, &memory, "user_id:bob"), None);
+        assert_eq!(lock(&memory).subjects.len(), 2, "both kept, bob as having no state");
+
+        set(&conn, "user_id:bob", "denied", 2);
+        assert_eq!(status(&conn, &memory, "user_id:bob"), Some("denied"));
+        assert!(lock(&memory).subjects.contains_key("user_id:ana"), "ana did not change");
+
+        // Ana changes, then so many others that her change is pruned from the list.
+        set(&conn, "user_id:ana", "withdrawn", 3);
+        let tx = conn.unchecked_transaction().unwrap();
+        for n in 0..70_000 {
+            set(&tx, &format!("user_id:visitor-{n}"), "granted", 4);
+        }
+        tx.commit().unwrap();
+        let oldest: i64 = conn
+            .query_row("SELECT min(gen) FROM consent_state_changes", [], |r| r.get(0))
+            .unwrap();
+        assert!(oldest > 3, "ana's change is no longer listed");
+        assert_eq!(status(&conn, &memory, "user_id:ana"), Some("withdrawn"));
+        assert_eq!(lock(&memory).subjects.len(), 1, "memory started again");
+    }
+
+    #[test]
+    fn a_store_without_its_triggers_does_not_open() {
+        let conn = store();
+        conn.execute_batch("DROP TRIGGER consent_state_updated").unwrap();
+        let err = check_triggers(&conn).unwrap_err().to_string();
+        assert!(err.contains("consent_state_updated"), "{err}");
+    }
 }

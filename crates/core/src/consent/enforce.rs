@@ -14,7 +14,7 @@
 //! only link identifiers (`alias`, `identify` without traits) are kept: they are what lets a
 //! later refusal be applied to every identifier of the person.
 
-use super::{ConsentView, Subject, has_basis};
+use super::{ConsentView, has_basis};
 use crate::catalog::Catalog;
 use crate::collect::{DropReason, Dropped, MessageType, Normalized};
 use serde_json::Value;
@@ -30,22 +30,11 @@ pub enum Verdict {
 
 /// Applies consent to a normalised message in place and says whether to keep it. On `Keep`,
 /// `message.purposes` holds the purposes it may be used for.
-pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentView) -> Verdict {
-    let subject_keys: Vec<String> = Subject::of_message(&normalized.message.body)
-        .iter()
-        .map(Subject::key)
-        .collect();
-    enforce_for(normalized, catalog, view, &subject_keys)
-}
-
-/// [`enforce`] for a caller that has read the message's subjects already, given by their keys
-/// ([`Subject::key`]).
-pub fn enforce_for(
-    normalized: &mut Normalized,
-    catalog: &Catalog,
-    view: &ConsentView,
-    subject_keys: &[String],
-) -> Verdict {
+///
+/// `subject_keys` are the message's subjects ([`super::Subject::of_message`]) by their keys
+/// ([`super::Subject::key`]), read once by a caller that also records the consent signals they
+/// carry.
+pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentView, subject_keys: &[String]) -> Verdict {
     let allowed = |purpose: &String| {
         catalog
             .purposes
@@ -109,7 +98,7 @@ pub fn enforce_for(
 mod tests {
     use super::*;
     use crate::collect::{Envelope, normalize};
-    use crate::consent::{IdKind, StateEntry, Status};
+    use crate::consent::{IdKind, StateEntry, Status, Subject};
     use serde_json::json;
 
     fn now() -> jiff::Timestamp {
@@ -119,7 +108,8 @@ mod tests {
     fn run(raw: Value, view: &ConsentView) -> (Verdict, Normalized) {
         let catalog = Catalog::builtin();
         let mut n = normalize(raw, &Envelope::default(), &catalog, now()).unwrap();
-        let v = enforce(&mut n, &catalog, view);
+        let keys: Vec<String> = Subject::of_message(&n.message.body).iter().map(Subject::key).collect();
+        let v = enforce(&mut n, &catalog, view, &keys);
         (v, n)
     }
 

@@ -369,9 +369,16 @@ pub type SubjectStates = HashMap<String, StateEntry>;
 /// Current states of several subjects, as read from the store: subject key → purpose → state.
 /// A subject's states are shared with whoever read them (a store keeping them in memory) and
 /// copied only when the view changes them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ConsentView {
     states: HashMap<String, Arc<SubjectStates>>,
+}
+
+/// Says how many subjects, never their keys: they are identifiers.
+impl fmt::Debug for ConsentView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsentView({} subjects)", self.states.len())
+    }
 }
 
 impl ConsentView {
