@@ -424,13 +424,7 @@ async fn events_are_found_by_person_and_message_id_however_old_and_from_any_node
         .unwrap()
         .seq;
     let erased = store
-        .erase(Erasure {
-            keys: vec!["user_id:user-1".into()],
-            profile: None,
-            suppression: vec![],
-            at: Timestamp::now(),
-            notices: Vec::new(),
-        })
+        .erase(erasure_of_keys(vec!["user_id:user-1".into()]))
         .await
         .unwrap();
     assert_eq!(erased.events, 4);
@@ -932,6 +926,17 @@ mod postgres_partitions {
 use confiance_core::catalog::Catalog;
 use confiance_core::consent::{ConsentView, Decision, IdKind, Method, Status, Subject};
 
+/// The erasure of identifier keys alone, now: no profile, nothing else to suppress or notify.
+fn erasure_of_keys(keys: Vec<String>) -> Erasure {
+    Erasure {
+        keys,
+        profile: None,
+        suppression: vec![],
+        at: Timestamp::now(),
+        notices: Vec::new(),
+    }
+}
+
 fn subject(kind: IdKind, value: &str) -> Subject {
     Subject::parse(kind, value).expect("a valid subject")
 }
@@ -1036,16 +1041,7 @@ async fn consent_read_by_one_node_follows_what_another_records_and_erases(place:
     let view = reader.consent_view(&both).await.unwrap();
     assert_eq!(status_of(&view, &bob), Some(Status::Granted));
 
-    writer
-        .erase(Erasure {
-            keys: vec![ana.key()],
-            profile: None,
-            suppression: vec![],
-            at: Timestamp::now(),
-            notices: Vec::new(),
-        })
-        .await
-        .unwrap();
+    writer.erase(erasure_of_keys(vec![ana.key()])).await.unwrap();
     let view = reader.consent_view(&both).await.unwrap();
     assert_eq!(
         (status_of(&view, &ana), status_of(&view, &bob)),
