@@ -27,6 +27,7 @@ mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_consent;
 mod sqlite_log;
+mod sqlite_sync;
 mod sqlite_unify;
 mod unify;
 mod vault;

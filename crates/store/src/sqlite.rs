@@ -17,8 +17,10 @@
 //! of its own, so that copying pages to the database file never holds up a commit.
 //!
 //! Reads use a small pool of connections on the blocking thread pool; WAL mode lets them run
-//! beside the writer. `synchronous = FULL` makes each commit durable against power loss, not
-//! only against a crash of the process.
+//! beside the writer. Every commit is durable against power loss, not only against a crash of
+//! the process, before its callers are answered: other connections commit with
+//! `synchronous = FULL`; the writer's commits are synced by a thread of their own
+//! ([`crate::sqlite_sync`]) while the writer goes on with the next group.
 //!
 //! Appends write the event log in `seq` order only; its lookups by `messageId` and by person are
 //! indexed in bulk behind them ([`crate::sqlite_log`]).
@@ -249,6 +251,7 @@ fn writer_loop(
     mut queue: mpsc::Receiver<Box<dyn WriteOp>>,
     committed: std::sync::mpsc::SyncSender<()>,
     gate: Arc<Mutex<()>>,
+    durable: std::sync::mpsc::Sender<crate::sqlite_sync::Committed>,
 ) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
     let mut previous = 0;
@@ -285,8 +288,21 @@ fn writer_loop(
             Err(e) => Err(e.to_string()),
         };
         drop(gate);
-        for op in group.drain(..) {
-            op.finish(commit.clone());
+        match commit {
+            // Answered once the commit is durable.
+            Ok(()) => {
+                let ops = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
+                if let Err(unsynced) = durable.send(ops) {
+                    for op in unsynced.0 {
+                        op.finish(Err("the store is closing: the commit was not synced".into()));
+                    }
+                }
+            }
+            Err(e) => {
+                for op in group.drain(..) {
+                    op.finish(Err(e.clone()));
+                }
+            }
         }
         // Full means a wake-up is already pending: the checkpointer will see this commit too.
         let _ = committed.try_send(());
@@ -321,18 +337,21 @@ impl SqliteStore {
         // cache stays valid from one transaction to the next (no other connection writes), and
         // SQLite's default of 2 MB is smaller than one group's worth of index pages: the writer
         // read pages back and spilled uncommitted pages to the log in the middle of a group.
+        // Its commits are made durable by the sync thread, not by SQLite.
         conn.execute_batch(
             "PRAGMA wal_autocheckpoint = 0;
-             PRAGMA cache_size = -65536;",
+             PRAGMA cache_size = -65536;
+             PRAGMA synchronous = NORMAL;",
         )?;
         let recent = Recent::load(&conn)?;
         let gate = Arc::new(Mutex::new(()));
         let committed = crate::sqlite_checkpoint::start(open_connection(&path)?, gate.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         crate::sqlite_log::start_folding(tx.downgrade(), open_connection(&path)?)?;
+        let durable = crate::sqlite_sync::start(&path)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, committed, gate))
+            .spawn(move || writer_loop(conn, rx, committed, gate, durable))
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let readers = (0..READERS)
             .map(|_| open_connection(&path))
