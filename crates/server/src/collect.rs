@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use confiance_core::collect::envelope::{Batch, Single, parse_message};
 use confiance_core::collect::{
-    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, normalize, normalize_incoming,
+    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, at, normalize, normalize_incoming,
 };
 use confiance_core::consent::enforce::{Verdict, enforce};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
@@ -199,6 +199,40 @@ impl Outcome {
     }
 }
 
+/// Where a consent decision carried by a message was expressed, as the ledger keeps it.
+#[derive(Clone)]
+struct Provenance {
+    touchpoint: Option<String>,
+    ip_hash: Option<String>,
+    ua_hash: Option<String>,
+}
+
+impl Provenance {
+    fn of(app: &AppState, source: &Source, request: &RequestInfo, message: &Message, secret: &[u8]) -> Self {
+        let context = |field| at(&message.body, &["context", field]).and_then(Value::as_str);
+        let ip = context("ip").or(request.ip.as_deref());
+        let ua = context("userAgent").or(request.user_agent.as_deref());
+        // The event's touchpoint, or for page views the first touchpoint the catalog gives the
+        // source.
+        let touchpoint = message
+            .event
+            .as_ref()
+            .and_then(|e| app.catalog.events.get(e))
+            .and_then(|d| d.touchpoints.first())
+            .or_else(|| {
+                app.catalog
+                    .sources
+                    .get(source.name.as_ref())
+                    .and_then(|s| s.touchpoints.first())
+            });
+        Self {
+            touchpoint: touchpoint.cloned(),
+            ip_hash: ip.map(|ip| app.hash_ip(secret, ip)),
+            ua_hash: ua.map(|ua| app.hash_ua(secret, ua)),
+        }
+    }
+}
+
 /// Applies consent to normalised messages: records the consent signals they carry (only the
 /// ones that change a subject's state), then keeps each message, or part of it, only for the
 /// purposes that have a legal basis. Returns the messages to store and the decisions to record;
@@ -242,28 +276,8 @@ async fn apply_consent(
         }
         if !read.decisions.is_empty() {
             let at = normalized.message.received_at;
-            let ip = body
-                .pointer("/context/ip")
-                .and_then(Value::as_str)
-                .or(request.ip.as_deref());
-            let ua = body
-                .pointer("/context/userAgent")
-                .and_then(Value::as_str)
-                .or(request.user_agent.as_deref());
-            // Where the choice was expressed: the event's touchpoint, or for page views the
-            // first touchpoint the catalog gives the source.
-            let touchpoint = normalized
-                .message
-                .event
-                .as_ref()
-                .and_then(|e| app.catalog.events.get(e))
-                .and_then(|d| d.touchpoints.first())
-                .or_else(|| {
-                    app.catalog
-                        .sources
-                        .get(source.name.as_ref())
-                        .and_then(|s| s.touchpoints.first())
-                });
+            // Worked out for the first decision recorded: most signals repeat a standing choice.
+            let mut provenance = None;
             let ids = message_subjects
                 .iter()
                 .zip(&keys)
@@ -293,6 +307,13 @@ async fn apply_consent(
                     );
                     let mut proof = signal.proof(body);
                     proof["message_id"] = json!(normalized.message.message_id);
+                    let Provenance {
+                        touchpoint,
+                        ip_hash,
+                        ua_hash,
+                    } = provenance
+                        .get_or_insert_with(|| Provenance::of(app, source, request, &normalized.message, secret))
+                        .clone();
                     decisions.push(Decision {
                         subject: subject.clone(),
                         purpose: signal.purpose.to_owned(),
@@ -301,9 +322,9 @@ async fn apply_consent(
                         recorded_at: at,
                         notice: None,
                         source_id: Some(source.id),
-                        touchpoint: touchpoint.cloned(),
-                        ip_hash: ip.map(|ip| app.hash_ip(secret, ip)),
-                        ua_hash: ua.map(|ua| app.hash_ua(secret, ua)),
+                        touchpoint,
+                        ip_hash,
+                        ua_hash,
                         proof,
                     });
                 }

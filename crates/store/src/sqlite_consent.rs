@@ -144,7 +144,7 @@ pub(crate) fn states(
             match memory.subjects.get(kept) {
                 Some(states) => view.insert_subject(key, states),
                 None => {
-                    unknown.insert(kept, SubjectStates::new());
+                    unknown.insert(kept, SubjectStates::default());
                 }
             }
         }

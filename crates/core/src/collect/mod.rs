@@ -258,6 +258,18 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
     })
 }
 
+/// The value under the object keys of `path` inside `value`. What [`Value::pointer`] finds for
+/// `/a/b`, without the two strings it allocates for each key to unescape it: every event is
+/// looked into this way several times.
+pub fn at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+/// [`at`], to change what it finds.
+pub fn at_mut<'v>(value: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
+    path.iter().try_fold(value, |v, key| v.get_mut(key))
+}
+
 /// Keeps the declared entries of `map`, reporting the others under `prefix`.
 fn minimise(
     map: Map<String, Value>,
@@ -604,6 +616,27 @@ impl Ord for DropReason {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn at_finds_what_a_pointer_finds() {
+        let mut body = json!({"context": {"consent": {"categoryPreferences": {"ads": false}}, "ip": "x"}, "n": 1});
+        for (path, pointer) in [
+            (
+                &["context", "consent", "categoryPreferences"][..],
+                "/context/consent/categoryPreferences",
+            ),
+            (&["context", "ip"], "/context/ip"),
+            (&["context", "missing"], "/context/missing"),
+            (&["n", "below"], "/n/below"),
+            (&[], ""),
+        ] {
+            assert_eq!(at(&body, path), body.pointer(pointer), "{pointer}");
+        }
+        if let Some(ip) = at_mut(&mut body, &["context", "ip"]) {
+            *ip = json!("y");
+        }
+        assert_eq!(body["context"]["ip"], "y");
+    }
 
     #[test]
     fn carried_traits_are_the_persons_own_and_those_in_context() {

@@ -16,7 +16,7 @@
 
 use super::{ConsentView, has_basis};
 use crate::catalog::Catalog;
-use crate::collect::{DropReason, Dropped, MessageType, Normalized};
+use crate::collect::{DropReason, Dropped, MessageType, Normalized, at_mut};
 use serde_json::Value;
 
 /// Whether a message is stored.
@@ -34,13 +34,19 @@ pub enum Verdict {
 /// `subject_keys` are the message's subjects ([`super::Subject::of_message`]) by their keys
 /// ([`super::Subject::key`]), read once by a caller that also records the consent signals they
 /// carry.
-pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentView, subject_keys: &[String]) -> Verdict {
-    let allowed = |purpose: &String| {
-        catalog
-            .purposes
-            .get(purpose)
-            .is_some_and(|p| has_basis(p, view.effective_by_keys(subject_keys, purpose)))
+pub fn enforce<'c>(
+    normalized: &mut Normalized,
+    catalog: &'c Catalog,
+    view: &ConsentView,
+    subject_keys: &[String],
+) -> Verdict {
+    let mut verdicts = Verdicts {
+        catalog,
+        view,
+        subject_keys,
+        known: Vec::new(),
     };
+    let mut allowed = |purpose: &'c String| verdicts.allowed(purpose);
     let message = &mut normalized.message;
     let mut purposes: Vec<String> = match message.kind {
         MessageType::Track => message
@@ -62,8 +68,8 @@ pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentVie
         return Verdict::Drop;
     }
 
-    for (pointer, prefix) in [("/traits", "traits"), ("/context/traits", "context.traits")] {
-        let Some(Value::Object(traits)) = message.body.pointer_mut(pointer) else {
+    for (path, prefix) in [(&["traits"][..], "traits"), (&["context", "traits"], "context.traits")] {
+        let Some(Value::Object(traits)) = at_mut(&mut message.body, path) else {
             continue;
         };
         traits.retain(|name, _| {
@@ -92,6 +98,30 @@ pub fn enforce(normalized: &mut Normalized, catalog: &Catalog, view: &ConsentVie
     purposes.sort();
     message.purposes = purposes;
     Verdict::Keep
+}
+
+/// Whether each purpose has a legal basis for one message's subjects, each asked about once
+/// however many parts of the message serve it.
+struct Verdicts<'c, 'v> {
+    catalog: &'c Catalog,
+    view: &'v ConsentView,
+    subject_keys: &'v [String],
+    known: Vec<(&'c str, bool)>,
+}
+
+impl<'c> Verdicts<'c, '_> {
+    fn allowed(&mut self, purpose: &'c str) -> bool {
+        if let Some((_, verdict)) = self.known.iter().find(|(p, _)| *p == purpose) {
+            return *verdict;
+        }
+        let verdict = self
+            .catalog
+            .purposes
+            .get(purpose)
+            .is_some_and(|p| has_basis(p, self.view.effective_by_keys(self.subject_keys, purpose)));
+        self.known.push((purpose, verdict));
+        verdict
+    }
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl Subject {
         };
         push(IdKind::UserId, body.get("userId"));
         push(IdKind::AnonymousId, body.get("anonymousId"));
-        for traits in [body.get("traits"), body.pointer("/context/traits")]
+        for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
             .into_iter()
             .flatten()
         {
@@ -364,14 +364,14 @@ impl StateEntry {
 }
 
 /// The current states of one subject, purpose by purpose.
-pub type SubjectStates = HashMap<String, StateEntry>;
+pub type SubjectStates = HashMap<String, StateEntry, foldhash::fast::RandomState>;
 
 /// Current states of several subjects, as read from the store: subject key → purpose → state.
 /// A subject's states are shared with whoever read them (a store keeping them in memory) and
 /// copied only when the view changes them.
 #[derive(Clone, Default)]
 pub struct ConsentView {
-    states: HashMap<String, Arc<SubjectStates>>,
+    states: HashMap<String, Arc<SubjectStates>, foldhash::fast::RandomState>,
 }
 
 /// Says how many subjects, never their keys: they are identifiers.
@@ -386,7 +386,8 @@ impl ConsentView {
     /// only when they are new to the view: a store reads hundreds of rows for one request.
     pub fn insert(&mut self, subject_key: &str, purpose: &str, entry: StateEntry) {
         let Some(slot) = self.states.get_mut(subject_key) else {
-            let slot = HashMap::from([(purpose.to_owned(), entry)]);
+            let mut slot = SubjectStates::default();
+            slot.insert(purpose.to_owned(), entry);
             self.states.insert(subject_key.to_owned(), Arc::new(slot));
             return;
         };

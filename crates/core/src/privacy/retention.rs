@@ -46,7 +46,7 @@ pub fn event_expired(purposes: &[String], at: Timestamp, catalog: &Catalog, now:
 /// The traits a message carried that are past their own retention.
 pub fn expired_traits(body: &serde_json::Value, at: Timestamp, catalog: &Catalog, now: Timestamp) -> Vec<String> {
     let mut out = Vec::new();
-    for traits in [body.get("traits"), body.pointer("/context/traits")]
+    for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
         .into_iter()
         .flatten()
     {

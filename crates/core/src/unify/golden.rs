@@ -102,7 +102,10 @@ pub fn observations(e: &EventView<'_>, rectified: bool) -> Vec<(String, Observat
     let own = matches!(e.kind, MessageType::Identify)
         .then(|| e.body.get("traits"))
         .flatten();
-    for traits in [own, e.body.pointer("/context/traits")].into_iter().flatten() {
+    for traits in [own, crate::collect::at(e.body, &["context", "traits"])]
+        .into_iter()
+        .flatten()
+    {
         if let Value::Object(map) = traits {
             for (name, value) in map {
                 out.push((

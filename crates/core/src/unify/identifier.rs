@@ -109,7 +109,7 @@ pub fn message_identifiers(body: &serde_json::Value, catalog: &crate::catalog::C
     {
         push(Identifier::parse("anonymous_id", &prev));
     }
-    for traits in [body.get("traits"), body.pointer("/context/traits")]
+    for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
         .into_iter()
         .flatten()
     {
