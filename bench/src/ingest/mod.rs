@@ -11,10 +11,10 @@
 //! Both servers run in this process, on the same multi-thread tokio runtime as the load
 //! generator, one after the other with the same bodies, connections and durations: on a
 //! two-core machine the generator takes its share of the CPU from both alike. Confiance runs
-//! its real router, state and store (SQLite in a fresh temporary directory, with its durable
-//! `synchronous = FULL` group commits; optionally a fresh PostgreSQL database), and afterwards
-//! the benchmark checks that the store holds exactly the events that were acknowledged: a rate
-//! of events that were not kept would be no rate at all.
+//! its real router, state and store (SQLite in a fresh temporary directory, with its group
+//! commits each synced to disk before it is answered; optionally a fresh PostgreSQL database),
+//! and afterwards the benchmark checks that the store holds exactly the events that were
+//! acknowledged: a rate of events that were not kept would be no rate at all.
 //!
 //! Confiance runs twice more on SQLite: with consent enforcement switched off, a switch that
 //! exists only for this, to tell what applying consent at collection costs; and with the
@@ -132,7 +132,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     let mut rows = vec![
         ("baseline: axum + serde_json parse only", Row::Measured(baseline, None)),
-        ("Confiance, SQLite (synchronous = FULL)", sqlite),
+        ("Confiance, SQLite (durable commits)", sqlite),
         ("  the same, consent not enforced", unenforced),
         ("  the same, identity resolver beside it", resolving),
     ];
