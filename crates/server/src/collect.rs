@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use confiance_core::collect::envelope::{Batch, Single, parse_message};
 use confiance_core::collect::{
-    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, at, normalize, normalize_incoming,
+    DropReason, Dropped, MAX_REQUEST_BYTES, Message, MessageType, Normalized, at_path, normalize, normalize_incoming,
 };
 use confiance_core::consent::enforce::{Verdict, enforce};
 use confiance_core::consent::{Decision, IdKind, StateEntry, Status, Subject, signals};
@@ -209,7 +209,7 @@ struct Provenance {
 
 impl Provenance {
     fn of(app: &AppState, source: &Source, request: &RequestInfo, message: &Message, secret: &[u8]) -> Self {
-        let context = |field| at(&message.body, &["context", field]).and_then(Value::as_str);
+        let context = |field| at_path(&message.body, &["context", field]).and_then(Value::as_str);
         let ip = context("ip").or(request.ip.as_deref());
         let ua = context("userAgent").or(request.user_agent.as_deref());
         // The event's touchpoint, or for page views the first touchpoint the catalog gives the

@@ -5,8 +5,9 @@
 //! SQLite allows one writer at a time, and a durable commit costs an `fsync`. So every write
 //! goes through one writer thread that practises *group commit*: it takes the first waiting
 //! operation, then everything else already queued (up to a bound), runs them all in one
-//! transaction with a savepoint each, commits once, and only then answers each caller. Under
-//! load one `fsync` covers many requests; alone, a request pays one `fsync` and no waiting.
+//! transaction with a savepoint each and commits once; each caller is answered once that commit
+//! is durable. Under load one `fsync` covers many requests; alone, a request pays one `fsync`
+//! and no waiting.
 //! A failing operation rolls back to its own savepoint and fails alone.
 //!
 //! A group is bounded by the rows it writes as well as by its operations, and when the previous
@@ -102,7 +103,8 @@ const MAX_GROUP_ROWS: usize = 8192;
 const LINGER: Duration = Duration::from_micros(1000);
 /// How often the writer looks for new operations while it lingers.
 const LINGER_POLL: Duration = Duration::from_micros(100);
-/// How many operations may wait for the writer before callers are told to back off.
+/// How many operations may wait for the writer before callers are told to back off (those
+/// committed and waiting for their sync are not counted: each has a caller waiting for it).
 const QUEUE_DEPTH: usize = 4096;
 /// Read connections kept open.
 const READERS: usize = 4;
@@ -116,7 +118,7 @@ pub(crate) trait WriteOp: Send {
     fn rows(&self) -> usize;
     /// Runs inside the group transaction; its own failure is kept for [`WriteOp::finish`].
     fn apply(&mut self, tx: &Transaction<'_>);
-    /// Answers the caller once the group committed (or failed to).
+    /// Answers the caller once the group's commit is durable (or failed).
     fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
 }
 
@@ -251,7 +253,7 @@ fn writer_loop(
     mut queue: mpsc::Receiver<Box<dyn WriteOp>>,
     committed: std::sync::mpsc::SyncSender<()>,
     gate: Arc<Mutex<()>>,
-    durable: std::sync::mpsc::Sender<crate::sqlite_sync::Committed>,
+    durable: crate::sqlite_sync::Syncer,
 ) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
     let mut previous = 0;
@@ -273,6 +275,10 @@ fn writer_loop(
             }
         }
         previous = group.len();
+        if durable.stopped() {
+            crate::sqlite_sync::refuse(group.drain(..));
+            continue;
+        }
         // Held while the transaction runs: a checkpoint that must not race the writer waits for
         // the end of this one and holds the next back.
         let gate = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -290,14 +296,7 @@ fn writer_loop(
         drop(gate);
         match commit {
             // Answered once the commit is durable.
-            Ok(()) => {
-                let ops = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
-                if let Err(unsynced) = durable.send(ops) {
-                    for op in unsynced.0 {
-                        op.finish(Err("the store is closing: the commit was not synced".into()));
-                    }
-                }
-            }
+            Ok(()) => durable.answer_when_durable(std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP))),
             Err(e) => {
                 for op in group.drain(..) {
                     op.finish(Err(e.clone()));
@@ -348,7 +347,9 @@ impl SqliteStore {
         let committed = crate::sqlite_checkpoint::start(open_connection(&path)?, gate.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         crate::sqlite_log::start_folding(tx.downgrade(), open_connection(&path)?)?;
-        let durable = crate::sqlite_sync::start(&path)?;
+        // The database file as SQLite names it: its log's name derives from it.
+        let db_file = conn.path().map_or_else(|| path.clone(), PathBuf::from);
+        let durable = crate::sqlite_sync::Syncer::start(&db_file)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, committed, gate, durable))

@@ -261,12 +261,12 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
 /// The value under the object keys of `path` inside `value`. What [`Value::pointer`] finds for
 /// `/a/b`, without the two strings it allocates for each key to unescape it: every event is
 /// looked into this way several times.
-pub fn at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+pub fn at_path<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
     path.iter().try_fold(value, |v, key| v.get(key))
 }
 
-/// [`at`], to change what it finds.
-pub fn at_mut<'v>(value: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
+/// [`at_path`], to change what it finds.
+pub fn at_path_mut<'v>(value: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
     path.iter().try_fold(value, |v, key| v.get_mut(key))
 }
 
@@ -630,9 +630,9 @@ mod tests {
             (&["n", "below"], "/n/below"),
             (&[], ""),
         ] {
-            assert_eq!(at(&body, path), body.pointer(pointer), "{pointer}");
+            assert_eq!(at_path(&body, path), body.pointer(pointer), "{pointer}");
         }
-        if let Some(ip) = at_mut(&mut body, &["context", "ip"]) {
+        if let Some(ip) = at_path_mut(&mut body, &["context", "ip"]) {
             *ip = json!("y");
         }
         assert_eq!(body["context"]["ip"], "y");

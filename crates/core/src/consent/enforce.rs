@@ -16,7 +16,7 @@
 
 use super::{ConsentView, has_basis};
 use crate::catalog::Catalog;
-use crate::collect::{DropReason, Dropped, MessageType, Normalized, at_mut};
+use crate::collect::{DropReason, Dropped, MessageType, Normalized, at_path_mut};
 use serde_json::Value;
 
 /// Whether a message is stored.
@@ -40,13 +40,13 @@ pub fn enforce<'c>(
     view: &ConsentView,
     subject_keys: &[String],
 ) -> Verdict {
-    let mut verdicts = Verdicts {
+    let mut bases = Bases {
         catalog,
         view,
         subject_keys,
         known: Vec::new(),
     };
-    let mut allowed = |purpose: &'c String| verdicts.allowed(purpose);
+    let mut allowed = |purpose: &'c String| bases.allowed(purpose);
     let message = &mut normalized.message;
     let mut purposes: Vec<String> = match message.kind {
         MessageType::Track => message
@@ -69,7 +69,7 @@ pub fn enforce<'c>(
     }
 
     for (path, prefix) in [(&["traits"][..], "traits"), (&["context", "traits"], "context.traits")] {
-        let Some(Value::Object(traits)) = at_mut(&mut message.body, path) else {
+        let Some(Value::Object(traits)) = at_path_mut(&mut message.body, path) else {
             continue;
         };
         traits.retain(|name, _| {
@@ -102,25 +102,25 @@ pub fn enforce<'c>(
 
 /// Whether each purpose has a legal basis for one message's subjects, each asked about once
 /// however many parts of the message serve it.
-struct Verdicts<'c, 'v> {
+struct Bases<'c, 'v> {
     catalog: &'c Catalog,
     view: &'v ConsentView,
     subject_keys: &'v [String],
     known: Vec<(&'c str, bool)>,
 }
 
-impl<'c> Verdicts<'c, '_> {
+impl<'c> Bases<'c, '_> {
     fn allowed(&mut self, purpose: &'c str) -> bool {
-        if let Some((_, verdict)) = self.known.iter().find(|(p, _)| *p == purpose) {
-            return *verdict;
+        if let Some((_, has)) = self.known.iter().find(|(p, _)| *p == purpose) {
+            return *has;
         }
-        let verdict = self
+        let has = self
             .catalog
             .purposes
             .get(purpose)
             .is_some_and(|p| has_basis(p, self.view.effective_by_keys(self.subject_keys, purpose)));
-        self.known.push((purpose, verdict));
-        verdict
+        self.known.push((purpose, has));
+        has
     }
 }
 

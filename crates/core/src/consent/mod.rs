@@ -146,9 +146,12 @@ impl Subject {
         };
         push(IdKind::UserId, body.get("userId"));
         push(IdKind::AnonymousId, body.get("anonymousId"));
-        for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
-            .into_iter()
-            .flatten()
+        for traits in [
+            body.get("traits"),
+            crate::collect::at_path(body, &["context", "traits"]),
+        ]
+        .into_iter()
+        .flatten()
         {
             push(IdKind::Email, traits.get("email"));
             push(IdKind::Phone, traits.get("phone"));

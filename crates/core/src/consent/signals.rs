@@ -15,7 +15,7 @@
 
 use super::{Method, Status, tcf};
 use crate::catalog::Catalog;
-use crate::collect::at;
+use crate::collect::at_path;
 use serde_json::{Value, json};
 
 /// One decision a message expresses about a purpose of the catalog.
@@ -44,13 +44,13 @@ impl Signal<'_> {
     /// What was sent, as proof (never personal data), from the message `body` it was read in.
     /// Built only for the signals recorded: most repeat a standing choice.
     pub fn proof(&self, body: &Value) -> Value {
-        let consent = |field: &str| at(body, &["context", "consent", field]).cloned();
+        let consent = |field: &str| at_path(body, &["context", "consent", field]).cloned();
         match self.from {
             Origin::Gpc => json!({"sec_gpc": "1"}),
             Origin::TcString => json!({"tc_string": consent("tcString")}),
             Origin::CategoryPreferences => json!({"categoryPreferences": consent("categoryPreferences")}),
             Origin::ConsentManagement => {
-                let cm = at(body, &["context", "consentManagement"]);
+                let cm = at_path(body, &["context", "consentManagement"]);
                 json!({"consentManagement": {"provider": cm.and_then(|c| c.get("provider")),
                     "allowedConsentIds": consent_ids(cm, "allowedConsentIds"),
                     "deniedConsentIds": consent_ids(cm, "deniedConsentIds")}})
@@ -99,7 +99,7 @@ fn consent_ids(cm: Option<&Value>, field: &str) -> Vec<String> {
 /// `Sec-GPC: 1`.
 pub fn read<'c>(body: &Value, catalog: &'c Catalog, gpc: bool) -> Signals<'c> {
     let mut out = Signals::default();
-    let consent = at(body, &["context", "consent"]);
+    let consent = at_path(body, &["context", "consent"]);
 
     if gpc {
         for p in catalog.purposes.values().filter(|p| p.signals.gpc_refuses) {
@@ -149,7 +149,7 @@ pub fn read<'c>(body: &Value, catalog: &'c Catalog, gpc: bool) -> Signals<'c> {
         }
     }
 
-    if let Some(cm) = at(body, &["context", "consentManagement"]) {
+    if let Some(cm) = at_path(body, &["context", "consentManagement"]) {
         let (allowed, denied) = (
             consent_ids(Some(cm), "allowedConsentIds"),
             consent_ids(Some(cm), "deniedConsentIds"),

@@ -46,9 +46,12 @@ pub fn event_expired(purposes: &[String], at: Timestamp, catalog: &Catalog, now:
 /// The traits a message carried that are past their own retention.
 pub fn expired_traits(body: &serde_json::Value, at: Timestamp, catalog: &Catalog, now: Timestamp) -> Vec<String> {
     let mut out = Vec::new();
-    for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
-        .into_iter()
-        .flatten()
+    for traits in [
+        body.get("traits"),
+        crate::collect::at_path(body, &["context", "traits"]),
+    ]
+    .into_iter()
+    .flatten()
     {
         for name in traits.as_object().into_iter().flat_map(|m| m.keys()) {
             let expired = catalog

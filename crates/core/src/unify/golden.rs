@@ -102,7 +102,7 @@ pub fn observations(e: &EventView<'_>, rectified: bool) -> Vec<(String, Observat
     let own = matches!(e.kind, MessageType::Identify)
         .then(|| e.body.get("traits"))
         .flatten();
-    for traits in [own, crate::collect::at(e.body, &["context", "traits"])]
+    for traits in [own, crate::collect::at_path(e.body, &["context", "traits"])]
         .into_iter()
         .flatten()
     {

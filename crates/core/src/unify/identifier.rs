@@ -109,9 +109,12 @@ pub fn message_identifiers(body: &serde_json::Value, catalog: &crate::catalog::C
     {
         push(Identifier::parse("anonymous_id", &prev));
     }
-    for traits in [body.get("traits"), crate::collect::at(body, &["context", "traits"])]
-        .into_iter()
-        .flatten()
+    for traits in [
+        body.get("traits"),
+        crate::collect::at_path(body, &["context", "traits"]),
+    ]
+    .into_iter()
+    .flatten()
     {
         let Some(map) = traits.as_object() else { continue };
         push(text(map.get("email")).and_then(|e| Identifier::parse("email", &e)));
