@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "consent state changes",
         include_str!("../migrations/sqlite/0016_consent_state_changes.sql"),
     ),
+    (
+        17,
+        "sliced folds",
+        include_str!("../migrations/sqlite/0017_sliced_folds.sql"),
+    ),
 ];
 
 /// How many operations one group commit takes at most.

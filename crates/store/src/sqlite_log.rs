@@ -12,8 +12,15 @@
 //!
 //! - **The bulk indexes.** `event_ids` holds each source's `messageId`s with their seq, and
 //!   `event_subjects` each event under its `user_id:…` and `anonymous_id:…` keys. Every
-//!   [`FOLD_EVERY`] one transaction ([`fold`]) indexes the events after `event_log.folded`,
-//!   sorted: a bulk of many events shares the pages that one event at a time would each write.
+//!   [`FOLD_EVERY`] a fold indexes the events after `event_log.folded`, sorted: a bulk of many
+//!   events shares the pages that one event at a time would each write.
+//! - **Folds in slices.** A fold inside one writer transaction held every append back for
+//!   150–200 ms (the p99 latency of ingestion). So a thread of its own reads and sorts the
+//!   entries ([`read_fold`]) and the writer inserts them in slices of disjoint key ranges
+//!   ([`insert_slice`]), each in a group commit between appends; each page is still written by
+//!   one slice. The last slice moves `folded`. A slice read before the log's marks moved — another
+//!   process folded, or events were deleted (`event_log.deleted` counts them) — is refused and
+//!   the fold read again, so an entry never outlives its event.
 //! - **Idempotency.** The writer keeps the `messageId`s of the events after `folded` in memory
 //!   ([`Recent`]), with the seq that stored each; a hit is confirmed against the event, so a
 //!   rolled-back append or a deleted event is never taken for a duplicate. Older ones are looked
@@ -38,8 +45,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How often the events appended since the last fold are indexed.
 const FOLD_EVERY: Duration = Duration::from_millis(500);
-/// The most events one fold indexes, to bound the transaction it adds to a group.
+/// The most events one fold indexes, to bound the memory its entries take.
 const FOLD_MAX: i64 = 100_000;
+/// About how many index entries the writer inserts in one go: a slice of a fold takes it about
+/// as long as a group of appends.
+const SLICE_ENTRIES: usize = 8_192;
 
 /// The `messageId`s of the events after `event_log.folded`, which `event_ids` does not hold yet,
 /// by source, with the seq of the event that stored each.
@@ -205,42 +215,110 @@ pub(crate) fn append(
     Ok(stored)
 }
 
-/// Indexes the events appended since the last fold (at most [`FOLD_MAX`]) under their
-/// subjects and `messageId`s. Returns how many events it indexed.
-pub(crate) fn fold(tx: &Transaction<'_>) -> Result<i64> {
-    let (high, folded) = marks(tx)?;
+/// Part of a fold: the index entries of some events, sorted, for the writer to insert. The slices
+/// of one fold cover disjoint ranges of keys, so each page of an index is written by one of them.
+pub(crate) struct Slice {
+    /// `event_log.folded` and `event_log.deleted` when the entries were read.
+    folded: i64,
+    deleted: i64,
+    /// On the fold's last slice, the seq up to which the fold indexes.
+    to: Option<i64>,
+    subjects: Vec<(String, i64)>,
+    ids: Vec<(i64, String, i64)>,
+}
+
+impl Slice {
+    fn entries(&self) -> usize {
+        self.subjects.len() + self.ids.len()
+    }
+}
+
+/// The marks a fold works from: the highest seq given, how far the bulk indexes cover the log,
+/// and how many events were ever deleted.
+fn fold_marks(conn: &Connection) -> Result<(i64, i64, i64)> {
+    Ok(conn.query_row("SELECT high, folded, deleted FROM event_log", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?)
+}
+
+/// Reads the index entries of the events after the last fold (at most [`FOLD_MAX`] of them),
+/// sorted and cut into slices of about [`SLICE_ENTRIES`]; `None` when the log is folded. Called in
+/// one read transaction, so that the marks and the events agree.
+pub(crate) fn read_fold(conn: &Connection) -> Result<Option<Vec<Slice>>> {
+    let (high, folded, deleted) = fold_marks(conn)?;
     let to = high.min(folded + FOLD_MAX);
-    if to > folded {
-        // Sorted, so that the entries that share a page are written together.
-        tx.execute(
-            "INSERT INTO event_subjects (subject, seq)
-             SELECT 'user_id:' || user_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 AND user_id IS NOT NULL
-             UNION ALL
-             SELECT 'anonymous_id:' || anonymous_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 AND anonymous_id IS NOT NULL
-             ORDER BY 1, 2",
-            [folded, to],
-        )?;
-        // A `messageId` already indexed would mean the log holds it twice: the first copy stays
-        // the one found, rather than the fold failing from then on.
-        let indexed = tx.execute(
-            "INSERT OR IGNORE INTO event_ids (source_id, message_id, seq)
-             SELECT source_id, message_id, seq FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY 1, 2",
-            [folded, to],
-        )?;
-        let events: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM events WHERE seq > ?1 AND seq <= ?2",
-            [folded, to],
-            |r| r.get(0),
-        )?;
-        if indexed as i64 != events {
-            tracing::error!(
-                duplicates = events - indexed as i64,
-                "the event log holds a messageId of a source more than once"
-            );
+    if to <= folded {
+        return Ok(None);
+    }
+    let mut subjects = Vec::new();
+    let mut ids = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, source_id, message_id, user_id, anonymous_id FROM events WHERE seq > ?1 AND seq <= ?2",
+    )?;
+    let mut rows = stmt.query([folded, to])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        ids.push((row.get(1)?, row.get(2)?, seq));
+        if let Some(user_id) = row.get::<_, Option<String>>(3)? {
+            subjects.push((format!("user_id:{user_id}"), seq));
         }
+        if let Some(anonymous_id) = row.get::<_, Option<String>>(4)? {
+            subjects.push((format!("anonymous_id:{anonymous_id}"), seq));
+        }
+    }
+    // Rust orders strings by their bytes, as SQLite's default collation does.
+    subjects.sort_unstable();
+    ids.sort_unstable();
+    let count = (subjects.len() + ids.len()).div_ceil(SLICE_ENTRIES).max(1);
+    let mut subjects = cut(subjects, count).into_iter();
+    let mut ids = cut(ids, count).into_iter();
+    Ok(Some(
+        (0..count)
+            .map(|n| Slice {
+                folded,
+                deleted,
+                to: (n + 1 == count).then_some(to),
+                subjects: subjects.next().unwrap_or_default(),
+                ids: ids.next().unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}
+
+/// `items` cut in `count` runs of nearly equal length, in order.
+fn cut<T>(mut items: Vec<T>, count: usize) -> Vec<Vec<T>> {
+    let size = items.len().div_ceil(count).max(1);
+    let mut runs = Vec::with_capacity(count);
+    while items.len() > size {
+        let rest = items.split_off(size);
+        runs.push(std::mem::replace(&mut items, rest));
+    }
+    runs.push(items);
+    runs
+}
+
+/// Inserts a slice's entries, and on the last one moves `folded`, unless the log changed since
+/// they were read: another fold (of an import beside the server) moved `folded`, or events were
+/// deleted — an entry must not outlive its event. Says whether it did; a fold whose slice was
+/// refused is read again. An entry already there (a fold that failed half way) stays.
+pub(crate) fn insert_slice(tx: &Transaction<'_>, slice: &Slice) -> Result<bool> {
+    let (_, folded, deleted) = fold_marks(tx)?;
+    if (folded, deleted) != (slice.folded, slice.deleted) {
+        return Ok(false);
+    }
+    let mut subjects = tx.prepare_cached("INSERT OR IGNORE INTO event_subjects (subject, seq) VALUES (?1, ?2)")?;
+    for (subject, seq) in &slice.subjects {
+        subjects.execute(params![subject, seq])?;
+    }
+    let mut ids =
+        tx.prepare_cached("INSERT OR IGNORE INTO event_ids (source_id, message_id, seq) VALUES (?1, ?2, ?3)")?;
+    for (source_id, message_id, seq) in &slice.ids {
+        ids.execute(params![source_id, message_id, seq])?;
+    }
+    if let Some(to) = slice.to {
         tx.execute("UPDATE event_log SET folded = ?1", [to])?;
     }
-    Ok(to - folded)
+    Ok(true)
 }
 
 /// SQL giving the seqs of the events of some subjects after `after` (an SQL expression):
@@ -263,32 +341,51 @@ pub(crate) fn profile_seqs() -> String {
     )
 }
 
-/// Starts the thread that asks the writer for a [`fold`] every [`FOLD_EVERY`] when the log has
-/// events to index, which it reads on `conn`; it ends with the store's last handle. An idle
-/// store sees no transaction from it, so the checkpointer still finds the writer idle.
-pub(crate) fn start_folding(writer: mpsc::WeakSender<Box<dyn WriteOp>>, conn: Connection) -> Result<()> {
+/// Starts the thread that folds the log every [`FOLD_EVERY`] when it has events to index: it
+/// reads and sorts their entries on `conn`, off the writer, then asks the writer to insert them
+/// slice by slice, so that appends run between slices instead of waiting for a whole fold. It
+/// ends with the store's last handle. An idle store sees no transaction from it, so the
+/// checkpointer still finds the writer idle.
+pub(crate) fn start_folding(writer: mpsc::WeakSender<Box<dyn WriteOp>>, mut conn: Connection) -> Result<()> {
     std::thread::Builder::new()
         .name("sqlite-fold".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(FOLD_EVERY);
-                let Some(queue) = writer.upgrade() else { return };
-                // The events waiting, as the rows the op writes: a large fold makes a group of
-                // its own rather than holding back the appends of a full one.
-                let waiting = match marks(&conn) {
-                    Ok((high, folded)) if high == folded => continue,
-                    Ok((high, folded)) => (high - folded).min(FOLD_MAX) as usize,
-                    Err(_) => 1,
+                let read = conn
+                    .transaction()
+                    .map_err(StoreError::from)
+                    .and_then(|tx| read_fold(&tx));
+                let slices = match read {
+                    Ok(Some(slices)) => slices,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the event log to index it failed; retried later");
+                        continue;
+                    }
                 };
-                let (reply, answer) = oneshot::channel();
-                if queue.blocking_send(Box::new(Op::new(waiting, fold, reply))).is_err() {
-                    return;
-                }
-                drop(queue);
-                match answer.blocking_recv() {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "indexing the event log failed; retried later"),
-                    Err(_) => return,
+                for slice in slices {
+                    let Some(queue) = writer.upgrade() else { return };
+                    let (reply, answer) = oneshot::channel();
+                    let op = Op::new(
+                        slice.entries(),
+                        move |tx: &Transaction<'_>| insert_slice(tx, &slice),
+                        reply,
+                    );
+                    if queue.blocking_send(Box::new(op)).is_err() {
+                        return;
+                    }
+                    drop(queue);
+                    match answer.blocking_recv() {
+                        Ok(Ok(true)) => {}
+                        // The log changed: the next fold reads it again.
+                        Ok(Ok(false)) => break,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "indexing the event log failed; retried later");
+                            break;
+                        }
+                        Err(_) => return,
+                    }
                 }
             }
         })
@@ -338,7 +435,9 @@ mod tests {
     ) -> Vec<bool> {
         let tx = conn.transaction().unwrap();
         if fold_first {
-            fold(&tx).unwrap();
+            for slice in read_fold(&tx).unwrap().unwrap_or_default() {
+                assert!(insert_slice(&tx, &slice).unwrap());
+            }
         }
         let stored = append(&tx, recent, 1, &rows(ids)).unwrap();
         if commit {
@@ -368,5 +467,84 @@ mod tests {
         );
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 3);
+    }
+
+    fn folded(conn: &Connection) -> i64 {
+        marks(conn).unwrap().1
+    }
+
+    /// The seqs `seqs_of` finds for `subject`, in order.
+    fn seqs(conn: &Connection, subject: &str) -> Vec<i64> {
+        let mut stmt = conn.prepare(&seqs_of("SELECT ?1", "0")).unwrap();
+        let mut seqs: Vec<i64> = stmt
+            .query_map([subject], |r| r.get(0))
+            .unwrap()
+            .map(|s| s.unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    #[test]
+    fn a_fold_in_slices_indexes_every_event_and_moves_the_mark_last() {
+        let mut conn = store();
+        let recent = Recent::load(&conn).unwrap();
+        // Three entries per event: more than one slice.
+        let ids: Vec<String> = (0..4_000).map(|n| format!("m-{n}")).collect();
+        let mut rows = rows(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+        for (n, row) in rows.iter_mut().enumerate() {
+            row.user_id = Some(format!("user-{}", n % 7));
+            row.anonymous_id = Some(format!("anon-{}", n % 11));
+        }
+        let tx = conn.transaction().unwrap();
+        append(&tx, &recent, 1, &rows).unwrap();
+        tx.commit().unwrap();
+
+        let slices = read_fold(&conn).unwrap().unwrap();
+        assert!(slices.len() > 1, "{} slices", slices.len());
+        let (first, last) = (slices[0].subjects.last().unwrap(), &slices[1].subjects[0]);
+        assert!(first < last, "the slices' keys overlap");
+        for (n, slice) in slices.iter().enumerate() {
+            assert_eq!(folded(&conn), 0, "moved before the last slice");
+            let tx = conn.transaction().unwrap();
+            assert!(insert_slice(&tx, slice).unwrap(), "slice {n} refused");
+            tx.commit().unwrap();
+        }
+        assert_eq!(folded(&conn), 4_000);
+        assert!(read_fold(&conn).unwrap().is_none());
+        let user_3: Vec<i64> = (1..=4_000).filter(|seq| (seq - 1) % 7 == 3).collect();
+        assert_eq!(seqs(&conn, "user_id:user-3"), user_3);
+        let anon_5: Vec<i64> = (1..=4_000).filter(|seq| (seq - 1) % 11 == 5).collect();
+        assert_eq!(seqs(&conn, "anonymous_id:anon-5"), anon_5);
+        // Every messageId is now refused through the index.
+        let recent = Recent::load(&conn).unwrap();
+        let again = append_in(&mut conn, &recent, &["m-0", "m-3999", "m-4000"], false, true);
+        assert_eq!(again, [false, false, true]);
+    }
+
+    #[test]
+    fn a_slice_read_before_a_deletion_is_not_inserted_after_it() {
+        let mut conn = store();
+        let recent = Recent::load(&conn).unwrap();
+        append_in(&mut conn, &recent, &["a", "b"], false, true);
+        let slices = read_fold(&conn).unwrap().unwrap();
+        conn.execute("DELETE FROM events WHERE seq = 1", []).unwrap();
+
+        let tx = conn.transaction().unwrap();
+        assert!(!insert_slice(&tx, &slices[0]).unwrap());
+        tx.commit().unwrap();
+        let entries: i64 = conn
+            .query_row("SELECT COUNT(*) FROM event_subjects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((entries, folded(&conn)), (0, 0));
+
+        // Read again, the fold indexes what is left.
+        let tx = conn.transaction().unwrap();
+        for slice in read_fold(&tx).unwrap().unwrap() {
+            assert!(insert_slice(&tx, &slice).unwrap());
+        }
+        tx.commit().unwrap();
+        assert_eq!(seqs(&conn, "user_id:user-1"), [2]);
+        assert_eq!(folded(&conn), 2);
     }
 }
