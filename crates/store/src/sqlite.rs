@@ -102,7 +102,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const MAX_GROUP: usize = 256;
 /// How many rows (events, consent decisions) one group commit takes, beyond which it takes no
 /// further operation: a bound on the time the first caller of a group waits for the others.
-const MAX_GROUP_ROWS: usize = 8192;
+pub(crate) const MAX_GROUP_ROWS: usize = 8192;
 /// How long the writer waits for more operations before committing a group, when the previous
 /// group held several: long enough for a request handler to deliver, short beside a commit.
 const LINGER: Duration = Duration::from_micros(1000);

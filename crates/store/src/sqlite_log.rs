@@ -15,12 +15,13 @@
 //!   [`FOLD_EVERY`] a fold indexes the events after `event_log.folded`, sorted: a bulk of many
 //!   events shares the pages that one event at a time would each write.
 //! - **Folds in slices.** A fold inside one writer transaction held every append back for
-//!   150–200 ms (the p99 latency of ingestion). So a thread of its own reads and sorts the
-//!   entries ([`read_fold`]) and the writer inserts them in slices of disjoint key ranges
-//!   ([`insert_slice`]), each in a group commit between appends; each page is still written by
-//!   one slice. The last slice moves `folded`. A slice read before the log's marks moved — another
-//!   process folded, or events were deleted (`event_log.deleted` counts them) — is refused and
-//!   the fold read again, so an entry never outlives its event.
+//!   150–200 ms, which set the p99 latency of ingestion. So a thread of its own reads and sorts
+//!   the entries ([`read_fold`]) and the writer inserts them in slices of disjoint key ranges
+//!   ([`insert_slice`]), each in a group commit between appends; but for the pages at the edges
+//!   of the slices, each page is still written by one of them. The last slice moves `folded`. A
+//!   slice read before `folded` or `event_log.deleted` moved — another process folded, or
+//!   events not folded yet were deleted — is refused and the fold read again, so an entry never
+//!   outlives its event.
 //! - **Idempotency.** The writer keeps the `messageId`s of the events after `folded` in memory
 //!   ([`Recent`]), with the seq that stored each; a hit is confirmed against the event, so a
 //!   rolled-back append or a deleted event is never taken for a duplicate. Older ones are looked
@@ -33,7 +34,8 @@
 //!   after the last ones were deleted lands after the index's `folded` mark and after any
 //!   follower's cursor.
 //!
-//! Deleting an event deletes its entries in both tables (a trigger), whoever deletes it.
+//! Deleting an event deletes its entries in both tables, and counts it in `event_log.deleted` when
+//! it is not folded yet (a trigger), whoever deletes it.
 
 use crate::sqlite::{Op, WriteOp};
 use crate::{Result, StoreError};
@@ -47,9 +49,10 @@ use tokio::sync::{mpsc, oneshot};
 const FOLD_EVERY: Duration = Duration::from_millis(500);
 /// The most events one fold indexes, to bound the memory its entries take.
 const FOLD_MAX: i64 = 100_000;
-/// About how many index entries the writer inserts in one go: a slice of a fold takes it about
-/// as long as a group of appends.
-const SLICE_ENTRIES: usize = 8_192;
+/// About how many index entries the writer inserts in one go: as many rows as a group takes, so
+/// that a slice takes the writer about as long as a group of appends and the appends queued
+/// behind it commit in the next group.
+const SLICE_ENTRIES: usize = crate::sqlite::MAX_GROUP_ROWS;
 
 /// The `messageId`s of the events after `event_log.folded`, which `event_ids` does not hold yet,
 /// by source, with the seq of the event that stored each.
@@ -72,7 +75,7 @@ impl Recent {
             folded: 0,
             last: None,
         };
-        let (high, folded) = marks(conn)?;
+        let (high, folded, _) = marks(conn)?;
         recent.reload(conn, high, folded)?;
         Ok(Arc::new(Mutex::new(recent)))
     }
@@ -140,11 +143,6 @@ impl Recent {
     }
 }
 
-/// The log's marks: the highest seq given, and how far the bulk indexes cover it.
-fn marks(conn: &Connection) -> Result<(i64, i64)> {
-    Ok(conn.query_row("SELECT high, folded FROM event_log", [], |r| Ok((r.get(0)?, r.get(1)?)))?)
-}
-
 /// Whether the event at `seq` is `message_id` of `source_id`.
 fn event_is(conn: &Connection, seq: i64, source_id: i64, message_id: &str) -> Result<bool> {
     let mut stmt = conn
@@ -176,7 +174,7 @@ pub(crate) fn append(
     let mut recent = recent
         .lock()
         .map_err(|_| StoreError::Database("the recent messages are poisoned".into()))?;
-    let (high, folded) = marks(tx)?;
+    let (high, folded, _) = marks(tx)?;
     recent.catch_up(tx, high, folded)?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (seq, source_id, message_id, type, user_id, anonymous_id, event, timestamp, received_at, body, purposes, traits)
@@ -218,8 +216,9 @@ pub(crate) fn append(
 /// Part of a fold: the index entries of some events, sorted, for the writer to insert. The slices
 /// of one fold cover disjoint ranges of keys, so each page of an index is written by one of them.
 pub(crate) struct Slice {
-    /// `event_log.folded` and `event_log.deleted` when the entries were read.
+    /// `event_log.folded` when the entries were read.
     folded: i64,
+    /// `event_log.deleted` when the entries were read.
     deleted: i64,
     /// On the fold's last slice, the seq up to which the fold indexes.
     to: Option<i64>,
@@ -233,26 +232,26 @@ impl Slice {
     }
 }
 
-/// The marks a fold works from: the highest seq given, how far the bulk indexes cover the log,
-/// and how many events were ever deleted.
-fn fold_marks(conn: &Connection) -> Result<(i64, i64, i64)> {
+/// The log's marks: the highest seq given, how far the bulk indexes cover the log, and how many
+/// events were deleted before they were folded.
+fn marks(conn: &Connection) -> Result<(i64, i64, i64)> {
     Ok(conn.query_row("SELECT high, folded, deleted FROM event_log", [], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?)
 }
 
 /// Reads the index entries of the events after the last fold (at most [`FOLD_MAX`] of them),
-/// sorted and cut into slices of about [`SLICE_ENTRIES`]; `None` when the log is folded. Called in
-/// one read transaction, so that the marks and the events agree.
-pub(crate) fn read_fold(conn: &Connection) -> Result<Option<Vec<Slice>>> {
-    let (high, folded, deleted) = fold_marks(conn)?;
+/// sorted and cut into slices of about [`SLICE_ENTRIES`]; `None` when the log is folded. One
+/// transaction, so that the marks and the events agree.
+pub(crate) fn read_fold(tx: &Transaction<'_>) -> Result<Option<Vec<Slice>>> {
+    let (high, folded, deleted) = marks(tx)?;
     let to = high.min(folded + FOLD_MAX);
     if to <= folded {
         return Ok(None);
     }
     let mut subjects = Vec::new();
     let mut ids = Vec::new();
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = tx.prepare_cached(
         "SELECT seq, source_id, message_id, user_id, anonymous_id FROM events WHERE seq > ?1 AND seq <= ?2",
     )?;
     let mut rows = stmt.query([folded, to])?;
@@ -285,7 +284,7 @@ pub(crate) fn read_fold(conn: &Connection) -> Result<Option<Vec<Slice>>> {
     ))
 }
 
-/// `items` cut in `count` runs of nearly equal length, in order.
+/// `items` cut in at most `count` runs of nearly equal length, in order (fewer when short).
 fn cut<T>(mut items: Vec<T>, count: usize) -> Vec<Vec<T>> {
     let size = items.len().div_ceil(count).max(1);
     let mut runs = Vec::with_capacity(count);
@@ -302,7 +301,7 @@ fn cut<T>(mut items: Vec<T>, count: usize) -> Vec<Vec<T>> {
 /// deleted — an entry must not outlive its event. Says whether it did; a fold whose slice was
 /// refused is read again. An entry already there (a fold that failed half way) stays.
 pub(crate) fn insert_slice(tx: &Transaction<'_>, slice: &Slice) -> Result<bool> {
-    let (_, folded, deleted) = fold_marks(tx)?;
+    let (_, folded, deleted) = marks(tx)?;
     if (folded, deleted) != (slice.folded, slice.deleted) {
         return Ok(false);
     }
@@ -312,8 +311,22 @@ pub(crate) fn insert_slice(tx: &Transaction<'_>, slice: &Slice) -> Result<bool> 
     }
     let mut ids =
         tx.prepare_cached("INSERT OR IGNORE INTO event_ids (source_id, message_id, seq) VALUES (?1, ?2, ?3)")?;
+    let mut twice = 0;
     for (source_id, message_id, seq) in &slice.ids {
-        ids.execute(params![source_id, message_id, seq])?;
+        // An entry already there is a fold's that stopped half way, or — under another seq — a
+        // `messageId` the log holds twice, whose first copy stays the one found.
+        if ids.execute(params![source_id, message_id, seq])? == 0 {
+            let mut first = tx.prepare_cached("SELECT seq FROM event_ids WHERE source_id = ?1 AND message_id = ?2")?;
+            if first.query_row(params![source_id, message_id], |r| r.get::<_, i64>(0))? != *seq {
+                twice += 1;
+            }
+        }
+    }
+    if twice > 0 {
+        tracing::error!(
+            duplicates = twice,
+            "the event log holds a messageId of a source more than once"
+        );
     }
     if let Some(to) = slice.to {
         tx.execute("UPDATE event_log SET folded = ?1", [to])?;
@@ -323,10 +336,12 @@ pub(crate) fn insert_slice(tx: &Transaction<'_>, slice: &Slice) -> Result<bool> 
 
 /// SQL giving the seqs of the events of some subjects after `after` (an SQL expression):
 /// `subjects` is a query giving `user_id:…` and `anonymous_id:…` keys. The folded part of the
-/// log is read through `event_subjects`, the rest scanned.
+/// log is read through `event_subjects` (whose entries past `folded`, of a fold under way, are
+/// left to the scan), the rest scanned.
 pub(crate) fn seqs_of(subjects: &str, after: &str) -> String {
     format!(
         "SELECT seq FROM event_subjects WHERE subject IN ({subjects}) AND seq > {after}
+           AND seq <= (SELECT folded FROM event_log)
          UNION ALL
          SELECT seq FROM events WHERE seq > max({after}, (SELECT folded FROM event_log))
            AND ('user_id:' || user_id IN ({subjects}) OR 'anonymous_id:' || anonymous_id IN ({subjects}))"
@@ -485,36 +500,69 @@ mod tests {
         seqs
     }
 
-    #[test]
-    fn a_fold_in_slices_indexes_every_event_and_moves_the_mark_last() {
-        let mut conn = store();
-        let recent = Recent::load(&conn).unwrap();
-        // Three entries per event: more than one slice.
-        let ids: Vec<String> = (0..4_000).map(|n| format!("m-{n}")).collect();
-        let mut rows = rows(&ids.iter().map(String::as_str).collect::<Vec<_>>());
-        for (n, row) in rows.iter_mut().enumerate() {
-            row.user_id = Some(format!("user-{}", n % 7));
+    /// Appends `count` events whose user ids run backwards and anonymous ids forwards, so that
+    /// neither order is the seqs'.
+    fn append_many(conn: &mut Connection, recent: &Mutex<Recent>, count: usize) {
+        let ids: Vec<String> = (0..count).map(|n| format!("m-{n}")).collect();
+        let mut batch = rows(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+        for (n, row) in batch.iter_mut().enumerate() {
+            row.user_id = Some(format!("user-{:05}", count - n));
             row.anonymous_id = Some(format!("anon-{}", n % 11));
         }
         let tx = conn.transaction().unwrap();
-        append(&tx, &recent, 1, &rows).unwrap();
+        append(&tx, recent, 1, &batch).unwrap();
         tx.commit().unwrap();
+    }
 
-        let slices = read_fold(&conn).unwrap().unwrap();
+    /// A store holding [`append_many`]'s `count` events, none folded.
+    fn store_with(count: usize) -> (Connection, Arc<Mutex<Recent>>) {
+        let mut conn = store();
+        let recent = Recent::load(&conn).unwrap();
+        append_many(&mut conn, &recent, count);
+        (conn, recent)
+    }
+
+    fn read(conn: &mut Connection) -> Option<Vec<Slice>> {
+        let tx = conn.transaction().unwrap();
+        read_fold(&tx).unwrap()
+    }
+
+    /// Inserts `slice` in a transaction of its own; whether it was taken.
+    fn insert(conn: &mut Connection, slice: &Slice) -> bool {
+        let tx = conn.transaction().unwrap();
+        let taken = insert_slice(&tx, slice).unwrap();
+        tx.commit().unwrap();
+        taken
+    }
+
+    /// Whether each run of `runs` is sorted and ends before the next one starts.
+    fn disjoint<T: Ord>(runs: Vec<&[T]>) -> bool {
+        runs.iter().all(|run| run.is_sorted())
+            && runs.windows(2).all(|pair| match (pair[0].last(), pair[1].first()) {
+                (Some(last), Some(first)) => last < first,
+                _ => true,
+            })
+    }
+
+    #[test]
+    fn a_fold_in_slices_indexes_every_event_and_moves_the_mark_last() {
+        let (mut conn, _) = store_with(4_000);
+
+        // Three entries per event: more than one slice, over ranges of keys that do not overlap.
+        let slices = read(&mut conn).unwrap();
         assert!(slices.len() > 1, "{} slices", slices.len());
-        let (first, last) = (slices[0].subjects.last().unwrap(), &slices[1].subjects[0]);
-        assert!(first < last, "the slices' keys overlap");
+        assert!(disjoint(slices.iter().map(|s| &s.subjects[..]).collect()));
+        assert!(disjoint(slices.iter().map(|s| &s.ids[..]).collect()));
+        let anon_5: Vec<i64> = (1..=4_000).filter(|seq| (seq - 1) % 11 == 5).collect();
         for (n, slice) in slices.iter().enumerate() {
             assert_eq!(folded(&conn), 0, "moved before the last slice");
-            let tx = conn.transaction().unwrap();
-            assert!(insert_slice(&tx, slice).unwrap(), "slice {n} refused");
-            tx.commit().unwrap();
+            // Between slices a read finds every event once.
+            assert_eq!(seqs(&conn, "anonymous_id:anon-5"), anon_5);
+            assert!(insert(&mut conn, slice), "slice {n} refused");
         }
         assert_eq!(folded(&conn), 4_000);
-        assert!(read_fold(&conn).unwrap().is_none());
-        let user_3: Vec<i64> = (1..=4_000).filter(|seq| (seq - 1) % 7 == 3).collect();
-        assert_eq!(seqs(&conn, "user_id:user-3"), user_3);
-        let anon_5: Vec<i64> = (1..=4_000).filter(|seq| (seq - 1) % 11 == 5).collect();
+        assert!(read(&mut conn).is_none());
+        assert_eq!(seqs(&conn, "user_id:user-04000"), [1]);
         assert_eq!(seqs(&conn, "anonymous_id:anon-5"), anon_5);
         // Every messageId is now refused through the index.
         let recent = Recent::load(&conn).unwrap();
@@ -523,28 +571,55 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_read_before_a_deletion_is_not_inserted_after_it() {
-        let mut conn = store();
-        let recent = Recent::load(&conn).unwrap();
-        append_in(&mut conn, &recent, &["a", "b"], false, true);
-        let slices = read_fold(&conn).unwrap().unwrap();
-        conn.execute("DELETE FROM events WHERE seq = 1", []).unwrap();
-
-        let tx = conn.transaction().unwrap();
-        assert!(!insert_slice(&tx, &slices[0]).unwrap());
-        tx.commit().unwrap();
-        let entries: i64 = conn
-            .query_row("SELECT COUNT(*) FROM event_subjects", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!((entries, folded(&conn)), (0, 0));
-
-        // Read again, the fold indexes what is left.
-        let tx = conn.transaction().unwrap();
-        for slice in read_fold(&tx).unwrap().unwrap() {
-            assert!(insert_slice(&tx, &slice).unwrap());
+    fn a_slice_read_before_another_fold_moved_the_mark_is_refused() {
+        let (mut conn, _) = store_with(4_000);
+        // Two processes read the same fold; one of them inserts it whole.
+        let late = read(&mut conn).unwrap();
+        for slice in read(&mut conn).unwrap() {
+            assert!(insert(&mut conn, &slice));
         }
-        tx.commit().unwrap();
-        assert_eq!(seqs(&conn, "user_id:user-1"), [2]);
-        assert_eq!(folded(&conn), 2);
+        assert!(!insert(&mut conn, &late[0]));
+        assert_eq!(folded(&conn), 4_000);
+        assert_eq!(seqs(&conn, "user_id:user-00001"), [4_000]);
+    }
+
+    fn entries_of(conn: &Connection, seq: i64) -> i64 {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM event_subjects WHERE seq = ?1) + (SELECT COUNT(*) FROM event_ids WHERE seq = ?1)",
+            [seq],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_slice_read_before_a_deletion_is_not_inserted_after_it() {
+        let (mut conn, recent) = store_with(4_000);
+        let slices = read(&mut conn).unwrap();
+        assert!(insert(&mut conn, &slices[0]));
+        // Erased between two slices: the entries of the first go with the event, the second is
+        // refused.
+        conn.execute("DELETE FROM events WHERE seq IN (1, 4000)", []).unwrap();
+        assert_eq!((entries_of(&conn, 1), entries_of(&conn, 4_000)), (0, 0));
+        assert!(!insert(&mut conn, &slices[1]));
+        assert_eq!(folded(&conn), 0);
+
+        // Read again, the fold indexes what is left, and nothing of the erased events.
+        for slice in read(&mut conn).unwrap() {
+            assert!(insert(&mut conn, &slice));
+        }
+        assert_eq!(folded(&conn), 4_000);
+        assert_eq!(
+            (entries_of(&conn, 1), entries_of(&conn, 4_000), entries_of(&conn, 2)),
+            (0, 0, 3)
+        );
+        assert_eq!(seqs(&conn, "user_id:user-04000"), Vec::<i64>::new());
+
+        // Deleting a folded event does not hold the next fold back.
+        append_in(&mut conn, &recent, &["x", "y"], false, true);
+        let slices = read(&mut conn).unwrap();
+        conn.execute("DELETE FROM events WHERE seq = 2", []).unwrap();
+        assert!(slices.iter().all(|slice| insert(&mut conn, slice)));
+        assert_eq!(folded(&conn), 4_002);
     }
 }
