@@ -214,7 +214,8 @@ pub(crate) fn append(
 }
 
 /// Part of a fold: the index entries of some events, sorted, for the writer to insert. The slices
-/// of one fold cover disjoint ranges of keys, so each page of an index is written by one of them.
+/// of one fold cover disjoint ranges of keys, so that but for the pages at their edges each page
+/// of an index is written by one of them.
 pub(crate) struct Slice {
     /// `event_log.folded` when the entries were read.
     folded: i64,
@@ -297,8 +298,8 @@ fn cut<T>(mut items: Vec<T>, count: usize) -> Vec<Vec<T>> {
 }
 
 /// Inserts a slice's entries, and on the last one moves `folded`, unless the log changed since
-/// they were read: another fold (of an import beside the server) moved `folded`, or events were
-/// deleted — an entry must not outlive its event. Says whether it did; a fold whose slice was
+/// they were read: another fold (of an import beside the server) moved `folded`, or events not
+/// folded yet were deleted — an entry must not outlive its event. Says whether it did; a fold whose slice was
 /// refused is read again. An entry already there (a fold that failed half way) stays.
 pub(crate) fn insert_slice(tx: &Transaction<'_>, slice: &Slice) -> Result<bool> {
     let (_, folded, deleted) = marks(tx)?;
